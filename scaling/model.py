@@ -1,0 +1,136 @@
+"""A GPT-style decoder, sized from a shape.
+
+Pre-norm transformer blocks (LayerNorm → causal self-attention → residual,
+LayerNorm → GELU MLP → residual), learned absolute position embeddings, and an
+output layer tied to the token embedding, as in GPT-2 and nanoGPT
+(Radford et al. 2019; Karpathy 2022). Attention uses PyTorch's
+``scaled_dot_product_attention`` so that fused kernels are used where the
+device has them.
+
+Parameter counts follow Kaplan et al. (2020): ``n_params`` counts every
+trainable parameter once (the tied output layer is the token embedding);
+``n_params_nonembed`` leaves out the token and position embeddings.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The hyperparameters that fix a model's size."""
+
+    d_model: int
+    n_layers: int
+    n_heads: int
+    ff_ratio: float = 4.0
+    vocab_size: int = 256
+    seq_len: int = 128
+
+    def __post_init__(self):
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}"
+            )
+
+    @property
+    def d_ff(self) -> int:
+        return int(round(self.ff_ratio * self.d_model))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def count_params(shape: Shape) -> dict[str, int]:
+    """Closed-form parameter counts of :class:`GPT` for ``shape``.
+
+    Per block: attention 4·d² + 4·d (q, k, v, out projections with biases),
+    MLP 2·d·d_ff + d_ff + d, two LayerNorms 4·d. Embeddings: V·d (tied with
+    the output layer) + T·d positions. Final LayerNorm 2·d.
+    """
+    d, f, V, T = shape.d_model, shape.d_ff, shape.vocab_size, shape.seq_len
+    block = (4 * d * d + 4 * d) + (2 * d * f + f + d) + 4 * d
+    nonembed = shape.n_layers * block + 2 * d
+    embed = V * d + T * d
+    return {"n_params": nonembed + embed, "n_params_nonembed": nonembed}
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, shape: Shape):
+        super().__init__()
+        self.n_heads = shape.n_heads
+        self.qkv = nn.Linear(shape.d_model, 3 * shape.d_model)
+        self.proj = nn.Linear(shape.d_model, shape.d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(y.transpose(1, 2).contiguous().view(B, T, C))
+
+
+class Block(nn.Module):
+    def __init__(self, shape: Shape):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(shape.d_model)
+        self.attn = CausalSelfAttention(shape)
+        self.ln2 = nn.LayerNorm(shape.d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(shape.d_model, shape.d_ff),
+            nn.GELU(),
+            nn.Linear(shape.d_ff, shape.d_model),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, shape: Shape):
+        super().__init__()
+        self.shape = shape
+        self.tok = nn.Embedding(shape.vocab_size, shape.d_model)
+        self.pos = nn.Embedding(shape.seq_len, shape.d_model)
+        self.blocks = nn.ModuleList(Block(shape) for _ in range(shape.n_layers))
+        self.ln_f = nn.LayerNorm(shape.d_model)
+        self.apply(self._init)
+        # GPT-2: scale the residual projections by 1/sqrt(2·n_layers).
+        for name, p in self.named_parameters():
+            if name.endswith(("proj.weight", "mlp.2.weight")):
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * shape.n_layers))
+
+    @staticmethod
+    def _init(m: nn.Module):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        """Logits for ``idx`` (B, T); with ``targets``, also the mean cross-entropy (nats/token)."""
+        T = idx.shape[1]
+        x = self.tok(idx) + self.pos(torch.arange(T, device=idx.device))
+        for block in self.blocks:
+            x = block(x)
+        logits = self.ln_f(x) @ self.tok.weight.T
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW groups: decay matrices, not biases, norms or position embeddings."""
+        decay = [p for n, p in self.named_parameters() if p.dim() == 2 and not n.startswith("pos.")]
+        other = [p for n, p in self.named_parameters() if not (p.dim() == 2 and not n.startswith("pos."))]
+        return [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": other, "weight_decay": 0.0},
+        ]

@@ -1,0 +1,58 @@
+"""Shared helpers: run the real Snakemake workflow on a study in a temporary directory."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "workflow" / "studies" / "smoke.yaml"
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+             "--profile", str(REPO / "profiles" / "default")]
+
+
+def snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run snakemake on ``config`` (written to workdir/study.yaml) with cwd = ``workdir``."""
+    path = workdir / "study.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    proc = subprocess.run([*SNAKEMAKE, "--configfile", str(path), *args], cwd=workdir,
+                          capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def planned(workdir: Path, config: dict) -> dict[str, int]:
+    """The jobs a dry run would execute, as {rule: count} (empty when there is nothing to do)."""
+    proc = snakemake(workdir, config, "--dry-run", "--quiet", "rules")
+    out = proc.stdout + proc.stderr
+    if "Nothing to be done" in out:
+        return {}
+    table = out[out.index("Job stats:"):]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M) if m[1] != "total"}
+
+
+def smoke_config() -> dict:
+    return yaml.safe_load(SMOKE.read_text())
+
+
+@pytest.fixture(scope="session")
+def finished_smoke(tmp_path_factory) -> Path:
+    """A working directory in which the smoke study has run to completion (shared, do not modify)."""
+    workdir = tmp_path_factory.mktemp("smoke")
+    snakemake(workdir, smoke_config(), "--cores", "2")
+    return workdir
+
+
+@pytest.fixture
+def smoke_copy(finished_smoke, tmp_path) -> Path:
+    """A private copy of the finished smoke study (results and Snakemake's metadata, mtimes kept)."""
+    dest = tmp_path / "smoke"
+    shutil.copytree(finished_smoke, dest, symlinks=True)
+    return dest

@@ -1,0 +1,121 @@
+"""The pipeline end to end on the smoke study: outputs, staleness, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import duckdb
+import pytest
+
+from conftest import planned, smoke_config, snakemake
+
+RESULTS = "results/smoke"
+
+
+def test_full_run_produces_every_table_figure_and_database(finished_smoke):
+    out = finished_smoke / RESULTS
+    for rel in ("summary.md", "figures/loss_vs_compute.png", "figures/loss_vs_lr.png", "fit/overtraining.json"):
+        assert (out / rel).stat().st_size > 0, rel
+    con = duckdb.connect(str(out / "scaling.duckdb"), read_only=True)
+    runs = con.sql("SELECT * FROM runs").df()
+    n_runs = 6  # 4 sizes at M=20 + the smallest at M=10 and 40
+    assert len(runs) == n_runs and set(runs["status"]) == {"ok"}
+    for col in ("dataset", "size", "n_params", "n_params_nonembed", "tokens", "token_multiplier", "lr", "seed",
+                "flops", "val_loss", "final_train_loss", "status"):
+        assert col in runs.columns, col
+    assert (runs["n_params_nonembed"] < runs["n_params"]).all()
+    assert (abs(runs["tokens"] - runs["token_multiplier"] * runs["n_params"]) <= 0.5).all()
+    # every run logged every step, and learned something
+    steps = con.sql("SELECT run_id, count(*) n, max(step) s FROM curves GROUP BY run_id").df()
+    assert len(steps) == n_runs and (steps["n"] == steps["s"]).all()
+    assert (runs["val_loss"] < runs["initial_loss"] - 1.0).all()
+    fits = con.sql("SELECT * FROM fits").df()
+    assert len(fits) == 1 and fits["n_points"].iloc[0] == 5
+    pred = con.sql("SELECT role, count(*) n FROM predictions GROUP BY role").df().set_index("role")["n"]
+    assert pred.to_dict() == {"fit": 5, "held_out": 1, "target": 1}
+
+
+def test_after_a_full_run_there_is_nothing_to_do(finished_smoke):
+    assert planned(finished_smoke, smoke_config()) == {}
+
+
+def test_adding_a_learning_rate_trains_only_the_new_runs(smoke_copy):
+    config = smoke_config()
+    config["grid"][0]["learning_rates"].append(0.02)
+    assert planned(smoke_copy, config) == {
+        "train": 4, "collect": 1, "fit": 1, "database": 1, "report": 1, "all": 1,
+    }
+
+
+def test_adding_a_model_size_trains_it_and_refits(smoke_copy):
+    config = smoke_config()
+    config["models"].append({"name": "xl", "d_model": 32, "n_layers": 3, "n_heads": 2})
+    config["grid"][0]["sizes"].append("xl")
+    assert planned(smoke_copy, config) == {
+        "train": 1, "collect": 1, "fit": 1, "database": 1, "report": 1, "all": 1,
+    }
+    before = (smoke_copy / RESULTS / "runs/bible/l/M20_lr0.01_s0/metrics.json").stat().st_mtime_ns
+    snakemake(smoke_copy, config, "--cores", "2")
+    assert planned(smoke_copy, config) == {}
+    assert (smoke_copy / RESULTS / "runs/bible/l/M20_lr0.01_s0/metrics.json").stat().st_mtime_ns == before
+    con = duckdb.connect(str(smoke_copy / RESULTS / "scaling.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM runs WHERE size = 'xl'").fetchone()[0] == 1
+    assert con.execute("SELECT n_points FROM fits").fetchone()[0] == 6
+
+
+def test_changing_fit_settings_reruns_only_fit_and_report(smoke_copy):
+    config = smoke_config()
+    config["fit"]["targets"].append({"n_params": 1e6, "token_multiplier": 20})
+    assert planned(smoke_copy, config) == {"fit": 1, "database": 1, "report": 1, "all": 1}
+
+
+def test_changing_the_title_retrains_nothing(smoke_copy):
+    config = smoke_config()
+    config["title"] = "Another title"
+    assert planned(smoke_copy, config) == {"report": 1, "all": 1}
+
+
+def test_changing_a_training_setting_retrains_every_run(smoke_copy):
+    config = smoke_config()
+    config["training"]["weight_decay"] = 0.0
+    assert planned(smoke_copy, config)["train"] == 6
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda c: c.update(colour="blue"), "colour"),
+    (lambda c: c["grid"][1]["token_multipliers"].append(-20), "token_multipliers"),
+    (lambda c: c.update(grid=[]), "grid"),
+    (lambda c: c["grid"][0]["learning_rates"].append(0), "learning_rates"),
+    (lambda c: c["datasets"].update(mine={"source": "files", "files": ["no/such/*.txt"]}), "datasets.mine.files"),
+    (lambda c: c["grid"][0]["sizes"].append("huge"), "grid[0].sizes[4]"),
+])
+def test_bad_config_fails_before_any_job_runs(tmp_path, edit, field):
+    config = smoke_config()
+    edit(config)
+    proc = snakemake(tmp_path, config, "--dry-run", check=False)
+    assert proc.returncode != 0
+    assert field in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_diverging_run_is_recorded_and_the_workflow_goes_on(tmp_path):
+    config = smoke_config()
+    config["grid"].append({"sizes": ["l"], "token_multipliers": [20], "learning_rates": [50.0]})
+    snakemake(tmp_path, config, "--cores", "2")
+    con = duckdb.connect(str(tmp_path / RESULTS / "scaling.duckdb"), read_only=True)
+    status, step = con.execute("SELECT status, diverged_step FROM runs WHERE lr = 50").fetchone()
+    assert status == "diverged" and step >= 1
+    fit = json.loads((tmp_path / RESULTS / "fit/overtraining.json").read_text())
+    assert fit["fits"][0]["n_points"] == 5  # the diverged run is not a point
+
+
+def test_scaling_sql_reads_the_latest_database_and_refuses_writes(finished_smoke):
+    cli = [sys.executable, "-m", "scaling.cli", "sql"]
+    ok = subprocess.run([*cli, "SELECT count(*) AS n FROM runs"], cwd=finished_smoke, capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout.split() == ["n", "6"]
+    bad = subprocess.run([*cli, "DELETE FROM runs"], cwd=finished_smoke, capture_output=True, text=True)
+    assert bad.returncode != 0 and "read-only" in bad.stderr
+    typo = subprocess.run([*cli, "SELECT nope FROM runs"], cwd=finished_smoke, capture_output=True, text=True)
+    assert typo.returncode != 0 and "nope" in typo.stderr
