@@ -1,11 +1,13 @@
 rule collect:
-    """Every run's metrics and curve → Parquet tables `runs` and `curves`."""
+    """Finished runs → Parquet tables `runs`, `curves`, `evals`, `downstream`; only new runs are parsed."""
     input:
         metrics=[f"{RESULTS}/runs/{r.id}/metrics.json" for r in RUNS],
         curves=[f"{RESULTS}/runs/{r.id}/curve.parquet" for r in RUNS],
     output:
         runs=f"{RESULTS}/tables/runs.parquet",
         curves=f"{RESULTS}/tables/curves.parquet",
+        evals=f"{RESULTS}/tables/evals.parquet",
+        downstream=f"{RESULTS}/tables/downstream.parquet",
     params:
         out=f"{RESULTS}/tables",
     log:

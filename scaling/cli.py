@@ -1,4 +1,5 @@
-"""The ``scaling`` command: the pipeline's stages (called by the Snakemake rules) and ``scaling sql``."""
+"""The ``scaling`` command: the pipeline's stages (called by the Snakemake rules), ``scaling sql``,
+``scaling status`` and ``scaling import``."""
 
 from __future__ import annotations
 
@@ -25,10 +26,15 @@ def _train(args):
 
 
 def _collect(args):
-    from scaling.collect import collect
+    from scaling.collect import RunFileError, collect
+    from scaling.schema import SchemaError
 
-    runs = collect(args.metrics, args.out)
-    print(f"collected {len(runs)} runs into {args.out}")
+    try:
+        done = collect(args.metrics, args.out, use_cache=not args.full)
+    except (RunFileError, SchemaError) as e:
+        raise SystemExit(f"error: {e}")
+    print(f"collected {done.tables['runs'].num_rows} runs into {args.out}: "
+          f"{done.parsed} read from their files, {done.cached} from the previous collect")
 
 
 def _fit(args):
@@ -45,10 +51,60 @@ def _fit(args):
 
 
 def _database(args):
-    from scaling.collect import build_database
+    from scaling.database import build_database
+    from scaling.schema import SchemaError
 
-    build_database(args.tables, args.out)
-    print(f"results database: {Path(args.out).resolve()}")
+    try:
+        rows = build_database(args.tables, args.out)
+    except SchemaError as e:
+        raise SystemExit(f"error: {e}")
+    print(f"results database: {Path(args.out).resolve()} ({', '.join(f'{t} {n:,}' for t, n in rows.items())} rows)")
+
+
+def _status(args):
+    from scaling.status import grid, load_config, report
+    from scaling.study import ConfigError
+
+    try:
+        config = load_config(args.configfile)
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}")
+    per_run = grid(config, args.results, args.stale_after)
+    if args.csv:
+        per_run.to_csv(sys.stdout, index=False)
+    else:
+        print(report(config, per_run, list_runs=args.runs))
+
+
+def _pairs(flag: str, items: list[str]) -> dict[str, str]:
+    """``COLUMN=VALUE`` arguments as a dict."""
+    from scaling.importers import TestbedError
+
+    for item in items:
+        if "=" not in item:
+            raise TestbedError(f"{flag} {item!r}: give COLUMN=VALUE")
+    return dict(item.split("=", 1) for item in items)
+
+
+def _import(args):
+    import yaml
+
+    from scaling.importers import TestbedError, import_csv, import_gadre2024
+
+    try:
+        if args.testbed == "gadre2024":
+            rows = import_gadre2024(args.results, args.study or "gadre2024")
+        else:
+            if not (args.csv_file and args.study):
+                raise TestbedError("`scaling import csv` needs the CSV file and --study NAME")
+            constants = {k: yaml.safe_load(v) for k, v in _pairs("--set", args.set).items()}
+            rows = import_csv(args.csv_file, args.study, args.results, _pairs("--map", args.map), constants,
+                              args.val_set_column, args.val_set, args.downstream)
+    except (TestbedError, OSError) as e:
+        raise SystemExit(f"error: {e}")
+    db = Path(args.results) / (args.study or args.testbed) / "scaling.duckdb"
+    print(f"imported into {db.parent}: " + ", ".join(f"{t} {n:,}" for t, n in rows.items() if n))
+    print(f"query it: scaling sql --db {db} 'SELECT * FROM runs'")
 
 
 def _report(args):
@@ -72,20 +128,29 @@ def latest_database(root: str | Path = "results") -> Path:
 def _sql(args):
     import duckdb
 
-    db = Path(args.db) if args.db else latest_database()
-    if not db.exists():
-        raise SystemExit(f"--db: {db} does not exist")
-    con = duckdb.connect(str(db), read_only=True)
+    from scaling.database import ReadOnlyError, open_all, open_study, query
+
+    if args.all:
+        try:
+            con = open_all(args.results)
+        except FileNotFoundError as e:
+            raise SystemExit(f"error: {e}; run `snakemake --cores 2` or `scaling import gadre2024` first")
+    else:
+        db = Path(args.db) if args.db else latest_database(args.results)
+        if not db.exists():
+            raise SystemExit(f"--db: {db} does not exist")
+        con = open_study(db)
     try:
-        rel = con.sql(args.query)
-        if rel is None:  # a statement with no result (e.g. SET)
-            return
-        df = rel.df()
+        df = query(con, args.query)
+    except ReadOnlyError as e:
+        raise SystemExit(f"error: read-only: {e}")
     except duckdb.Error as e:
         msg = str(e)
         if "read-only" in msg:
             msg += "\n(scaling sql opens the database read-only: it runs queries, not statements that write)"
         raise SystemExit(f"error: {msg}")
+    if df is None:  # a statement with no result (e.g. SET)
+        return
     if args.csv:
         df.to_csv(sys.stdout, index=False)
     else:
@@ -100,9 +165,36 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("sql", help="run a read-only SQL query on a study's DuckDB database")
     p.add_argument("query")
     p.add_argument("--db", help="database file (default: the newest results/*/scaling.duckdb)")
+    p.add_argument("--all", action="store_true",
+                   help="query every study under --results at once: each table gains a `study` column")
+    p.add_argument("--results", default="results", help="the results directory (default: results)")
     p.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     p.add_argument("--max-rows", type=int, default=200)
     p.set_defaults(func=_sql)
+
+    p = sub.add_parser("status", help="the study's grid: runs done, running, failed, diverged, not started")
+    p.add_argument("--configfile", default="workflow/config.yaml", help="the study (default: workflow/config.yaml)")
+    p.add_argument("--results", default="results", help="the results directory (default: results)")
+    p.add_argument("--stale-after", type=float, default=120.0,
+                   help="seconds without a log line after which a run without metrics counts as failed (default 120)")
+    p.add_argument("--runs", action="store_true", help="also list every run that is not done, with its state")
+    p.add_argument("--csv", action="store_true", help="print one CSV row per run instead")
+    p.set_defaults(func=_status)
+
+    p = sub.add_parser("import", help="load a published testbed into results/<study>/ (tables and database)")
+    p.add_argument("testbed", choices=["gadre2024", "csv"],
+                   help="`gadre2024` (shipped with the project) or `csv` (your own file, with --map)")
+    p.add_argument("csv_file", nargs="?", help="(csv) the CSV file: one row per run, or per run × validation set")
+    p.add_argument("--study", help="name of the imported study (default: the testbed's name)")
+    p.add_argument("--results", default="results", help="the results directory (default: results)")
+    p.add_argument("--map", action="append", default=[], metavar="COLUMN=CSV_COLUMN",
+                   help="(csv) take the schema's COLUMN from CSV_COLUMN, e.g. --map n_params=N; repeatable")
+    p.add_argument("--set", action="append", default=[], metavar="COLUMN=VALUE",
+                   help="(csv) give COLUMN one value for every run, e.g. --set dataset=c4; repeatable")
+    p.add_argument("--val-set-column", help="(csv) the column naming the validation set of each row")
+    p.add_argument("--val-set", help="(csv) the validation set whose loss is runs.val_loss")
+    p.add_argument("--downstream", help="(csv) a second CSV, one row per run × task (task, accuracy)")
+    p.set_defaults(func=_import)
 
     p = sub.add_parser("prepare", help="(pipeline) tokenize a dataset")
     p.add_argument("--dataset", required=True, help="the dataset's config, as JSON")
@@ -116,8 +208,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("collect", help="(pipeline) runs → Parquet tables")
+    p = sub.add_parser("collect", help="(pipeline) finished runs → Parquet tables, parsing only new runs")
     p.add_argument("--out", required=True, help="tables directory")
+    p.add_argument("--full", action="store_true", help="parse every run, ignoring the previous collect")
     p.add_argument("metrics", nargs="*", help="runs' metrics.json files")
     p.set_defaults(func=_collect)
 

@@ -1,65 +1,253 @@
-"""Runs on disk → Parquet tables → one DuckDB database.
+"""Finished runs on disk → the Parquet tables ``runs``, ``curves``, ``evals`` and ``downstream``.
 
-Tables (each a Parquet file under ``results/<study>/tables/``):
+A run is finished when its ``metrics.json`` exists: training writes
+``curve.parquet`` and then ``metrics.json``, each atomically, so a run still in
+progress has no ``metrics.json`` and a listed run without one is an error, not a
+run to skip. A run file that cannot be read, or lacks a required field, fails
+the collect with a :class:`RunFileError` naming the file and the fix; no run is
+ever dropped silently.
 
-- ``runs``: one row per run — grid coordinates (dataset, size, token_multiplier,
-  lr, seed), shape, n_params, n_params_nonembed, tokens, flops, final losses,
-  status, wall time, tokens/s, host and versions;
-- ``curves``: one row per run × step (run_id, step, tokens, lr, train_loss);
-- ``fits`` and ``predictions``: written by the fit stage.
+Besides the ``runs`` columns it knows (see :mod:`scaling.schema`), every key of
+``metrics.json`` becomes a column of ``runs`` (dicts and lists as JSON), except
+two that become rows of their own tables:
 
-``results/<study>/scaling.duckdb`` holds a copy of every table, so the file is
-self-contained and can be moved or shared.
+- ``evals``: ``{val_set: loss}``, one ``evals`` row each; without it a run has
+  one row, ``val_set = 'val'`` with its ``val_loss``;
+- ``downstream``: ``{task: accuracy}``, one ``downstream`` row each.
+
+Incremental. Snakemake deletes a job's outputs before it reruns the job, so
+the previous tables are kept as hard links in ``<tables>/.collect-cache/``.
+``runs.parquet`` records in its metadata the size and modification time of
+every run's two files; the next collect parses only runs that are new or whose
+files changed, and takes every other run's rows from the cache. A cache that is
+missing, unreadable or torn (its tables written by different collects) is
+ignored, and every run is parsed.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
-import duckdb
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from scaling.io import atomic_path, read_json, write_parquet
+from scaling import schema
 
-TABLES = ("runs", "curves", "fits", "predictions")
+RUN_TABLES = ("runs", "curves", "evals", "downstream")
+CACHE_DIR = ".collect-cache"
+COLLECT_ID_KEY = "scaling.collect_id"
+FINGERPRINTS_KEY = "scaling.collect_fingerprints"
+# the metrics.json fields a run cannot be collected without (the required `runs` columns)
+REQUIRED_METRICS = {c.name: c.nullable for c in schema.columns("runs") if c.required and c.default is None}
 
 
-def read_run(metrics_path: str | Path) -> tuple[dict, pd.DataFrame]:
-    """A finished run's metrics and curve; a missing or corrupt file raises naming it."""
-    metrics_path = Path(metrics_path)
-    curve_path = metrics_path.with_name("curve.parquet")
+class RunFileError(RuntimeError):
+    """A run file that cannot be collected; the message names the file and what to do."""
+
+
+def _retrain_hint(run_dir: Path) -> str:
+    return f"fix: delete {run_dir} and rerun snakemake to retrain the run (or restore the file from a backup)"
+
+
+@lru_cache(maxsize=None)
+def git_commit(checkout: Path = Path(__file__).resolve().parent) -> str:
+    """The commit of the git checkout holding ``checkout`` (by default the ``scaling`` package's own),
+    with ``-dirty`` if it has local edits; ``unknown`` outside a git checkout or without git."""
     try:
-        metrics = read_json(metrics_path)
-        curve = pd.read_parquet(curve_path)
-    except (OSError, ValueError) as e:
-        raise RuntimeError(
-            f"cannot read run {metrics_path.parent}: {e}; "
-            f"fix: delete that directory and rerun snakemake to retrain the run"
-        ) from e
-    metrics["training"] = json.dumps(metrics["training"], sort_keys=True)
-    curve.insert(0, "run_id", metrics["run_id"])
-    return metrics, curve
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40"],
+                             cwd=checkout, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
 
 
-def collect(metrics_paths: list[str | Path], out_dir: str | Path) -> pd.DataFrame:
-    """Write ``runs.parquet`` and ``curves.parquet`` for the given runs; return the runs table."""
-    records, curves = zip(*(read_run(p) for p in metrics_paths)) if metrics_paths else ((), ())
-    runs = pd.DataFrame(list(records))
+@lru_cache(maxsize=1)
+def scaling_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("scaling")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def fingerprint(metrics_path: Path) -> list[int]:
+    """Size and mtime (ns) of a run's metrics.json and curve.parquet: they change when the run is retrained."""
+    out = []
+    for path in (metrics_path, metrics_path.with_name("curve.parquet")):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise RunFileError(
+                f"{path}: missing, so the run is not finished (training writes curve.parquet, then metrics.json); "
+                f"fix: rerun snakemake to train it, or leave it out of the study"
+            ) from None
+        out += [st.st_size, st.st_mtime_ns]
+    return out
+
+
+@dataclass
+class Run:
+    """One run's rows for each table."""
+
+    record: dict
+    curve: pa.Table
+    evals: list[dict]
+    downstream: list[dict]
+
+
+def _flat(value):
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+
+
+def read_run(metrics_path: str | Path) -> Run:
+    """A finished run's rows; raises :class:`RunFileError` naming the file if it is unreadable or incomplete."""
+    metrics_path = Path(metrics_path)
+    run_dir, curve_path = metrics_path.parent, metrics_path.with_name("curve.parquet")
+    try:
+        metrics = json.loads(metrics_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise RunFileError(f"{metrics_path}: unreadable ({e}); {_retrain_hint(run_dir)}") from None
+    if not isinstance(metrics, dict):
+        raise RunFileError(f"{metrics_path}: not a JSON object; {_retrain_hint(run_dir)}")
+    missing = [k for k, nullable in REQUIRED_METRICS.items() if k not in metrics or (metrics[k] is None and not nullable)]
+    if missing:
+        raise RunFileError(f"{metrics_path}: lacks the required field(s) {missing}; {_retrain_hint(run_dir)}")
+    try:
+        curve = pq.read_table(curve_path)
+    except (OSError, pa.ArrowException) as e:
+        raise RunFileError(f"{curve_path}: unreadable ({e}); {_retrain_hint(run_dir)}") from None
+    missing = [c.name for c in schema.columns("curves") if c.required and c.name != "run_id"
+               and c.name not in curve.column_names]
+    if missing:
+        raise RunFileError(f"{curve_path}: lacks the column(s) {missing}; {_retrain_hint(run_dir)}")
+    run_id = metrics["run_id"]
+    # one dictionary entry per run: cheap to build, and Parquet stores it as a dictionary anyway
+    ids = pa.DictionaryArray.from_arrays(pa.array(np.zeros(curve.num_rows, np.int32)), pa.array([run_id]))
+    curve = curve.drop_columns([c for c in ("run_id",) if c in curve.column_names]).add_column(0, "run_id", ids)
+    curve = curve.replace_schema_metadata(None)
+
+    evals = metrics.pop("evals", None) or {"val": metrics["val_loss"]}
+    downstream = metrics.pop("downstream", None) or {}
+    record = {k: _flat(v) for k, v in metrics.items()}
+    record.setdefault("git_commit", git_commit())
+    record.setdefault("scaling_version", scaling_version())
+    record["source"] = str(run_dir)
+    return Run(
+        record, curve,
+        [{"run_id": run_id, "val_set": k, "loss": v} for k, v in evals.items()],
+        [{"run_id": run_id, "task": k, "accuracy": v} for k, v in downstream.items()],
+    )
+
+
+@dataclass
+class Collected:
+    """What a collect did: the tables it wrote, how many runs it parsed, how many it took from the cache."""
+
+    tables: dict[str, pa.Table]
+    parsed: int
+    cached: int
+
+
+def _concat(parts: list[pa.Table]) -> pa.Table:
+    return pa.concat_tables(parts, promote_options="permissive")
+
+
+def _load_cache(cache: Path) -> tuple[dict[str, pa.Table], dict[str, list[int]]] | None:
+    """The previous collect's tables and run fingerprints, or None if there is no consistent cache."""
+    try:
+        meta = {t: pq.read_schema(cache / f"{t}.parquet").metadata or {} for t in RUN_TABLES}
+        if len({m.get(COLLECT_ID_KEY.encode()) for m in meta.values()} - {None}) != 1:
+            return None
+        fingerprints = json.loads(meta["runs"][FINGERPRINTS_KEY.encode()])
+        tables = {t: schema.read_table(cache / f"{t}.parquet", t, **({"read_dictionary": ["run_id"]} if t == "curves" else {}))
+                  for t in RUN_TABLES}
+    except (OSError, KeyError, ValueError, pa.ArrowException):
+        return None
+    return tables, fingerprints
+
+
+def _refresh_cache(out: Path, cache: Path) -> None:
+    """Hard-link (or copy) the tables just written into the cache, each replaced atomically, runs last."""
+    cache.mkdir(exist_ok=True)
+    for t in (*RUN_TABLES[1:], "runs"):
+        tmp = cache / f".{t}.parquet.tmp"
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(out / f"{t}.parquet", tmp)
+        except OSError:
+            shutil.copyfile(out / f"{t}.parquet", tmp)
+        os.replace(tmp, cache / f"{t}.parquet")
+
+
+def _runs_table(records: list[dict], paths: list[Path]) -> pa.Table:
+    try:
+        return schema.conform("runs", pd.DataFrame.from_records(records))
+    except schema.SchemaError:  # find the run at fault, to name its file
+        for record, path in zip(records, paths):
+            schema.conform("runs", pd.DataFrame.from_records([record]), str(path))
+        raise
+
+
+def collect(metrics_paths: list[str | Path], out_dir: str | Path, use_cache: bool = True,
+            workers: int | None = None) -> Collected:
+    """Write the run tables for exactly the given runs into ``out_dir``, parsing only what the cache lacks."""
     out = Path(out_dir)
-    write_parquet(out / "runs.parquet", runs)
-    write_parquet(out / "curves.parquet", pd.concat(curves, ignore_index=True) if curves else pd.DataFrame())
-    return runs
+    paths = [Path(p) for p in metrics_paths]
+    fingerprints = {str(p.parent): fingerprint(p) for p in paths}
+    if len(fingerprints) != len(paths):
+        raise RunFileError("the same run directory is listed twice; fix: list each run's metrics.json once")
 
+    cached = _load_cache(out / CACHE_DIR) if use_cache else None
+    old_tables, old_fps = cached if cached else ({}, {})
+    keep = {src for src, fp in fingerprints.items() if old_fps.get(src) == fp}
+    todo = [p for p in paths if str(p.parent) not in keep]
+    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
+        new = list(pool.map(read_run, todo))
 
-def build_database(tables_dir: str | Path, db_path: str | Path) -> None:
-    """Copy every table in ``tables_dir`` into a new DuckDB file, replacing ``db_path`` atomically."""
-    tables_dir = Path(tables_dir)
-    with atomic_path(db_path) as tmp:
-        tmp.unlink()  # DuckDB creates the file itself
-        con = duckdb.connect(str(tmp))
-        for name in TABLES:
-            path = tables_dir / f"{name}.parquet"
-            if path.exists():
-                con.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet(?)", [str(path)])
-        con.close()
+    parts: dict[str, list[pa.Table]] = {t: [] for t in RUN_TABLES}
+    if keep and keep == set(old_fps):  # the usual case, runs only added: every cached row stays
+        for t in RUN_TABLES:
+            parts[t].append(old_tables[t])
+    elif keep:
+        runs = old_tables["runs"]
+        runs = runs.filter(pc.is_in(runs["source"], pa.array(sorted(keep))))
+        kept_ids = runs["run_id"].combine_chunks()
+        parts["runs"].append(runs)
+        for t in RUN_TABLES[1:]:
+            old = old_tables[t]
+            parts[t].append(old.filter(pc.is_in(old["run_id"], kept_ids)))
+    if new:
+        parts["runs"].append(_runs_table([r.record for r in new], todo))
+        parts["curves"].append(schema.conform("curves", _concat([r.curve for r in new])))
+        parts["evals"].append(schema.conform("evals", pd.DataFrame([e for r in new for e in r.evals])))
+        if any(r.downstream for r in new):
+            parts["downstream"].append(schema.conform("downstream", pd.DataFrame([d for r in new for d in r.downstream])))
+
+    tables = {t: _concat(p) if p else schema.empty(t) for t, p in parts.items()}
+    tables["runs"] = tables["runs"].sort_by("run_id")
+    dupes = sorted(i for i, n in Counter(tables["runs"]["run_id"].to_pylist()).items() if n > 1)
+    if dupes:
+        raise RunFileError(f"run_id {dupes[0]!r} appears in more than one run directory; "
+                           f"fix: remove the copy that does not belong to the study")
+
+    collect_id = uuid.uuid4().hex
+    meta = {COLLECT_ID_KEY: collect_id}
+    for t in (*RUN_TABLES[1:], "runs"):  # runs last: it holds the fingerprints that make the cache valid
+        extra = {FINGERPRINTS_KEY: json.dumps(fingerprints, sort_keys=True)} if t == "runs" else {}
+        tables[t] = schema.write_table(out / f"{t}.parquet", t, tables[t], {**meta, **extra})
+    if use_cache:
+        _refresh_cache(out, out / CACHE_DIR)
+    return Collected(tables, parsed=len(new), cached=len(keep))

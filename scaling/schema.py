@@ -1,0 +1,280 @@
+"""The results store's tables: their documented columns, the schema version, and migrations.
+
+Every table is a Parquet file ``results/<study>/tables/<table>.parquet`` and a
+table of the same name in ``results/<study>/scaling.duckdb``:
+
+- ``runs``: one row per finished run;
+- ``curves``: one row per run × logged training step;
+- ``evals``: one row per run × validation set;
+- ``downstream``: one row per run × downstream task (empty when there are none);
+- ``fits``: one row per fitted law;
+- ``predictions``: one row per point a fitted law predicts.
+
+Each table has *core* columns, listed below with their Arrow type, unit and
+meaning. A writer may add columns: they are carried through after the core
+columns, unchanged. A *required* core column must be present (a *key* column
+also never null); an optional one that a writer leaves out is filled with its
+default (null unless stated).
+
+Versioning. Parquet files written by :func:`write_table` carry
+``scaling.schema_version`` in their key-value metadata; a file without it is
+version 0 (the layout before versioning, or a producer that writes plain
+Parquet). :func:`read_table` migrates older versions step by step with
+:data:`MIGRATIONS` and refuses newer ones. To change the schema: bump
+:data:`SCHEMA_VERSION`, add ``MIGRATIONS[old]`` that turns a table at version
+``old`` into one at ``old + 1``, and update the README's column tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from scaling.io import atomic_path
+
+SCHEMA_VERSION = 1
+VERSION_KEY = b"scaling.schema_version"
+TABLE_KEY = b"scaling.table"
+
+
+class SchemaError(ValueError):
+    """A table that does not fit its schema; the message names the table, the column and the source."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: pa.DataType
+    doc: str
+    unit: str = ""
+    required: bool = False
+    nullable: bool = True
+    default: object = None
+
+
+def _cols(*specs) -> tuple[Column, ...]:
+    return tuple(Column(*s[:4], **(s[4] if len(s) > 4 else {})) for s in specs)
+
+
+REQ = {"required": True, "nullable": False}  # must be present, never null
+PRESENT = {"required": True}  # must be present, may be null
+STR, I64, F64 = pa.string(), pa.int64(), pa.float64()
+
+TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
+    "runs": ("one row per finished run", _cols(
+        ("run_id", STR, "`<dataset>/<size>/M<M>_lr<lr>_s<seed>` for a trained run, the testbed's name for an imported one", "", REQ),
+        ("dataset", STR, "training corpus (a key of the study's `datasets`)", "", REQ),
+        ("size", STR, "model name", "", REQ),
+        ("token_multiplier", F64, "M = D/N", "tokens per parameter", REQ),
+        ("lr", F64, "peak learning rate"),
+        ("seed", I64, "random seed (null when a testbed does not give it)"),
+        ("d_model", I64, "width"),
+        ("n_layers", I64, "transformer blocks"),
+        ("n_heads", I64, "attention heads"),
+        ("ff_ratio", F64, "MLP width / d_model"),
+        ("vocab_size", I64, "vocabulary size", "tokens"),
+        ("seq_len", I64, "context length", "tokens"),
+        ("n_params", I64, "N, all parameters including embeddings", "parameters", REQ),
+        ("n_params_nonembed", I64, "parameters without the token and position embeddings", "parameters"),
+        ("tokens", I64, "D = M·N, the planned training tokens", "tokens", REQ),
+        ("tokens_seen", I64, "tokens actually trained on (fewer than `tokens` if the run diverged)", "tokens"),
+        ("epochs", F64, "tokens_seen / size of the training split", "epochs"),
+        ("steps", I64, "planned optimizer steps", "steps"),
+        ("flops", F64, "C, training compute of the planned run (6·N·D)", "FLOPs", REQ),
+        ("initial_loss", F64, "training loss at the first step", "nats/token"),
+        ("final_train_loss", F64, "mean training loss over the last 1% of steps", "nats/token"),
+        ("val_loss", F64, "validation loss at the end of training (null if diverged); the loss fits use", "nats/token", PRESENT),
+        ("status", STR, "`ok` or `diverged`", "", REQ),
+        ("diverged_step", I64, "step at which the run was stopped as diverged, else null", "steps"),
+        ("wall_s", F64, "wall-clock time of the training job", "s"),
+        ("tokens_per_s", F64, "training throughput, tokens_seen / wall_s", "tokens/s"),
+        ("device", STR, "`cpu` or `cuda`"),
+        ("threads", I64, "CPU threads the run used"),
+        ("host", STR, "machine the run trained on"),
+        ("torch", STR, "PyTorch version"),
+        ("python", STR, "Python version"),
+        ("training", STR, "the study's `training` settings, as JSON"),
+        ("git_commit", STR, "commit of the scaling project's checkout (`-dirty` if it had local edits) when the run "
+                            "was trained, or else first collected; `unknown` outside a git checkout",
+         "", {"default": "unknown"}),
+        ("scaling_version", STR, "version of the scaling package that collected the run",
+         "", {"default": "unknown"}),
+        ("source", STR, "where the row came from: the run's directory, or `import:<testbed>`"),
+    )),
+    "curves": ("one row per run × logged training step", _cols(
+        ("run_id", STR, "the run (joins `runs.run_id`)", "", REQ),
+        ("step", I64, "optimizer step, from 1", "steps", REQ),
+        ("tokens", I64, "tokens trained on up to and including this step", "tokens", REQ),
+        ("lr", F64, "learning rate at this step"),
+        ("train_loss", F64, "training loss of this step's batch (null if not finite)", "nats/token", PRESENT),
+    )),
+    "evals": ("one row per run × validation set", _cols(
+        ("run_id", STR, "the run (joins `runs.run_id`)", "", REQ),
+        ("val_set", STR, "validation set; `val` is the held-out split of the run's own dataset", "", REQ),
+        ("loss", F64, "mean next-token loss on it (null if the run diverged)", "nats/token", PRESENT),
+        ("val_tokens", I64, "size of the validation set (null when unknown)", "tokens"),
+    )),
+    "downstream": ("one row per run × downstream task", _cols(
+        ("run_id", STR, "the run (joins `runs.run_id`)", "", REQ),
+        ("task", STR, "task id, e.g. `hellaswag`", "", REQ),
+        ("accuracy", F64, "top-1 accuracy", "fraction", REQ),
+        ("random_baseline_accuracy", F64, "accuracy of random guessing on the task", "fraction"),
+    )),
+    "fits": ("one row per fitted law", _cols(
+        ("law", STR, "the law, e.g. `overtraining`", "", REQ),
+        ("dataset", STR, "the dataset fitted", "", REQ),
+        ("formula", STR, "the law as a formula"),
+        ("n_points", I64, "points in the fit set"),
+        ("sse", F64, "sum of squared residuals at the optimum", "(nats/token)²"),
+        ("E", F64, "irreducible loss", "nats/token"),
+        ("a", F64, "coefficient of the N term"),
+        ("b", F64, "exponent (shared by N and D terms)"),
+        ("c", F64, "coefficient of the D term"),
+        ("E_stderr", F64, "standard error of E"),
+        ("a_stderr", F64, "standard error of a"),
+        ("b_stderr", F64, "standard error of b"),
+        ("c_stderr", F64, "standard error of c"),
+        ("eta", F64, "η = −b/2, the compute exponent of L(C, M) = E + (a′·M^η + c·M^−η)·C^−η"),
+        ("fit_on", STR, "the fit-set filters, as JSON"),
+    )),
+    "predictions": ("one row per point a fitted law predicts", _cols(
+        ("law", STR, "the law (joins `fits.law`)", "", REQ),
+        ("dataset", STR, "the dataset (joins `fits.dataset`)", "", REQ),
+        ("size", STR, "model name (null for a target given by n_params)"),
+        ("n_params", I64, "N", "parameters", REQ),
+        ("token_multiplier", F64, "M", "tokens per parameter", REQ),
+        ("lr", F64, "the best learning rate of the point (null for a target)"),
+        ("role", STR, "`fit` (in the fit set), `held_out` (measured, not fitted on) or `target` (asked for)", "", REQ),
+        ("measured_loss", F64, "best-LR validation loss, seeds averaged (null when not trained)", "nats/token"),
+        ("predicted_loss", F64, "the law's prediction", "nats/token", PRESENT),
+        ("rel_error", F64, "|predicted − measured| / measured"),
+        ("tokens", F64, "D = M·N", "tokens"),
+        ("flops", F64, "C = 6·N·D", "FLOPs"),
+    )),
+}
+
+
+def columns(table: str) -> tuple[Column, ...]:
+    return TABLES[table][1]
+
+
+def empty(table: str) -> pa.Table:
+    """A table with the core columns and no rows."""
+    return pa.schema([pa.field(c.name, c.type) for c in columns(table)]).empty_table()
+
+
+def _is_dictionary_of_strings(t: pa.DataType) -> bool:
+    return pa.types.is_dictionary(t) and pa.types.is_string(t.value_type)
+
+
+def conform(table: str, data: pa.Table | pd.DataFrame, source: str = "") -> pa.Table:
+    """``data`` with the core columns of ``table`` first, cast to their types, then any extra columns.
+
+    Raises :class:`SchemaError` for a required column that is missing, a key column with nulls, or a value that
+    cannot be cast (naming the table, the column and ``source``).
+    """
+    if isinstance(data, pd.DataFrame):
+        data = pa.Table.from_pandas(data, preserve_index=False)
+    where = f" (in {source})" if source else ""
+    n, arrays, fields = data.num_rows, [], []
+    for col in columns(table):
+        if col.name not in data.column_names:
+            if col.required and col.default is None:
+                raise SchemaError(f"{table}: required column {col.name!r} is missing{where}")
+            arr = pa.nulls(n, col.type) if col.default is None else pa.array([col.default] * n, col.type)
+        else:
+            arr = data.column(col.name)
+            if col.type == STR and _is_dictionary_of_strings(arr.type):
+                pass  # keep dictionary-encoded strings as they are: same values, cheaper to carry
+            else:
+                try:
+                    arr = arr.cast(col.type)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                    raise SchemaError(f"{table}.{col.name}: cannot read as {col.type}{where}: {e}") from None
+            if not col.nullable and arr.null_count:
+                raise SchemaError(f"{table}: required column {col.name!r} has {arr.null_count} null value(s){where}")
+        arrays.append(arr)
+        fields.append(pa.field(col.name, arr.type))
+    core = {c.name for c in columns(table)}
+    for name in data.column_names:
+        if name not in core:
+            arrays.append(data.column(name))
+            fields.append(data.schema.field(name))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+# --- versions and migrations -----------------------------------------------------------------------
+
+def _v0_to_v1(table: str, data: pa.Table) -> pa.Table:
+    """Version 0 (the pipeline skeleton) had no provenance columns in ``runs``; they become `unknown`."""
+    if table == "runs":
+        for name in ("git_commit", "scaling_version"):
+            if name not in data.column_names:
+                data = data.append_column(name, pa.array(["unknown"] * data.num_rows, STR))
+    return data
+
+
+MIGRATIONS: dict[int, Callable[[str, pa.Table], pa.Table]] = {0: _v0_to_v1}
+
+
+def version_of(metadata: dict | None) -> int:
+    raw = (metadata or {}).get(VERSION_KEY)
+    return int(raw) if raw is not None else 0
+
+
+def migrate(table: str, data: pa.Table, version: int, source: str = "") -> pa.Table:
+    """Bring ``data`` from schema ``version`` to :data:`SCHEMA_VERSION`."""
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"{source or table}: written with schema version {version}, newer than this scaling's "
+            f"{SCHEMA_VERSION}; fix: upgrade scaling (pip install -e . in an up-to-date checkout)"
+        )
+    for v in range(version, SCHEMA_VERSION):
+        data = MIGRATIONS[v](table, data)
+    return data
+
+
+def read_table(path: str | Path, table: str, **kwargs) -> pa.Table:
+    """A table's Parquet file, migrated to the current schema version and conformed to it."""
+    try:
+        data = pq.read_table(path, **kwargs)
+    except (OSError, pa.ArrowException) as e:
+        raise SchemaError(f"cannot read {path}: {e}") from None
+    data = migrate(table, data, version_of(data.schema.metadata), str(path))
+    return conform(table, data, str(path))
+
+
+def write_table(path: str | Path, table: str, data: pa.Table | pd.DataFrame, metadata: dict | None = None) -> pa.Table:
+    """Conform ``data`` to ``table``'s schema and write it atomically, stamped with the schema version."""
+    data = conform(table, data)
+    meta = {TABLE_KEY: table.encode(), VERSION_KEY: str(SCHEMA_VERSION).encode()}
+    meta.update({k.encode() if isinstance(k, str) else k: v.encode() if isinstance(v, str) else v
+                 for k, v in (metadata or {}).items()})
+    data = data.replace_schema_metadata(meta)
+    with atomic_path(path) as tmp:
+        pq.write_table(data, tmp, compression="zstd")
+    return data
+
+
+def docs() -> pd.DataFrame:
+    """The documentation of every core column, one row each (the database's ``schema_columns`` table)."""
+    return pd.DataFrame([
+        {"table_name": t, "column_name": c.name, "type": str(c.type), "unit": c.unit, "required": c.required,
+         "key": not c.nullable,
+         "description": c.doc, "schema_version": SCHEMA_VERSION}
+        for t, (_, cols) in TABLES.items() for c in cols
+    ])
+
+
+def markdown(table: str) -> str:
+    """The README's column table for ``table``."""
+    def required(c: Column) -> str:
+        return "key" if not c.nullable else "yes" if c.required else ""
+
+    rows = [f"| `{c.name}` | {c.type} | {c.unit} | {required(c)} | {c.doc} |" for c in columns(table)]
+    return "\n".join(["| column | type | unit | required | meaning |", "| --- | --- | --- | --- | --- |", *rows])

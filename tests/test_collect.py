@@ -1,0 +1,199 @@
+"""Collect: finished runs only, incremental, and loud about files it cannot read."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from scaling import collect as C
+from scaling import schema
+from scaling import study as S
+from scaling import synthetic
+
+STEPS = 30
+
+
+def make_study(root: Path, n_sizes=2, multipliers=(10, 20), lrs=(0.01, 0.02)) -> tuple[dict, list[Path]]:
+    """A synthetic study with every run finished; the first run diverged."""
+    config = synthetic.study_config("t", n_sizes, list(multipliers), list(lrs))
+    paths = [synthetic.write_run(root, config, run, STEPS, diverged=i == 0) for i, run in enumerate(S.runs(config))]
+    return config, paths
+
+
+def rows(table) -> list[dict]:
+    """A table's rows as comparable dicts, in a stable order."""
+    return sorted(table.to_pylist(), key=lambda r: json.dumps(r, sort_keys=True, default=str))
+
+
+def same_tables(a: dict, b: dict) -> bool:
+    return all(rows(a[t]) == rows(b[t]) for t in C.RUN_TABLES)
+
+
+def test_a_full_collect_writes_every_table(tmp_path):
+    config, paths = make_study(tmp_path)
+    done = C.collect(paths, tmp_path / "tables")
+    assert (done.parsed, done.cached) == (len(paths), 0)
+    runs = schema.read_table(tmp_path / "tables/runs.parquet", "runs").to_pandas()
+    assert sorted(runs["run_id"]) == sorted(r.id for r in S.runs(config))
+    assert list(runs["status"]).count("diverged") == 1
+    assert runs.loc[runs["status"] == "diverged", "val_loss"].isna().all()
+    assert set(runs["source"]) == {str(p.parent) for p in paths}
+    assert (runs["git_commit"] == C.git_commit()).all() and (runs["scaling_version"] != "").all()
+    curves = schema.read_table(tmp_path / "tables/curves.parquet", "curves").to_pandas()
+    per_run = curves.groupby("run_id")["step"].agg(["count", "max"])
+    expected = {json.loads(p.read_text())["run_id"]: pq.read_metadata(p.with_name("curve.parquet")).num_rows
+                for p in paths}
+    assert per_run["count"].to_dict() == expected and (per_run["count"] == per_run["max"]).all()
+    evals = schema.read_table(tmp_path / "tables/evals.parquet", "evals").to_pandas()
+    assert len(evals) == len(paths) and set(evals["val_set"]) == {"val"}
+    assert schema.read_table(tmp_path / "tables/downstream.parquet", "downstream").num_rows == 0
+
+
+def test_the_git_commit_is_unknown_outside_a_git_checkout(tmp_path):
+    C.git_commit.cache_clear()
+    try:
+        assert C.git_commit(tmp_path) == "unknown"
+        assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", C.git_commit())  # the tests run in a checkout
+    finally:
+        C.git_commit.cache_clear()
+
+
+def test_recollecting_parses_only_new_runs_and_matches_a_full_collect(tmp_path):
+    config, paths = make_study(tmp_path)
+    C.collect(paths, tmp_path / "tables")
+    bigger = synthetic.study_config("t", 2, [10, 20, 40], [0.01, 0.02])
+    new = [synthetic.write_run(tmp_path, bigger, r, STEPS) for r in S.runs(bigger) if r.token_multiplier == 40]
+    again = C.collect(paths + new, tmp_path / "tables")
+    assert (again.parsed, again.cached) == (len(new), len(paths))
+    full = C.collect(paths + new, tmp_path / "full", use_cache=False)
+    assert full.parsed == len(paths) + len(new)
+    assert same_tables(again.tables, full.tables)
+    on_disk = {t: schema.read_table(tmp_path / "tables" / f"{t}.parquet", t) for t in C.RUN_TABLES}
+    assert same_tables(on_disk, full.tables)
+
+
+def test_cached_runs_are_not_read_again(tmp_path):
+    """A cached run's files are not opened: garbage of the same size and mtime goes unnoticed, until --full."""
+    _, paths = make_study(tmp_path)
+    C.collect(paths, tmp_path / "tables")
+    curve = paths[1].with_name("curve.parquet")
+    st = curve.stat()
+    curve.write_bytes(b"x" * st.st_size)
+    os.utime(curve, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert C.collect(paths, tmp_path / "tables").parsed == 0
+    with pytest.raises(C.RunFileError, match=re.escape(str(curve))):
+        C.collect(paths, tmp_path / "tables", use_cache=False)
+
+
+def test_a_retrained_run_replaces_its_rows_and_a_removed_run_is_dropped(tmp_path):
+    config, paths = make_study(tmp_path)
+    C.collect(paths, tmp_path / "tables")
+    retrained = S.runs(config)[0]  # diverged the first time; now it finishes
+    synthetic.write_run(tmp_path, config, retrained, STEPS + 5)
+    again = C.collect(paths[:-1], tmp_path / "tables")
+    assert (again.parsed, again.cached) == (1, len(paths) - 2)
+    runs = again.tables["runs"].to_pandas().set_index("run_id")
+    assert runs.loc[retrained.id, "status"] == "ok" and len(runs) == len(paths) - 1
+    assert S.runs(config)[-1].id not in runs.index
+    curves = again.tables["curves"].to_pandas()
+    assert (curves["run_id"] == retrained.id).sum() == STEPS + 5
+    assert same_tables(again.tables, C.collect(paths[:-1], tmp_path / "full", use_cache=False).tables)
+
+
+def test_the_cache_survives_snakemake_deleting_the_outputs(tmp_path):
+    _, paths = make_study(tmp_path)
+    C.collect(paths, tmp_path / "tables")
+    for t in C.RUN_TABLES:
+        (tmp_path / "tables" / f"{t}.parquet").unlink()  # as snakemake does before rerunning a job
+    again = C.collect(paths, tmp_path / "tables")
+    assert (again.parsed, again.cached) == (0, len(paths))
+    assert again.tables["runs"].num_rows == len(paths)
+
+
+def test_a_torn_cache_is_ignored(tmp_path):
+    _, paths = make_study(tmp_path)
+    C.collect(paths, tmp_path / "tables")
+    cache = tmp_path / "tables" / C.CACHE_DIR
+    kept = (cache / "curves.parquet").read_bytes()
+    C.collect(paths[:2], tmp_path / "tables", use_cache=True)
+    (cache / "curves.parquet").write_bytes(kept)  # curves from another collect than runs
+    again = C.collect(paths[:2], tmp_path / "tables")
+    assert (again.parsed, again.cached) == (2, 0)
+    assert set(again.tables["curves"]["run_id"].to_pylist()) == set(again.tables["runs"]["run_id"].to_pylist())
+
+
+@pytest.mark.parametrize("damage, culprit, message", [
+    (lambda p: p.write_text('{"run_id": "x", "status": "o'), "metrics.json", "unreadable"),
+    (lambda p: p.write_bytes(b"\xff\xfe\x00"), "metrics.json", "unreadable"),
+    (lambda p: p.write_text("[1, 2]"), "metrics.json", "not a JSON object"),
+    (lambda p: p.write_text(json.dumps({k: v for k, v in json.loads(p.read_text()).items() if k != "n_params"})),
+     "metrics.json", r"lacks the required field\(s\) \['n_params'\]"),
+    (lambda p: p.with_name("curve.parquet").write_bytes(p.with_name("curve.parquet").read_bytes()[:100]),
+     "curve.parquet", "unreadable"),
+    (lambda p: p.with_name("curve.parquet").unlink(), "curve.parquet", "missing, so the run is not finished"),
+])
+def test_an_unreadable_run_fails_the_collect_naming_the_file_and_the_fix(tmp_path, damage, culprit, message):
+    _, paths = make_study(tmp_path)
+    C.collect(paths, tmp_path / "tables")
+    before = {t: (tmp_path / "tables" / f"{t}.parquet").read_bytes() for t in C.RUN_TABLES}
+    damage(paths[2])
+    with pytest.raises(C.RunFileError) as err:
+        C.collect(paths, tmp_path / "tables")
+    text = str(err.value)
+    assert str(paths[2].with_name(culprit)) in text and re.search(message, text) and "fix:" in text
+    # nothing was lost: the previous tables are untouched
+    assert {t: (tmp_path / "tables" / f"{t}.parquet").read_bytes() for t in C.RUN_TABLES} == before
+
+
+def test_a_run_in_progress_is_not_read_as_finished(tmp_path):
+    """Training writes curve.parquet, then metrics.json: a run with only its curve is still running."""
+    config, paths = make_study(tmp_path)
+    paths[0].unlink()
+    with pytest.raises(C.RunFileError, match=f"{re.escape(str(paths[0]))}: missing, so the run is not finished"):
+        C.collect(paths, tmp_path / "tables")
+    assert not (tmp_path / "tables" / "runs.parquet").exists()
+
+
+def test_the_cli_names_the_corrupt_file_and_exits_non_zero(tmp_path, capsys):
+    from scaling.cli import main
+
+    _, paths = make_study(tmp_path)
+    paths[1].write_text("{")
+    with pytest.raises(SystemExit) as exit_:
+        main(["collect", "--out", str(tmp_path / "tables"), *map(str, paths)])
+    assert str(paths[1]) in str(exit_.value.code) and "fix:" in str(exit_.value.code)
+
+
+def test_extra_metrics_are_carried_and_evals_and_downstream_become_rows(tmp_path):
+    """What a trainer adds to metrics.json reaches the tables without a change to collect."""
+    _, paths = make_study(tmp_path)
+    m = json.loads(paths[0].read_text())
+    m.update(flops_attention=1.5e9, checkpoint={"every": 100, "kept": [100, 200]},
+             evals={"val": 3.1, "paloma": 3.4}, downstream={"hellaswag": 0.3, "arc_easy": 0.4})
+    paths[0].write_text(json.dumps(m))
+    done = C.collect(paths, tmp_path / "tables")
+    runs = done.tables["runs"].to_pandas().set_index("run_id")
+    assert runs.loc[m["run_id"], "flops_attention"] == 1.5e9
+    assert json.loads(runs.loc[m["run_id"], "checkpoint"]) == {"every": 100, "kept": [100, 200]}
+    assert runs.drop(index=m["run_id"])["flops_attention"].isna().all()
+    evals = done.tables["evals"].to_pandas()
+    assert dict(evals.loc[evals["run_id"] == m["run_id"], ["val_set", "loss"]].values) == {"val": 3.1, "paloma": 3.4}
+    assert len(evals) == len(paths) + 1
+    down = done.tables["downstream"].to_pandas()
+    assert dict(down[["task", "accuracy"]].values) == {"hellaswag": 0.3, "arc_easy": 0.4}
+
+
+def test_a_run_listed_twice_or_a_run_id_in_two_directories_is_refused(tmp_path):
+    _, paths = make_study(tmp_path)
+    with pytest.raises(C.RunFileError, match="listed twice"):
+        C.collect(paths + paths[:1], tmp_path / "tables")
+    copy = tmp_path / "copy" / "run"
+    shutil.copytree(paths[0].parent, copy)
+    with pytest.raises(C.RunFileError, match="appears in more than one run directory"):
+        C.collect(paths + [copy / "metrics.json"], tmp_path / "tables")

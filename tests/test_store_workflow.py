@@ -1,0 +1,45 @@
+"""The results store inside the real pipeline: the smoke study's tables, incremental collect, status."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from conftest import SMOKE, smoke_config, snakemake
+from scaling import database as D
+
+RESULTS = "results/smoke"
+
+
+def test_the_smoke_study_fills_every_table(finished_smoke):
+    con = D.open_study(finished_smoke / RESULTS / "scaling.duckdb")
+    evals = con.execute("SELECT count(*) FROM evals e JOIN runs r USING (run_id) "
+                        "WHERE e.val_set = 'val' AND e.loss = r.val_loss").fetchone()[0]
+    assert evals == con.execute("SELECT count(*) FROM runs").fetchone()[0] == 6
+    assert con.execute("SELECT count(*) FROM downstream").fetchone()[0] == 0
+    commits = {c for (c,) in con.execute("SELECT DISTINCT git_commit FROM runs").fetchall()}
+    assert len(commits) == 1 and re.fullmatch(r"[0-9a-f]{40}(-dirty)?", commits.pop())
+    assert con.execute("SELECT count(*) FROM runs WHERE source LIKE 'results/smoke/runs/%'").fetchone()[0] == 6
+    log = (finished_smoke / RESULTS / "logs" / "collect.log").read_text()
+    assert "6 read from their files, 0 from the previous collect" in log
+
+
+def test_a_new_run_is_the_only_one_collect_reads(smoke_copy):
+    config = smoke_config()
+    config["grid"].append({"sizes": ["xs"], "token_multipliers": [20], "learning_rates": [0.02]})
+    snakemake(smoke_copy, config, "--cores", "2")
+    log = (smoke_copy / RESULTS / "logs" / "collect.log").read_text()
+    assert "collected 7 runs" in log and "1 read from their files, 6 from the previous collect" in log
+    con = D.open_study(smoke_copy / RESULTS / "scaling.duckdb")
+    assert con.execute("SELECT count(DISTINCT run_id) FROM curves").fetchone()[0] == 7
+    status = subprocess.run([sys.executable, "-m", "scaling.cli", "status", "--configfile",
+                             str(smoke_copy / "study.yaml")], cwd=smoke_copy, capture_output=True, text=True)
+    assert "7 runs planned; 7 done, 0 running, 0 failed, 0 diverged, 0 not started" in status.stdout
+
+
+def test_status_of_the_finished_smoke_study(finished_smoke):
+    proc = subprocess.run([sys.executable, "-m", "scaling.cli", "status", "--configfile", str(SMOKE)],
+                          cwd=finished_smoke, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "6 runs planned; 6 done" in proc.stdout and ", 0 left" in proc.stdout
