@@ -49,6 +49,8 @@ RUN_TABLES = ("runs", "curves", "evals", "downstream")
 CACHE_DIR = ".collect-cache"
 COLLECT_ID_KEY = "scaling.collect_id"
 FINGERPRINTS_KEY = "scaling.collect_fingerprints"
+# read curves' run_id as a dictionary (one entry per run), as collect builds it: 2M strings cost more
+DICTIONARY_IDS = {"curves": {"read_dictionary": ["run_id"]}}
 # the metrics.json fields a run cannot be collected without (the required `runs` columns)
 REQUIRED_METRICS = {c.name: c.nullable for c in schema.columns("runs") if c.required and c.default is None}
 
@@ -122,7 +124,8 @@ def read_run(metrics_path: str | Path) -> Run:
         raise RunFileError(f"{metrics_path}: unreadable ({e}); {_retrain_hint(run_dir)}") from None
     if not isinstance(metrics, dict):
         raise RunFileError(f"{metrics_path}: not a JSON object; {_retrain_hint(run_dir)}")
-    missing = [k for k, nullable in REQUIRED_METRICS.items() if k not in metrics or (metrics[k] is None and not nullable)]
+    missing = [k for k, nullable in REQUIRED_METRICS.items()
+               if k not in metrics or (metrics[k] is None and not nullable)]
     if missing:
         raise RunFileError(f"{metrics_path}: lacks the required field(s) {missing}; {_retrain_hint(run_dir)}")
     try:
@@ -172,8 +175,7 @@ def _load_cache(cache: Path) -> tuple[dict[str, pa.Table], dict[str, list[int]]]
         if len({m.get(COLLECT_ID_KEY.encode()) for m in meta.values()} - {None}) != 1:
             return None
         fingerprints = json.loads(meta["runs"][FINGERPRINTS_KEY.encode()])
-        tables = {t: schema.read_table(cache / f"{t}.parquet", t, **({"read_dictionary": ["run_id"]} if t == "curves" else {}))
-                  for t in RUN_TABLES}
+        tables = {t: schema.read_table(cache / f"{t}.parquet", t, **DICTIONARY_IDS.get(t, {})) for t in RUN_TABLES}
     except (OSError, KeyError, ValueError, pa.ArrowException):
         return None
     return tables, fingerprints
@@ -203,7 +205,11 @@ def _runs_table(records: list[dict], paths: list[Path]) -> pa.Table:
 
 def collect(metrics_paths: list[str | Path], out_dir: str | Path, use_cache: bool = True,
             workers: int | None = None) -> Collected:
-    """Write the run tables for exactly the given runs into ``out_dir``, parsing only what the cache lacks."""
+    """Write the run tables for exactly the given runs into ``out_dir``.
+
+    With ``use_cache`` (the default) only runs the previous collect lacks, or whose files changed, are
+    parsed; without it every run is. Either way the tables written become the next collect's cache.
+    """
     out = Path(out_dir)
     paths = [Path(p) for p in metrics_paths]
     fingerprints = {str(p.parent): fingerprint(p) for p in paths}
@@ -234,7 +240,8 @@ def collect(metrics_paths: list[str | Path], out_dir: str | Path, use_cache: boo
         parts["curves"].append(schema.conform("curves", _concat([r.curve for r in new])))
         parts["evals"].append(schema.conform("evals", pd.DataFrame([e for r in new for e in r.evals])))
         if any(r.downstream for r in new):
-            parts["downstream"].append(schema.conform("downstream", pd.DataFrame([d for r in new for d in r.downstream])))
+            rows = [d for r in new for d in r.downstream]
+            parts["downstream"].append(schema.conform("downstream", pd.DataFrame(rows)))
 
     tables = {t: _concat(p) if p else schema.empty(t) for t, p in parts.items()}
     tables["runs"] = tables["runs"].sort_by("run_id")
@@ -248,6 +255,5 @@ def collect(metrics_paths: list[str | Path], out_dir: str | Path, use_cache: boo
     for t in (*RUN_TABLES[1:], "runs"):  # runs last: it holds the fingerprints that make the cache valid
         extra = {FINGERPRINTS_KEY: json.dumps(fingerprints, sort_keys=True)} if t == "runs" else {}
         tables[t] = schema.write_table(out / f"{t}.parquet", t, tables[t], {**meta, **extra})
-    if use_cache:
-        _refresh_cache(out, out / CACHE_DIR)
+    _refresh_cache(out, out / CACHE_DIR)
     return Collected(tables, parsed=len(new), cached=len(keep))

@@ -62,8 +62,8 @@ def build_database(tables_dir: str | Path, db_path: str | Path) -> dict[str, int
             for c in cols:
                 con.execute(f"COMMENT ON COLUMN {name}.{_quote(c.name)} IS {_sql_str(c.doc)}")
             rows[name] = data.num_rows
-        docs = schema.docs()
-        con.execute(f"CREATE TABLE {DOCS_TABLE} AS SELECT * FROM docs")
+        con.register("_docs", schema.docs())
+        con.execute(f"CREATE TABLE {DOCS_TABLE} AS SELECT * FROM _docs")
         con.execute("COMMIT")
         con.close()
     return rows

@@ -67,7 +67,8 @@ STR, I64, F64 = pa.string(), pa.int64(), pa.float64()
 
 TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
     "runs": ("one row per finished run", _cols(
-        ("run_id", STR, "`<dataset>/<size>/M<M>_lr<lr>_s<seed>` for a trained run, the testbed's name for an imported one", "", REQ),
+        ("run_id", STR, "`<dataset>/<size>/M<M>_lr<lr>_s<seed>` for a trained run, the testbed's name for an "
+                        "imported one", "", REQ),
         ("dataset", STR, "training corpus (a key of the study's `datasets`)", "", REQ),
         ("size", STR, "model name", "", REQ),
         ("token_multiplier", F64, "M = D/N", "tokens per parameter", REQ),
@@ -88,7 +89,8 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
         ("flops", F64, "C, training compute of the planned run (6·N·D)", "FLOPs", REQ),
         ("initial_loss", F64, "training loss at the first step", "nats/token"),
         ("final_train_loss", F64, "mean training loss over the last 1% of steps", "nats/token"),
-        ("val_loss", F64, "validation loss at the end of training (null if diverged); the loss fits use", "nats/token", PRESENT),
+        ("val_loss", F64, "validation loss at the end of training (null if diverged); the loss fits use",
+         "nats/token", PRESENT),
         ("status", STR, "`ok` or `diverged`", "", REQ),
         ("diverged_step", I64, "step at which the run was stopped as diverged, else null", "steps"),
         ("wall_s", F64, "wall-clock time of the training job", "s"),
