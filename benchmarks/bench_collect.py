@@ -8,7 +8,7 @@ It writes a synthetic study in the project's run format (``metrics.json`` and
 directory, then times: a full collect; an incremental collect after ``--new``
 more runs finish; the database build; and each example query of the README's
 "Query the results with SQL" section on the resulting database (the median of
-``--repeat`` runs, after one warm-up). Without ``--smoke`` it exits 1 if a time
+``--repeat`` runs after a first, also printed). Without ``--smoke`` it exits 1 if a time
 misses its goal.
 """
 
@@ -25,13 +25,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from scaling import study as S
+from scaling import synthetic
+from scaling.collect import collect
+from scaling.database import build_database, open_study, query
 
-from scaling import study as S  # noqa: E402
-from scaling import synthetic  # noqa: E402
-from scaling.collect import collect  # noqa: E402
-from scaling.database import build_database, open_study, query  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 GOALS_S = {"full collect": 10.0, "incremental collect": 1.0, "query": 0.2}
 
