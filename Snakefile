@@ -36,6 +36,9 @@ SPECS = {run.id: S.spec_json(config, run) for run in RUNS}
 SCALING = f"{sys.executable} -m scaling.cli"  # the interpreter running snakemake, venv or not
 
 
+localrules: all, collect, database, fit, report  # cheap: they run where snakemake runs
+
+
 rule all:
     default_target: True
     input:

@@ -23,6 +23,8 @@ rule train:
         data=lambda wc, input: os.path.dirname(input.meta),
         out=lambda wc, output: os.path.dirname(output.metrics),
     threads: 1
+    resources:
+        runtime=lambda wc: S.train_runtime_minutes(config, json.loads(SPECS[f"{wc.dataset}/{wc.size}/M{wc.M}_lr{wc.lr}_s{wc.seed}"])),
     log:
         f"{RESULTS}/logs/train/{{dataset}}/{{size}}/M{{M}}_lr{{lr}}_s{{seed}}.log",
     shell:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import dataclass
 
 from scaling.data import resolve_files
@@ -198,3 +199,15 @@ def dataset_files(config: dict, dataset: str) -> list[str]:
     """The input files of a dataset (none for the embedded corpus), so edits to them re-prepare it."""
     ds = config["datasets"][dataset]
     return [str(p) for p in resolve_files(ds["files"])] if ds["source"] == "files" else []
+
+
+def train_runtime_minutes(config: dict, spec: dict) -> int:
+    """SLURM time limit of a train job: margin × 6·N·D / throughput, at least ``min_runtime_minutes``.
+
+    N is counted from the run's shape; the throughput is the study's
+    ``cluster.train_flops_per_second``.
+    """
+    cluster = config["cluster"]
+    n = count_params(Shape(**spec["shape"]))["n_params"]
+    seconds = cluster["runtime_margin"] * 6.0 * n * spec["tokens"] / cluster["train_flops_per_second"]
+    return max(cluster["min_runtime_minutes"], math.ceil(seconds / 60))

@@ -88,6 +88,12 @@ def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 
         model.param_groups(cfg["weight_decay"]), lr=spec["lr"], betas=(cfg["beta1"], cfg["beta2"])
     )
     train_data, val_data = load_tokens(data_dir, "train"), load_tokens(data_dir, "val")
+    for name, data in (("train", train_data), ("validation", val_data)):
+        if len(data) < seq_len + 2:
+            raise ValueError(
+                f"the {name} split of {data_dir} has {len(data)} tokens, fewer than one window of seq_len + 1 = "
+                f"{seq_len + 1}; fix: give the dataset more text or a larger val_fraction"
+            )
     rng = np.random.default_rng(spec["seed"])
 
     losses, lrs = np.full(steps, np.nan), np.zeros(steps)

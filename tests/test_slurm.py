@@ -1,0 +1,111 @@
+"""`snakemake --profile slurm` against a real single-node SLURM cluster (started by tests/slurm/start.sh).
+
+The cluster has fake GPUs (gres gpu:2 on the node), so train jobs go through SLURM's GPU
+scheduling, while the training inside them runs on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from conftest import REPO, smoke_config
+
+SLURM_PROFILE = REPO / "profiles" / "slurm"
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A running local SLURM cluster (installed and started on first use; idempotent)."""
+    proc = subprocess.run(["bash", str(REPO / "tests" / "slurm" / "start.sh")], capture_output=True, text=True)
+    assert proc.returncode == 0, f"could not start the local SLURM cluster:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def snakemake_slurm(workdir: Path, config: dict, *args: str, background: bool = False):
+    (workdir / "study.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--profile", str(SLURM_PROFILE),
+           "--configfile", str(workdir / "study.yaml"), "--seconds-between-status-checks", "2", *args]
+    if background:
+        return subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+
+
+def sacct(since: str, fields: str = "JobID,JobName%30,State,AllocTRES%60") -> list[dict]:
+    out = subprocess.run(["sacct", "-X", "-P", "-n", "-S", since, "-o", fields], capture_output=True, text=True,
+                         check=True).stdout
+    keys = [f.split("%")[0] for f in fields.split(",")]
+    return [dict(zip(keys, line.split("|"))) for line in out.splitlines() if line]
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def test_smoke_study_runs_as_slurm_gpu_jobs(slurm, tmp_path):
+    since = now()
+    proc = snakemake_slurm(tmp_path, smoke_config())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    con = duckdb.connect(str(tmp_path / "results/smoke/scaling.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM runs WHERE status = 'ok'").fetchone()[0] == 6
+    jobs = sacct(since)
+    train = [j for j in jobs if j["JobName"] == "smk-train"]
+    assert len(train) == 6 and all(j["State"] == "COMPLETED" and "gres/gpu=1" in j["AllocTRES"] for j in train)
+    assert all("_" in j["JobID"] for j in train)  # submitted as a job array
+    assert not [j for j in jobs if j["JobName"] in ("smk-collect", "smk-fit", "smk-report")]  # local rules
+
+
+def test_a_failing_run_reports_its_log_and_the_others_complete(slurm, tmp_path):
+    (tmp_path / "tiny.txt").write_text("too little text to validate on.\n" * 40)
+    config = smoke_config()
+    config["datasets"]["tiny"] = {"source": "files", "files": [str(tmp_path / "tiny.txt")], "val_fraction": 0.02}
+    config["grid"].append({"datasets": ["tiny"], "sizes": ["xs"], "token_multipliers": [20], "learning_rates": [0.01]})
+    proc = snakemake_slurm(tmp_path, config)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "fewer than one window" in out  # the job's own error, from the tail of its log
+    assert "job log: " in out and "tiny/xs/M20_lr0.01_s0" in out
+    done = sorted(p.parent.name for p in (tmp_path / "results/smoke/runs/bible").glob("*/*/metrics.json"))
+    assert len(done) == 6
+
+
+@pytest.mark.parametrize("resource, message", [
+    ("train:slurm_partition=nosuchpartition", "invalid partition"),
+    ("train:gpu=8", "Requested node configuration is not available"),
+])
+def test_a_resource_slurm_rejects_is_reported_at_submission(slurm, tmp_path, resource, message):
+    start = time.monotonic()
+    proc = snakemake_slurm(tmp_path, smoke_config(), "--set-resources", resource)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "SLURM refused the job" in out and message.lower() in out.lower()
+    assert time.monotonic() - start < 120  # reported, not a hang
+
+
+def test_cancelling_the_workflow_cancels_its_slurm_jobs(slurm, tmp_path):
+    config = smoke_config()
+    config["grid"][0]["token_multipliers"] = [2000]  # long runs
+    proc = snakemake_slurm(tmp_path, config, background=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not _queued("smk-train"):
+        time.sleep(1)
+    assert _queued("smk-train"), "no train job reached the queue"
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and _queued("smk-train"):
+        time.sleep(1)
+    assert not _queued("smk-train")
+
+
+def _queued(name: str) -> list[str]:
+    out = subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if line.split()[1:] == [name]]
