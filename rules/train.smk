@@ -8,6 +8,13 @@ wildcard_constraints:
 
 RUN_DIR = f"{RESULTS}/runs/{{dataset}}/{{size}}/M{{M}}_lr{{lr}}_s{{seed}}"
 
+# How runs execute (the `engine` section) is not a param: changing it must retrain nothing.
+# A run's checkpoint, RUN_DIR/ckpt/, is not an output, so a failed job's rerun resumes from it.
+GPUS = config["engine"]["gpus_per_run"]
+TRAIN = (f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node {GPUS} -m scaling.cli train"
+         if GPUS > 1 else f"{SCALING} train")
+ENGINE = S.engine_args(config)
+
 
 rule train:
     """Train one grid point; writes its per-step curve and final metrics."""
@@ -26,5 +33,5 @@ rule train:
     log:
         f"{RESULTS}/logs/train/{{dataset}}/{{size}}/M{{M}}_lr{{lr}}_s{{seed}}.log",
     shell:
-        "{SCALING} train --spec {params.spec:q} --data {params.data} --out {params.out} "
-        "--threads {threads} > {log} 2>&1"
+        "{TRAIN} --spec {params.spec:q} --data {params.data} --out {params.out} "
+        "--threads {threads} {ENGINE} > {log} 2>&1"
