@@ -21,7 +21,7 @@ def _train(args):
     from scaling.train import train
 
     train(json.loads(args.spec), args.data, args.out, threads=args.threads, checkpoint_every=args.checkpoint_every,
-          keep_checkpoints=args.keep_checkpoints, compile=args.compile,
+          keep_checkpoints=args.keep_checkpoints, compile_model=args.compile,
           log=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 

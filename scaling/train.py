@@ -92,7 +92,7 @@ def evaluate(model: GPT, data: np.ndarray, seq_len: int, n_tokens: int, device: 
 
 
 def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 1, checkpoint_every: int = 1000,
-          keep_checkpoints: bool = False, compile: bool = True, log=print) -> dict | None:
+          keep_checkpoints: bool = False, compile_model: bool = True, log=print) -> dict | None:
     """Train the run described by ``spec`` (see :func:`scaling.study.run_spec`) and write its outputs.
 
     Returns the metrics (None on the processes of a DDP run other than rank 0).
@@ -135,7 +135,7 @@ def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 
         losses[:start] = state["losses"].numpy()
         say(f"[{run_id}] resumed from its checkpoint at step {start}/{steps}")
 
-    net = torch.compile(model) if cuda and compile else model
+    net = torch.compile(model) if cuda and compile_model else model
     if world.size > 1:
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if cuda else None)
     peak = gpu_peak_flops(torch.cuda.get_device_name(device)) if cuda else None
@@ -232,7 +232,7 @@ def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 
         "device": torch.cuda.get_device_name(device) if cuda else "cpu",
         "world_size": world.size,
         "precision": "bf16-autocast" if cuda else "fp32",
-        "compiled": cuda and compile,
+        "compiled": cuda and compile_model,
         "threads": threads,
         "host": platform.node(),
         "torch": torch.__version__,

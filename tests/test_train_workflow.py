@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pandas as pd
 import psutil
+import pytest
 import torch
 from snakemake.utils import validate
 
@@ -64,3 +65,18 @@ def _spec(config: dict) -> dict:
     config = json.loads(json.dumps(config))
     validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
     return study.run_spec(config, study.runs(config)[0])
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["training"].update(schedule="exponential"), "training.schedule: 'exponential' is not one of"),
+    (lambda c: c["training"].update(batch_size=8), "training.batch_size: unknown key; fix: remove it, or use one of"),
+    (lambda c: c["training"].update(batch_tokens=100), "training.batch_tokens: 100 is not a multiple of seq_len=64"),
+    (lambda c: c["models"].append({"name": "big", "params": 10}), "models[4] (big).params"),
+    (lambda c: c.update(engine={"checkpoint_every": 0}), "engine.checkpoint_every"),
+])
+def test_bad_training_settings_fail_before_any_job_runs(tmp_path, edit, message):
+    config = smoke_config()
+    edit(config)
+    proc = snakemake(tmp_path, config, "--dry-run", check=False)
+    assert proc.returncode != 0 and message in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
