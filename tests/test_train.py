@@ -166,3 +166,14 @@ def test_ddp_over_two_cpu_processes_trains_on_the_same_batches_as_one(data_dir, 
     two = curve(tmp_path / "two")
     # the same data and gradients; only the order of floating-point sums differs
     assert len(two) == len(single) and np.allclose(two, single, rtol=1e-5, atol=0)
+
+
+def test_a_run_trains_on_bpe_tokens_with_the_vocabulary_in_its_shape(data_dir, tmp_path):
+    prepare({"source": "files", "files": [str(data_dir.parent / "text.txt")], "val_fraction": 0.1,
+             "tokenizer": "bpe", "vocab_size": 300}, tmp_path / "bpe")
+    sp = spec(tokens=8000)
+    sp["shape"]["vocab_size"] = 300
+    m = train(sp, tmp_path / "bpe", tmp_path / "run", **QUIET)
+    assert m["status"] == "ok" and m["vocab_size"] == 300
+    assert m["initial_loss"] == pytest.approx(math.log(300), abs=0.2)
+    assert m["val_loss"] < m["initial_loss"] - 1.0
