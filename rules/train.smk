@@ -8,6 +8,13 @@ wildcard_constraints:
 
 RUN_DIR = f"{RESULTS}/runs/{{dataset}}/{{size}}/M{{M}}_lr{{lr}}_s{{seed}}"
 
+# How runs execute (the `engine` section) is not a param: changing it must retrain nothing.
+# A run's checkpoint, RUN_DIR/ckpt/, is not an output, so a failed job's rerun resumes from it.
+GPUS = config["engine"]["gpus_per_run"]
+TRAIN = (f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node {GPUS} -m scaling.cli train"
+         if GPUS > 1 else f"{SCALING} train")
+ENGINE = S.engine_args(config)
+
 
 rule train:
     """Train one grid point; writes its per-step curve and final metrics."""
@@ -24,9 +31,10 @@ rule train:
         out=lambda wc, output: os.path.dirname(output.metrics),
     threads: 1
     resources:
+        gpu=GPUS,  # SLURM: --gpus (a local run ignores it)
         runtime=lambda wc: S.train_runtime_minutes(config, json.loads(SPECS[f"{wc.dataset}/{wc.size}/M{wc.M}_lr{wc.lr}_s{wc.seed}"])),
     log:
         f"{RESULTS}/logs/train/{{dataset}}/{{size}}/M{{M}}_lr{{lr}}_s{{seed}}.log",
     shell:
-        "{SCALING} train --spec {params.spec:q} --data {params.data} --out {params.out} "
-        "--threads {threads} > {log} 2>&1"
+        "{TRAIN} --spec {params.spec:q} --data {params.data} --out {params.out} "
+        "--threads {threads} {ENGINE} > {log} 2>&1"

@@ -21,7 +21,8 @@ def _prepare(args):
 def _train(args):
     from scaling.train import train
 
-    train(json.loads(args.spec), args.data, args.out, threads=args.threads,
+    train(json.loads(args.spec), args.data, args.out, threads=args.threads, checkpoint_every=args.checkpoint_every,
+          keep_checkpoints=args.keep_checkpoints, compile_model=args.compile,
           log=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
@@ -206,6 +207,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep the last checkpoint of a finished run")
+    p.add_argument("--no-compile", dest="compile", action="store_false", help="never torch.compile (GPU only)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("collect", help="(pipeline) finished runs → Parquet tables, parsing only new runs")

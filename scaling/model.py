@@ -7,6 +7,12 @@ output layer tied to the token embedding, as in GPT-2 and nanoGPT
 ``scaled_dot_product_attention`` so that fused kernels are used where the
 device has them.
 
+With ``qk_layernorm`` the queries and keys of each head pass through a
+LayerNorm before their dot product (Dehghani et al. 2023; Wortsman et al. 2023
+show it prevents the attention-logit growth that makes large learning rates
+diverge). :func:`lm_loss` adds the optional z-loss of PaLM (Chowdhery et al.
+2022), the other stabilizer of Wortsman et al.
+
 Parameter counts follow Kaplan et al. (2020): ``n_params`` counts every
 trainable parameter once (the tied output layer is the token embedding);
 ``n_params_nonembed`` leaves out the token and position embeddings.
@@ -32,12 +38,17 @@ class Shape:
     ff_ratio: float = 4.0
     vocab_size: int = 256
     seq_len: int = 128
+    qk_layernorm: bool = False
 
     def __post_init__(self):
         if self.d_model % self.n_heads:
             raise ValueError(
                 f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}"
             )
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
 
     @property
     def d_ff(self) -> int:
@@ -51,14 +62,33 @@ def count_params(shape: Shape) -> dict[str, int]:
     """Closed-form parameter counts of :class:`GPT` for ``shape``.
 
     Per block: attention 4·d² + 4·d (q, k, v, out projections with biases),
-    MLP 2·d·d_ff + d_ff + d, two LayerNorms 4·d. Embeddings: V·d (tied with
-    the output layer) + T·d positions. Final LayerNorm 2·d.
+    MLP 2·d·d_ff + d_ff + d, two LayerNorms 4·d, and with qk-layernorm two
+    more over a head's width, 4·d/n_heads. Embeddings: V·d (tied with the
+    output layer) + T·d positions. Final LayerNorm 2·d.
     """
     d, f, V, T = shape.d_model, shape.d_ff, shape.vocab_size, shape.seq_len
-    block = (4 * d * d + 4 * d) + (2 * d * f + f + d) + 4 * d
+    block = (4 * d * d + 4 * d) + (2 * d * f + f + d) + 4 * d + (4 * shape.head_dim if shape.qk_layernorm else 0)
     nonembed = shape.n_layers * block + 2 * d
     embed = V * d + T * d
     return {"n_params": nonembed + embed, "n_params_nonembed": nonembed}
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor, z_loss: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean cross-entropy (nats/token) and the training objective.
+
+    objective = CE + z_loss·mean(log² Z), with log Z = logsumexp of a position's
+    logits (PaLM's auxiliary z-loss, Chowdhery et al. 2022, coefficient 1e-4 there
+    and in Wortsman et al. 2023): it keeps log Z near 0 so the softmax stays
+    well conditioned. With z_loss = 0 the objective is the cross-entropy.
+    """
+    logits = logits.float().reshape(-1, logits.size(-1))
+    targets = targets.reshape(-1)
+    if not z_loss:
+        ce = F.cross_entropy(logits, targets)
+        return ce, ce
+    log_z = torch.logsumexp(logits, dim=-1)
+    ce = (log_z - logits.gather(1, targets[:, None]).squeeze(1)).mean()
+    return ce, ce + z_loss * log_z.square().mean()
 
 
 class CausalSelfAttention(nn.Module):
@@ -67,11 +97,15 @@ class CausalSelfAttention(nn.Module):
         self.n_heads = shape.n_heads
         self.qkv = nn.Linear(shape.d_model, 3 * shape.d_model)
         self.proj = nn.Linear(shape.d_model, shape.d_model)
+        self.q_norm = nn.LayerNorm(shape.head_dim) if shape.qk_layernorm else nn.Identity()
+        self.k_norm = nn.LayerNorm(shape.head_dim) if shape.qk_layernorm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads) for t in (q, k, v))
+        q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
@@ -114,17 +148,13 @@ class GPT(nn.Module):
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        """Logits for ``idx`` (B, T); with ``targets``, also the mean cross-entropy (nats/token)."""
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Next-token logits (B, T, V) for token ids ``idx`` (B, T)."""
         T = idx.shape[1]
         x = self.tok(idx) + self.pos(torch.arange(T, device=idx.device))
         for block in self.blocks:
             x = block(x)
-        logits = self.ln_f(x) @ self.tok.weight.T
-        if targets is None:
-            return logits, None
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
-        return logits, loss
+        return self.ln_f(x) @ self.tok.weight.T
 
     def param_groups(self, weight_decay: float) -> list[dict]:
         """AdamW groups: decay matrices, not biases, norms or position embeddings."""

@@ -17,31 +17,43 @@ import json
 import math
 from dataclasses import dataclass
 
-from scaling.data import resolve_files
+from scaling.data import dataset_inputs, resolve_files, vocab_size
 from scaling.model import Shape, count_params
+from scaling.shapes import shape_for_params
 
 
 class ConfigError(ValueError):
     """A study config that cannot run; the message names the field and the fix."""
 
 
+SHAPE_KEYS = ("d_model", "n_layers", "n_heads")
+RULE_KEYS = ("aspect_ratio", "head_dim")  # only with `params` (see scaling.shapes)
+
+
 def model_name(model: dict) -> str:
     if "name" in model:
         return model["name"]
-    name = f"d{model['d_model']}-L{model['n_layers']}-H{model['n_heads']}"
     ff = model.get("ff_ratio", 4.0)
+    if "params" in model:
+        name = f"n{round(model['params'])}"
+    else:
+        name = f"d{model['d_model']}-L{model['n_layers']}-H{model['n_heads']}"
     return name if ff == 4.0 else f"{name}-ff{ff:g}"
 
 
-def shape_of(model: dict, training: dict) -> Shape:
-    return Shape(
-        d_model=model["d_model"],
-        n_layers=model["n_layers"],
-        n_heads=model["n_heads"],
-        ff_ratio=float(model.get("ff_ratio", 4.0)),
-        vocab_size=256,
-        seq_len=training["seq_len"],
-    )
+def shape_of(model: dict, training: dict, vocab: int) -> Shape:
+    """A model entry's shape: explicit, or by the rule of :mod:`scaling.shapes` from its target `params`."""
+    common = dict(ff_ratio=float(model.get("ff_ratio", 4.0)), vocab_size=vocab, seq_len=training["seq_len"],
+                  qk_layernorm=training.get("qk_layernorm", False))
+    if "params" in model:
+        rule = {k: model[k] for k in RULE_KEYS if k in model}
+        return shape_for_params(model["params"], **rule, **common)
+    return Shape(d_model=model["d_model"], n_layers=model["n_layers"], n_heads=model["n_heads"], **common)
+
+
+def study_vocab(config: dict) -> int:
+    """The vocabulary size model sizes are quoted at: the first dataset's (check() makes `size` targets unambiguous)."""
+    return vocab_size(next(iter(config["datasets"].values())))
 
 
 def fmt(x: float) -> str:
@@ -113,13 +125,58 @@ def check(config: dict) -> None:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"models: the name(s) {dupes} appear twice; fix: give each model a unique `name`")
+    training = config["training"]
+    if training["batch_tokens"] % training["seq_len"]:
+        raise ConfigError(
+            f"training.batch_tokens: {training['batch_tokens']} is not a multiple of seq_len={training['seq_len']}; "
+            f"fix: use a multiple, e.g. {max(1, round(training['batch_tokens'] / training['seq_len'])) * training['seq_len']}"
+        )
     for i, m in enumerate(config["models"]):
-        if m["d_model"] % m["n_heads"]:
-            raise ConfigError(
-                f"models[{i}] ({names[i]}): d_model={m['d_model']} is not divisible by n_heads={m['n_heads']}; "
-                f"fix: choose n_heads that divides d_model"
-            )
+        given = [k for k in SHAPE_KEYS if k in m]
+        where = f"models[{i}]" + (f" ({m['name']})" if "name" in m else "")
+        if "params" in m and given:
+            raise ConfigError(f"{where}: give either `params` or {list(SHAPE_KEYS)}, not both; fix: remove {given}")
+        if "params" not in m:
+            if len(given) < len(SHAPE_KEYS):
+                missing = [k for k in SHAPE_KEYS if k not in m]
+                raise ConfigError(f"{where}: missing {missing}; fix: give all of {list(SHAPE_KEYS)}, "
+                                  f"or a target parameter count `params` instead")
+            if rule := [k for k in RULE_KEYS if k in m]:
+                raise ConfigError(f"{where}: {rule} only apply with `params`; fix: remove them")
+            if m["d_model"] % m["n_heads"]:
+                raise ConfigError(
+                    f"{where}: d_model={m['d_model']} is not divisible by n_heads={m['n_heads']}; "
+                    f"fix: choose n_heads that divides d_model"
+                )
+        else:
+            n = count_params(shape_of(m, training, study_vocab(config)))["n_params"]
+            if not 0.5 <= n / m["params"] <= 2.0:
+                raise ConfigError(
+                    f"{where}.params: the nearest shape of the sizing rule has {n:,} parameters, not about "
+                    f"{m['params']:,.0f}; fix: lower head_dim or aspect_ratio, or give d_model, n_layers and n_heads"
+                )
     for name, ds in config["datasets"].items():
+        tokenizer = ds.get("tokenizer", "bytes")
+        if ds["source"] == "tokens":
+            for key in ("train", "val", "vocab_size"):
+                if key not in ds:
+                    raise ConfigError(f"datasets.{name}.{key}: required with `source: tokens`; "
+                                      f"fix: add it (train/val: .npy or .bin token arrays; vocab_size: their vocabulary)")
+            if "tokenizer" in ds:
+                raise ConfigError(f"datasets.{name}.tokenizer: pre-tokenized data has no tokenizer to run; fix: remove it")
+            for key in ("train", "val"):
+                if not resolve_files([ds[key]]):
+                    raise ConfigError(f"datasets.{name}.{key}: no file {ds[key]!r}; fix: give the path of a token array "
+                                      f"(.npy or .bin), relative to the directory snakemake runs in")
+        elif tokenizer == "bpe" and ds.get("vocab_size", 0) <= 256:
+            raise ConfigError(f"datasets.{name}.vocab_size: a BPE vocabulary needs more than the 256 byte tokens it "
+                              f"starts from; fix: set vocab_size, e.g. 4096")
+        elif tokenizer == "bytes" and ds.get("vocab_size", 256) != 256:
+            raise ConfigError(f"datasets.{name}.vocab_size: the byte tokenizer's vocabulary is 256; "
+                              f"fix: remove vocab_size, or set `tokenizer: bpe`")
+        for key in ("train", "val", "dtype"):
+            if key in ds and ds["source"] != "tokens":
+                raise ConfigError(f"datasets.{name}.{key}: only used with `source: tokens`; fix: remove it")
         if ds["source"] == "files":
             if "files" not in ds:
                 raise ConfigError(f"datasets.{name}: source is `files` but no `files` are listed; fix: add `files: [path/*.txt]`")
@@ -148,6 +205,10 @@ def check(config: dict) -> None:
     for i, item in enumerate(fit.get("targets", [])):
         if ("size" in item) == ("n_params" in item):
             raise ConfigError(f"fit.targets[{i}]: give exactly one of `size` or `n_params`")
+    vocabs = {name: vocab_size(ds) for name, ds in config["datasets"].items()}
+    if len(set(vocabs.values())) > 1 and any("size" in t for t in fit.get("targets", [])):
+        raise ConfigError(f"fit.targets: a size has a different N on each dataset here (vocabularies {vocabs}); "
+                          f"fix: name the targets by `n_params` instead of `size`")
 
 
 def runs(config: dict) -> list[Run]:
@@ -169,7 +230,7 @@ def run_spec(config: dict, run: Run) -> dict:
     """Everything that defines a run's training (and nothing else), as a JSON-able dict."""
     model = next(m for m in config["models"] if model_name(m) == run.size)
     training = config["training"]
-    shape = shape_of(model, training)
+    shape = shape_of(model, training, vocab_size(config["datasets"][run.dataset]))
     n = count_params(shape)["n_params"]
     return {
         "run_id": run.id,
@@ -189,25 +250,32 @@ def spec_json(config: dict, run: Run) -> str:
 
 
 def model_sizes(config: dict) -> dict[str, int]:
-    """Model name → N (all parameters)."""
-    return {
-        model_name(m): count_params(shape_of(m, config["training"]))["n_params"] for m in config["models"]
-    }
+    """Model name → N (all parameters), at the vocabulary of :func:`study_vocab`."""
+    vocab = study_vocab(config)
+    return {model_name(m): count_params(shape_of(m, config["training"], vocab))["n_params"] for m in config["models"]}
+
+
+def engine_args(config: dict) -> str:
+    """The train command's execution flags from the `engine` section (never part of a run's spec)."""
+    engine = config["engine"]
+    return (f"--checkpoint-every {engine['checkpoint_every']}"
+            + (" --keep-checkpoints" if engine["keep_checkpoints"] else "")
+            + ("" if engine["compile"] else " --no-compile"))
 
 
 def dataset_files(config: dict, dataset: str) -> list[str]:
     """The input files of a dataset (none for the embedded corpus), so edits to them re-prepare it."""
-    ds = config["datasets"][dataset]
-    return [str(p) for p in resolve_files(ds["files"])] if ds["source"] == "files" else []
+    return [str(p) for p in dataset_inputs(config["datasets"][dataset])]
 
 
 def train_runtime_minutes(config: dict, spec: dict) -> int:
-    """SLURM time limit of a train job: margin × 6·N·D / throughput, at least ``min_runtime_minutes``.
+    """SLURM time limit of a train job: margin × 6·N·D / (throughput × GPUs), at least ``min_runtime_minutes``.
 
-    N is counted from the run's shape; the throughput is the study's
-    ``cluster.train_flops_per_second``.
+    N is counted from the run's shape; the throughput (per GPU) is the study's
+    ``cluster.train_flops_per_second``, the GPUs its ``engine.gpus_per_run``.
     """
     cluster = config["cluster"]
     n = count_params(Shape(**spec["shape"]))["n_params"]
-    seconds = cluster["runtime_margin"] * 6.0 * n * spec["tokens"] / cluster["train_flops_per_second"]
+    rate = cluster["train_flops_per_second"] * config["engine"]["gpus_per_run"]
+    seconds = cluster["runtime_margin"] * 6.0 * n * spec["tokens"] / rate
     return max(cluster["min_runtime_minutes"], math.ceil(seconds / 60))

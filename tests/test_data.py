@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from scaling.data import bible_books, embedded_corpus, load_tokens, prepare
+from scaling.tokenizer import BPETokenizer, ByteTokenizer
 
 
 def test_embedded_corpus_is_over_5mb_of_english_and_split_by_book():
@@ -36,3 +37,54 @@ def test_prepare_text_files_round_trips_bytes(tmp_path):
 def test_prepare_without_matching_files_fails(tmp_path):
     with pytest.raises(FileNotFoundError, match="no files match"):
         prepare({"source": "files", "files": [str(tmp_path / "*.txt")], "val_fraction": 0.1}, tmp_path / "out")
+
+
+TEXT = ("In the beginning God created the heaven and the earth.\n"
+        "And the earth was without form, and void; and darkness was upon the face of the deep.\n") * 200
+
+
+def test_byte_tokens_round_trip_any_bytes():
+    data = bytes(range(256)) + "naïve café\n".encode()
+    tok = ByteTokenizer()
+    assert tok.decode(tok.encode(data)) == data and tok.encode(data).dtype == np.uint8
+
+
+def test_bpe_trained_on_a_corpus_compresses_it_and_round_trips_unseen_text():
+    tok = BPETokenizer.train(TEXT.encode(), 300)
+    assert 256 < tok.vocab_size <= 300
+    ids = tok.encode(TEXT.encode())
+    assert len(ids) < len(TEXT) / 2 and ids.max() < tok.vocab_size
+    assert tok.decode(ids) == TEXT.encode()
+    unseen = "Zürich,  東京\t\ttabs \n\n  and   spaces 🙂 ends without newline".encode()
+    assert tok.decode(tok.encode(unseen)) == unseen
+
+
+def test_bpe_refuses_text_that_is_not_utf8():
+    with pytest.raises(ValueError, match="not valid UTF-8"):
+        BPETokenizer.train(b"ok \xff\xfe", 300)
+
+
+def test_prepare_with_bpe_saves_the_tokenizer_and_its_tokens_decode_to_the_text(tmp_path):
+    (tmp_path / "a.txt").write_text(TEXT)
+    meta = prepare({"source": "files", "files": [str(tmp_path / "a.txt")], "val_fraction": 0.1,
+                    "tokenizer": "bpe", "vocab_size": 320}, tmp_path / "out")
+    assert meta["tokenizer"] == "bpe" and meta["vocab_size"] == 320 and meta["dtype"] == "uint16"
+    assert meta["bytes_per_token"] > 2
+    tok = BPETokenizer.load(tmp_path / "out" / "tokenizer.json")
+    train, val = load_tokens(tmp_path / "out", "train"), load_tokens(tmp_path / "out", "val")
+    assert tok.decode(train) + tok.decode(val) == TEXT.encode()
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".bin"])
+def test_pretokenized_arrays_are_copied_in_the_narrowest_dtype(tmp_path, suffix):
+    train, val = np.arange(1000, dtype=np.uint16) % 700, np.arange(50, dtype=np.uint16)
+    for name, arr in (("train", train), ("val", val)):
+        np.save(tmp_path / f"{name}.npy", arr) if suffix == ".npy" else arr.tofile(tmp_path / f"{name}.bin")
+    ds = {"source": "tokens", "train": str(tmp_path / f"train{suffix}"), "val": str(tmp_path / f"val{suffix}"),
+          "vocab_size": 700}
+    meta = prepare(ds, tmp_path / "out")
+    assert meta["dtype"] == "uint16" and meta["n_train_tokens"] == 1000
+    assert np.array_equal(load_tokens(tmp_path / "out", "train"), train)
+    assert np.array_equal(load_tokens(tmp_path / "out", "val"), val)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        prepare({**ds, "vocab_size": 600}, tmp_path / "bad")

@@ -1,15 +1,20 @@
 import pytest
 
-from scaling.study import ConfigError, Run, check, runs, spec_json
+from scaling.model import count_params
+from scaling.study import ConfigError, Run, check, model_sizes, run_spec, runs, spec_json
 
 from conftest import smoke_config
 
 
 def filled(config):
-    """The smoke config as Snakemake's validation leaves it (training defaults filled)."""
-    defaults = {"seq_len": 128, "batch_size": 16, "warmup_fraction": 0.05, "min_lr_ratio": 0.1, "weight_decay": 0.1,
-                "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0, "eval_tokens": 65536, "divergence_margin": 1.0}
+    """The smoke config as Snakemake's validation leaves it (training and engine defaults filled)."""
+    defaults = {"seq_len": 128, "batch_tokens": 2048, "schedule": "cosine", "warmup_fraction": 0.05,
+                "min_lr_ratio": 0.1, "cooldown_fraction": 0.2, "z_loss": 0.0, "qk_layernorm": False,
+                "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0, "eval_tokens": 65536,
+                "divergence_margin": 1.0}
     config["training"] = {**defaults, **config.get("training", {})}
+    config["engine"] = {"checkpoint_every": 1000, "keep_checkpoints": False, "gpus_per_run": 1, "compile": True,
+                        **config.get("engine", {})}
     return config
 
 
@@ -36,6 +41,17 @@ def test_overlapping_blocks_define_each_run_once():
     (lambda c: c["grid"][0].update(datasets=["nope"]), "grid[0].datasets[0]"),
     (lambda c: c["fit"].update(targets=[{"size": "zz", "token_multiplier": 20}]), "fit.targets[0].size"),
     (lambda c: c["datasets"].update(x={"source": "files"}), "datasets.x"),
+    (lambda c: c["training"].update(batch_tokens=500), "training.batch_tokens"),
+    (lambda c: c["models"].append({"params": 1e5, "d_model": 8}), "models[4]: give either `params`"),
+    (lambda c: c["models"].append({"name": "p", "d_model": 8, "n_layers": 1}), "models[4] (p): missing ['n_heads']"),
+    (lambda c: c["models"].append({"params": 1e3}), "models[4].params"),
+    (lambda c: c["models"].append({"d_model": 8, "n_layers": 1, "n_heads": 1, "head_dim": 8}), "only apply with `params`"),
+    (lambda c: c["datasets"]["bible"].update(tokenizer="bpe"), "datasets.bible.vocab_size"),
+    (lambda c: c["datasets"]["bible"].update(vocab_size=512), "datasets.bible.vocab_size"),
+    (lambda c: c["datasets"].update(t={"source": "tokens", "train": "a.npy", "vocab_size": 9}), "datasets.t.val"),
+    (lambda c: c["datasets"].update(t={"source": "tokens", "train": "no.npy", "val": "no.npy", "vocab_size": 9}),
+     "datasets.t.train: no file"),
+    (lambda c: c["datasets"]["bible"].update(train="x.npy"), "datasets.bible.train"),
 ])
 def test_check_names_the_field(edit, message):
     config = filled(smoke_config())
@@ -43,3 +59,28 @@ def test_check_names_the_field(edit, message):
     with pytest.raises(ConfigError) as e:
         check(config)
     assert message in str(e.value) and "fix" in str(e.value)
+
+
+def test_a_size_given_as_a_parameter_count_gets_the_shape_of_the_rule():
+    config = filled(smoke_config())
+    config["models"].append({"params": 1e5, "aspect_ratio": 16, "head_dim": 16})
+    config["grid"][0]["sizes"].append("n100000")
+    check(config)
+    spec = run_spec(config, Run("bible", "n100000", 20.0, 0.01, 0))
+    assert spec["shape"] == {"d_model": 48, "n_layers": 3, "n_heads": 3, "ff_ratio": 4.0, "vocab_size": 256,
+                             "seq_len": 64, "qk_layernorm": False}
+    assert model_sizes(config)["n100000"] == 100_272
+    assert spec["tokens"] == 20 * 100_272
+
+
+def test_the_vocabulary_and_qk_layernorm_enter_the_shape_and_engine_settings_stay_out_of_the_spec():
+    config = filled(smoke_config())
+    config["datasets"]["bible"].update(tokenizer="bpe", vocab_size=1024)
+    config["training"]["qk_layernorm"] = True
+    run = Run("bible", "xs", 20.0, 0.01, 0)
+    spec = run_spec(config, run)
+    assert spec["shape"]["vocab_size"] == 1024 and spec["shape"]["qk_layernorm"]
+    assert spec["tokens"] == 20 * model_sizes(config)["xs"]
+    before = spec_json(config, run)
+    config["engine"].update(checkpoint_every=7, keep_checkpoints=True, compile=False)
+    assert spec_json(config, run) == before and "engine" not in spec

@@ -1,26 +1,26 @@
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from scaling.data import prepare
-from scaling.train import lr_at, train
+from scaling import checkpoint
+from scaling.data import load_tokens, prepare
+from scaling.flops import flops_with_attention
+from scaling.model import Shape
+from scaling.train import batch_starts, train
 
-TRAINING = {"seq_len": 32, "batch_size": 4, "warmup_fraction": 0.1, "min_lr_ratio": 0.1, "weight_decay": 0.1,
+TRAINING = {"seq_len": 32, "batch_tokens": 128, "schedule": "cosine", "warmup_fraction": 0.1, "min_lr_ratio": 0.1,
+            "cooldown_fraction": 0.2, "z_loss": 0.0, "qk_layernorm": False, "weight_decay": 0.1,
             "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0, "eval_tokens": 2048, "divergence_margin": 1.0}
-
-
-def test_schedule_warms_up_linearly_then_decays_by_cosine_to_the_floor():
-    peak, steps, warmup = 1e-2, 110, 10
-    assert lr_at(0, steps, warmup, peak, 0.1) == pytest.approx(1e-3)
-    assert lr_at(9, steps, warmup, peak, 0.1) == pytest.approx(peak)
-    assert lr_at(10, steps, warmup, peak, 0.1) == pytest.approx(peak)
-    assert lr_at(60, steps, warmup, peak, 0.1) == pytest.approx(peak * (0.1 + 0.9 * 0.5))
-    assert lr_at(110, steps, warmup, peak, 0.1) == pytest.approx(peak * 0.1)
-    lrs = [lr_at(s, steps, warmup, peak, 0.1) for s in range(warmup, steps)]
-    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+QUIET = {"log": lambda _: None}
 
 
 @pytest.fixture(scope="module")
@@ -33,36 +33,147 @@ def data_dir(tmp_path_factory):
     return d / "prepared"
 
 
-def spec(lr=3e-3, seed=0, tokens=40_000):
+def spec(lr=3e-3, seed=0, tokens=40_000, **training):
+    shape = {"d_model": 16, "n_layers": 1, "n_heads": 2, "ff_ratio": 4.0, "vocab_size": 256, "seq_len": 32,
+             "qk_layernorm": training.get("qk_layernorm", False)}
     return {"run_id": f"t/xs/M1_lr{lr}_s{seed}", "dataset": "t", "size": "xs", "token_multiplier": 1.0,
-            "tokens": tokens, "lr": lr, "seed": seed, "training": TRAINING,
-            "shape": {"d_model": 16, "n_layers": 1, "n_heads": 2, "ff_ratio": 4.0, "vocab_size": 256, "seq_len": 32}}
+            "tokens": tokens, "lr": lr, "seed": seed, "training": {**TRAINING, **training}, "shape": shape}
+
+
+def curve(run_dir):
+    return pd.read_parquet(run_dir / "curve.parquet")["train_loss"].to_numpy()
 
 
 def test_a_run_learns_and_writes_its_curve_and_metrics(data_dir, tmp_path):
-    m = train(spec(), data_dir, tmp_path, log=lambda _: None)
-    curve = pd.read_parquet(tmp_path / "curve.parquet")
+    m = train(spec(), data_dir, tmp_path, **QUIET)
+    c = pd.read_parquet(tmp_path / "curve.parquet")
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["status"] == "ok" and saved["val_loss"] == m["val_loss"]
-    assert len(curve) == m["steps"] == math.ceil(40_000 / (4 * 32))
-    assert list(curve["step"]) == list(range(1, m["steps"] + 1))
+    assert len(c) == m["steps"] == math.ceil(40_000 / 128)
+    assert list(c["step"]) == list(range(1, m["steps"] + 1)) and c["lr"].max() == pytest.approx(3e-3, rel=0.01)
     assert m["val_loss"] < m["initial_loss"] - 1.5  # far below log(256) ≈ 5.55 on this tiny language
     assert m["flops"] == 6 * m["n_params"] * m["tokens"]
-    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp files
+    assert m["flops_with_attention"] == flops_with_attention(Shape(**spec()["shape"]), m["tokens"])
+    assert m["tokens_seen"] == m["steps"] * 128
+    assert m["epochs"] == pytest.approx(m["tokens_seen"] / len(load_tokens(data_dir, "train")))
+    assert m["tokens_per_s"] > 0 and m["model_flops_per_s"] > 0 and m["mfu"] is None  # no GPU peak on CPU
+    assert not list(tmp_path.glob(".*.tmp")) and not (tmp_path / "ckpt").exists()
+
+
+def test_batches_are_a_function_of_seed_and_step():
+    a = batch_starts(3, 17, 10_000, 32, 8)
+    assert np.array_equal(a, batch_starts(3, 17, 10_000, 32, 8))
+    assert not np.array_equal(a, batch_starts(3, 18, 10_000, 32, 8))
+    assert not np.array_equal(a, batch_starts(4, 17, 10_000, 32, 8))
+    assert a.min() >= 0 and a.max() + 32 < 10_000
 
 
 def test_same_seed_same_curve_and_other_seed_another(data_dir, tmp_path):
     curves = []
     for i, seed in enumerate((1, 1, 2)):
-        train(spec(seed=seed, tokens=8000), data_dir, tmp_path / str(i), log=lambda _: None)
-        curves.append(pd.read_parquet(tmp_path / str(i) / "curve.parquet")["train_loss"].to_numpy())
+        train(spec(seed=seed, tokens=8000), data_dir, tmp_path / str(i), **QUIET)
+        curves.append(curve(tmp_path / str(i)))
     assert np.array_equal(curves[0], curves[1])
     assert not np.array_equal(curves[0], curves[2])
 
 
+def test_stabilizers_change_the_run_and_it_still_learns(data_dir, tmp_path):
+    base = train(spec(tokens=8000), data_dir, tmp_path / "base", **QUIET)
+    stable = train(spec(tokens=8000, z_loss=1e-4, qk_layernorm=True, schedule="wsd"), data_dir, tmp_path / "s", **QUIET)
+    assert stable["n_params"] == base["n_params"] + 4 * 8  # two LayerNorms over a head of width 8
+    assert stable["qk_layernorm"] and not base["qk_layernorm"]
+    assert stable["val_loss"] < stable["initial_loss"] - 1.0
+    lr = pd.read_parquet(tmp_path / "s" / "curve.parquet")["lr"]
+    assert lr.iloc[len(lr) // 2] == pytest.approx(3e-3)  # wsd: still at the peak half way
+
+
 def test_a_diverging_run_stops_early_and_says_so(data_dir, tmp_path):
-    m = train(spec(lr=100.0), data_dir, tmp_path, log=lambda _: None)
+    m = train(spec(lr=100.0), data_dir, tmp_path, **QUIET)
     assert m["status"] == "diverged"
     assert m["diverged_step"] < m["steps"]
     assert math.isnan(m["val_loss"])
-    assert len(pd.read_parquet(tmp_path / "curve.parquet")) == m["diverged_step"]
+    c = curve(tmp_path)
+    assert len(c) == m["diverged_step"]
+    assert not np.isfinite(c[-1]) or c[-1] > c[0] + 1.0
+
+
+def cli_train(sp, data_dir, out, *flags):
+    return subprocess.Popen([sys.executable, "-m", "scaling.cli", "train", "--spec", json.dumps(sp), "--data",
+                             str(data_dir), "--out", str(out), *flags],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_a_run_killed_mid_way_resumes_to_exactly_the_uninterrupted_losses(data_dir, tmp_path):
+    sp = spec(tokens=128 * 600)
+    reference = train(sp, data_dir, tmp_path / "reference", **QUIET)
+
+    out = tmp_path / "killed"
+    proc = cli_train(sp, data_dir, out, "--checkpoint-every", "50")
+    ckpt = checkpoint.path(out)
+    deadline = time.monotonic() + 120
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, "the run ended before its first checkpoint: make it longer"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(ckpt, weights_only=True)["step"]
+    assert 0 < killed_at < reference["steps"] and not (out / "metrics.json").exists()
+
+    proc = cli_train(sp, data_dir, out, "--checkpoint-every", "50")
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, log
+    assert f"resumed from its checkpoint at step {killed_at}/" in log
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert np.array_equal(curve(out), curve(tmp_path / "reference"))  # bit for bit
+    assert resumed["val_loss"] == reference["val_loss"] and resumed["resumed_from_step"] == killed_at
+    assert not ckpt.parent.exists()  # a finished run's checkpoint is removed unless kept
+
+
+def test_a_kept_checkpoint_makes_a_rerun_reproduce_the_run_without_training(data_dir, tmp_path):
+    sp = spec(tokens=8000)
+    first = train(sp, data_dir, tmp_path, checkpoint_every=20, keep_checkpoints=True, **QUIET)
+    assert torch.load(checkpoint.path(tmp_path), weights_only=True)["step"] == first["steps"]
+    (tmp_path / "metrics.json").unlink()
+    lines = []
+    again = train(sp, data_dir, tmp_path, keep_checkpoints=True, log=lines.append)
+    assert any(f"at step {first['steps']}/{first['steps']}" in line for line in lines)
+    assert again["val_loss"] == first["val_loss"] and again["final_train_loss"] == first["final_train_loss"]
+
+
+def test_a_checkpoint_of_another_spec_is_not_resumed_from(data_dir, tmp_path):
+    train(spec(tokens=8000, weight_decay=0.0), data_dir, tmp_path, keep_checkpoints=True, **QUIET)
+    lines = []
+    m = train(spec(tokens=8000), data_dir, tmp_path, log=lines.append)
+    assert not any("resumed" in line for line in lines) and m["resumed_from_step"] is None
+    assert np.array_equal(curve(tmp_path), curve_of(spec(tokens=8000), data_dir, tmp_path / "fresh"))
+
+
+def curve_of(sp, data_dir, out):
+    train(sp, data_dir, out, **QUIET)
+    return curve(out)
+
+
+def test_ddp_over_two_cpu_processes_trains_on_the_same_batches_as_one(data_dir, tmp_path):
+    sp = spec(tokens=128 * 60)
+    single = curve_of(sp, data_dir, tmp_path / "one")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "scaling.cli",
+         "train", "--spec", json.dumps(sp), "--data", str(data_dir), "--out", str(tmp_path / "two")],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2
+    two = curve(tmp_path / "two")
+    # the same data and gradients; only the order of floating-point sums differs
+    assert len(two) == len(single) and np.allclose(two, single, rtol=1e-5, atol=0)
+
+
+def test_a_run_trains_on_bpe_tokens_with_the_vocabulary_in_its_shape(data_dir, tmp_path):
+    prepare({"source": "files", "files": [str(data_dir.parent / "text.txt")], "val_fraction": 0.1,
+             "tokenizer": "bpe", "vocab_size": 300}, tmp_path / "bpe")
+    sp = spec(tokens=8000)
+    sp["shape"]["vocab_size"] = 300
+    m = train(sp, tmp_path / "bpe", tmp_path / "run", **QUIET)
+    assert m["status"] == "ok" and m["vocab_size"] == 300
+    assert m["initial_loss"] == pytest.approx(math.log(300), abs=0.2)
+    assert m["val_loss"] < m["initial_loss"] - 1.0

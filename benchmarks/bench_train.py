@@ -1,0 +1,158 @@
+"""Training throughput: the project's trainer against a minimal PyTorch loop, side by side.
+
+For every model of the default study (workflow/config.yaml, with its training
+settings) it trains the same model for the same number of steps three ways, in
+one process, interleaved over several rounds:
+
+- ``trainer``: :func:`scaling.train.train`, with its schedule, loss buffering,
+  divergence checks, progress log and a checkpoint half way (more often than the
+  default of every 1,000 steps, so its cost is counted);
+- ``plain``: the minimal loop, plain PyTorch: set the LR, take the batch,
+  forward, cross-entropy, backward, clip, ``torch.optim.AdamW`` with its
+  default implementation, nothing else (no logging, no loss read back);
+- ``plain+fused``: the same loop with ``AdamW(fused=True)``, as the trainer uses,
+  so that trainer / plain+fused is what the trainer's bookkeeping costs.
+
+The plain loops take the trainer's batches and learning rates (both pure
+functions of the step), so all three do the same arithmetic: the script checks
+that plain+fused ends on the trainer's last loss exactly. (With other batches
+or LRs the speed itself changes by a few percent on CPU, as the values change.)
+
+It prints tokens/s of each (the best of several interleaved rounds, the
+measurement least disturbed by other processes), the ratios, and the trainer's
+achieved FLOP/s (attention and output layer counted, scaling.flops) against
+this machine's fp32 matrix-multiply peak, measured here with the same number of
+threads. The goal: trainer / plain ≥ 1.0 at every size.
+
+    python benchmarks/bench_train.py            # every default size (about 2 minutes on 2 cores)
+    python benchmarks/bench_train.py --smoke    # one tiny size, a few steps (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+import yaml
+from snakemake.utils import validate
+
+from scaling import study
+from scaling.data import load_tokens, prepare
+from scaling.flops import flops_per_token
+from scaling.model import GPT, Shape
+from scaling.schedules import lr_at
+from scaling.train import batch, batch_starts, train
+
+REPO = Path(__file__).resolve().parents[1]
+GOAL = 1.0
+
+
+def matmul_peak(threads: int, n: int = 1024, seconds: float = 1.0) -> float:
+    """Best fp32 FLOP/s of an n×n matrix product on this CPU with ``threads`` threads (2n³ FLOPs each)."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * n**3 / (time.perf_counter() - t))
+    return best
+
+
+def plain_loop(shape: Shape, data: np.ndarray, spec: dict, steps: int, fused: bool) -> tuple[float, float]:
+    """Tokens/s and last loss of the minimal loop: the same model, batches, LRs and AdamW, nothing else."""
+    cfg = spec["training"]
+    torch.manual_seed(spec["seed"])
+    model = GPT(shape)
+    opt = torch.optim.AdamW(model.param_groups(cfg["weight_decay"]), lr=spec["lr"],
+                            betas=(cfg["beta1"], cfg["beta2"]), fused=fused or None)
+    n_seqs, T = cfg["batch_tokens"] // shape.seq_len, shape.seq_len
+    t = time.perf_counter()
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, steps, cfg, spec["lr"])
+        x, y = batch(data, batch_starts(spec["seed"], step, len(data), T, n_seqs), T)
+        loss = F.cross_entropy(model(x).view(-1, shape.vocab_size), y.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return steps * cfg["batch_tokens"] / (time.perf_counter() - t), loss.item()
+
+
+def trainer(spec: dict, data_dir: Path, steps: int, threads: int) -> tuple[float, float]:
+    """Tokens/s over the training loop (a checkpoint half way included) and last loss of the project's trainer."""
+    with tempfile.TemporaryDirectory() as out:
+        m = train(spec, data_dir, out, threads=threads, checkpoint_every=max(1, steps // 2), log=lambda _: None)
+        last = pd.read_parquet(Path(out) / "curve.parquet")["train_loss"].iloc[-1]
+    if m["status"] != "ok":
+        raise RuntimeError(f"{spec['run_id']} {m['status']} at step {m['diverged_step']}: lower --lr")
+    return m["tokens_per_s"], last
+
+
+def default_study() -> dict:
+    config = yaml.safe_load((REPO / "workflow/config.yaml").read_text())
+    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
+    return config
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="one tiny size, a few steps: checks the script runs")
+    parser.add_argument("--steps", type=int, default=200, help="steps per measurement")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the best is printed")
+    parser.add_argument("--lr", type=float, default=0.005, help="peak LR (the default study's lowest)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (a study's runs use 1)")
+    args = parser.parse_args(argv)
+    config = default_study()
+    models = config["models"][:1] if args.smoke else config["models"]
+    steps, rounds = (20, 1) if args.smoke else (args.steps, args.rounds)
+
+    peak = matmul_peak(args.threads, seconds=0.2 if args.smoke else 1.0)
+    print(f"torch {torch.__version__}, {args.threads} thread(s); measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s")
+    print(f"{steps} steps × {config['training']['batch_tokens']} tokens per measurement, best of {rounds} round(s)\n")
+    header = (f"{'size':>6} {'N':>9} | {'trainer':>9} {'plain':>9} {'+fused':>9} tok/s | "
+              f"{'/plain':>6} {'/fused':>6} | {'GFLOP/s':>7} {'of peak':>7}")
+    print(header + "\n" + "-" * len(header))
+    ratios = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / "data"
+        prepare(next(iter(config["datasets"].values())), data_dir)
+        data = np.asarray(load_tokens(data_dir, "train"))
+        for model in models:
+            name = study.model_name(model)
+            spec = copy.deepcopy(study.run_spec(config, study.Run("bible", name, 20.0, args.lr, 0)))
+            spec["tokens"] = steps * spec["training"]["batch_tokens"]
+            shape = Shape(**spec["shape"])
+            plain_loop(shape, data, spec, 5, fused=True)  # warm up: first calls allocate and pick kernels
+            runs = {"trainer": [], "plain": [], "fused": []}
+            for _ in range(rounds):
+                runs["trainer"].append(trainer(spec, data_dir, steps, args.threads))
+                runs["plain"].append(plain_loop(shape, data, spec, steps, fused=False))
+                runs["fused"].append(plain_loop(shape, data, spec, steps, fused=True))
+            if runs["trainer"][0][1] != runs["fused"][0][1]:
+                raise RuntimeError(f"{name}: the trainer and the plain loop did different work (last losses "
+                                   f"{runs['trainer'][0][1]!r} and {runs['fused'][0][1]!r})")
+            t, p, f = (max(rate for rate, _ in runs[k]) for k in ("trainer", "plain", "fused"))
+            achieved = t * flops_per_token(shape)
+            ratios.append(t / p)
+            n = sum(x.numel() for x in GPT(shape).parameters())
+            print(f"{name:>6} {n:>9,} | {t:>9,.0f} {p:>9,.0f} {f:>9,.0f}       | "
+                  f"{t / p:>6.3f} {t / f:>6.3f} | {achieved / 1e9:>7.2f} {achieved / peak:>7.1%}")
+    met = all(r >= GOAL for r in ratios)
+    print(f"\ngoal trainer/plain ≥ {GOAL}: {'met' if met else 'NOT met'} at "
+          f"{sum(r >= GOAL for r in ratios)}/{len(ratios)} sizes (min {min(ratios):.3f})"
+          + (" [smoke: too few steps to judge]" if args.smoke else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

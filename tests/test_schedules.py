@@ -1,0 +1,52 @@
+import pytest
+
+from scaling import schedules as S
+
+PEAK, STEPS, WARMUP, R = 1e-2, 110, 10, 0.1
+
+
+@pytest.mark.parametrize("schedule", [S.cosine, S.linear, S.constant])
+def test_warmup_is_linear_from_peak_over_warmup_to_the_peak(schedule):
+    assert schedule(0, STEPS, WARMUP, PEAK, R) == pytest.approx(1e-3)
+    assert schedule(4, STEPS, WARMUP, PEAK, R) == pytest.approx(5e-3)
+    assert schedule(9, STEPS, WARMUP, PEAK, R) == pytest.approx(PEAK)
+    assert schedule(WARMUP, STEPS, WARMUP, PEAK, R) == pytest.approx(PEAK)
+
+
+def test_cosine_is_half_way_at_the_middle_and_ends_at_the_final_lr():
+    assert S.cosine(60, STEPS, WARMUP, PEAK, R) == pytest.approx(PEAK * (0.1 + 0.9 * 0.5))
+    assert S.cosine(35, STEPS, WARMUP, PEAK, R) == pytest.approx(PEAK * (0.1 + 0.9 * 0.5 * (1 + 2 ** -0.5)))
+    assert S.cosine(110, STEPS, WARMUP, PEAK, R) == pytest.approx(PEAK * R)
+
+
+def test_linear_decays_in_equal_steps_to_the_final_lr():
+    assert S.linear(35, STEPS, WARMUP, PEAK, R) == pytest.approx(PEAK * (1 - 0.9 * 0.25))
+    assert S.linear(60, STEPS, WARMUP, PEAK, R) == pytest.approx(PEAK * 0.55)
+    assert S.linear(110, STEPS, WARMUP, PEAK, R) == pytest.approx(PEAK * R)
+
+
+def test_constant_stays_at_the_peak():
+    assert {S.constant(s, STEPS, WARMUP, PEAK, R) for s in range(WARMUP, STEPS)} == {PEAK}
+
+
+def test_wsd_is_constant_then_cools_down_linearly_over_the_last_fraction():
+    # 110 steps, cooldown 0.2: the last 22 steps (88 → 110) decay from the peak to R·peak
+    assert S.wsd(5, STEPS, WARMUP, PEAK, R, 0.2) == pytest.approx(6e-3)
+    assert S.wsd(50, STEPS, WARMUP, PEAK, R, 0.2) == pytest.approx(PEAK)
+    assert S.wsd(88, STEPS, WARMUP, PEAK, R, 0.2) == pytest.approx(PEAK)
+    assert S.wsd(99, STEPS, WARMUP, PEAK, R, 0.2) == pytest.approx(PEAK * (1 - 0.9 * 0.5))
+    assert S.wsd(110, STEPS, WARMUP, PEAK, R, 0.2) == pytest.approx(PEAK * R)
+
+
+@pytest.mark.parametrize("name", S.SCHEDULES)
+def test_after_warmup_no_schedule_ever_rises(name):
+    training = {"schedule": name, "warmup_fraction": WARMUP / STEPS, "min_lr_ratio": R, "cooldown_fraction": 0.3}
+    lrs = [S.lr_at(s, STEPS, training, PEAK) for s in range(STEPS)]
+    assert max(lrs) == pytest.approx(PEAK) and lrs[WARMUP - 1] == pytest.approx(PEAK)
+    assert all(a >= b for a, b in zip(lrs[WARMUP:], lrs[WARMUP + 1:]))
+    assert lrs[-1] == pytest.approx(PEAK) if name == "constant" else lrs[-1] < PEAK
+
+
+def test_no_warmup_starts_at_the_peak():
+    training = {"schedule": "cosine", "warmup_fraction": 0.0, "min_lr_ratio": R, "cooldown_fraction": 0.2}
+    assert S.lr_at(0, STEPS, training, PEAK) == pytest.approx(PEAK)

@@ -1,0 +1,82 @@
+"""The train stage inside the workflow: a crashed job resumes when Snakemake reruns it; engine settings retrain nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+import torch
+from snakemake.utils import validate
+
+from conftest import REPO, SNAKEMAKE, planned, smoke_config, snakemake
+from scaling import checkpoint, study
+from scaling.train import train
+
+RUN = "results/smoke/runs/bible/xs/M40_lr0.01_s0"
+
+
+def test_changing_engine_settings_retrains_nothing(smoke_copy):
+    config = smoke_config()
+    config["engine"] = {"checkpoint_every": 7, "keep_checkpoints": True, "compile": False}
+    assert planned(smoke_copy, config) == {}
+
+
+def test_a_train_job_killed_mid_run_resumes_when_snakemake_reruns_it(tmp_path):
+    config = smoke_config()
+    config["grid"] = [{"sizes": ["xs"], "token_multipliers": [40], "learning_rates": [0.01]}]
+    config["fit"] = {"fit_on": [{"size": "xs"}]}
+    config["engine"] = {"checkpoint_every": 100}
+    (tmp_path / "study.yaml").write_text(json.dumps(config))
+    smk = subprocess.Popen([*SNAKEMAKE, "--configfile", "study.yaml", "--cores", "1", "--until", "train"],
+                           cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = checkpoint.path(tmp_path / RUN)
+    deadline = time.monotonic() + 300
+    while not ckpt.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    trainers = [p for p in psutil.Process(smk.pid).children(recursive=True) if "train" in p.cmdline()]
+    assert len(trainers) == 1, "the train job ended before its first checkpoint: make it longer"
+    os.kill(trainers[0].pid, signal.SIGKILL)  # the job crashes; Snakemake records it failed
+    assert smk.wait(timeout=120) != 0
+    assert ckpt.exists() and not (tmp_path / RUN / "metrics.json").exists()
+    killed_at = torch.load(ckpt, weights_only=True)["step"]
+
+    snakemake(tmp_path, config, "--cores", "1", "--until", "train")
+    log = (tmp_path / "results/smoke/logs/train/bible/xs/M40_lr0.01_s0.log").read_text()
+    assert f"resumed from its checkpoint at step {killed_at}/" in log
+    metrics = json.loads((tmp_path / RUN / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["resumed_from_step"] == killed_at
+    assert not ckpt.parent.exists()
+
+    fresh = train(_spec(config), tmp_path / "results/smoke/data/bible", tmp_path / "fresh", log=lambda _: None)
+    assert np.array_equal(pd.read_parquet(tmp_path / RUN / "curve.parquet")["train_loss"],
+                          pd.read_parquet(tmp_path / "fresh" / "curve.parquet")["train_loss"])
+    assert fresh["val_loss"] == metrics["val_loss"]
+
+
+def _spec(config: dict) -> dict:
+    """The spec of the study's one run, as the workflow computes it (schema defaults filled)."""
+    config = json.loads(json.dumps(config))
+    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
+    return study.run_spec(config, study.runs(config)[0])
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["training"].update(schedule="exponential"), "training.schedule: 'exponential' is not one of"),
+    (lambda c: c["training"].update(batch_size=8), "training.batch_size: unknown key; fix: remove it, or use one of"),
+    (lambda c: c["training"].update(batch_tokens=100), "training.batch_tokens: 100 is not a multiple of seq_len=64"),
+    (lambda c: c["models"].append({"name": "big", "params": 10}), "models[4] (big).params"),
+    (lambda c: c.update(engine={"checkpoint_every": 0}), "engine.checkpoint_every"),
+])
+def test_bad_training_settings_fail_before_any_job_runs(tmp_path, edit, message):
+    config = smoke_config()
+    edit(config)
+    proc = snakemake(tmp_path, config, "--dry-run", check=False)
+    assert proc.returncode != 0 and message in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
