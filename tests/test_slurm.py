@@ -109,3 +109,76 @@ def test_cancelling_the_workflow_cancels_its_slurm_jobs(slurm, tmp_path):
 def _queued(name: str) -> list[str]:
     out = subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True, check=True).stdout
     return [line for line in out.splitlines() if line.split()[1:] == [name]]
+
+
+ONE_RUN = "results/smoke/runs/bible/l/M80_lr0.01_s0"
+
+
+def one_long_run(**cluster) -> dict:
+    """The smoke study with one run long enough (tens of seconds) to be interrupted, checkpointing often."""
+    config = smoke_config()
+    config["grid"] = [{"sizes": ["l"], "token_multipliers": [80], "learning_rates": [0.01]}]
+    config["engine"] = {"checkpoint_every": 100}
+    config["cluster"] = cluster
+    return config
+
+
+def uninterrupted(tmp_path: Path, config: dict) -> tuple[dict, list]:
+    """The same run trained locally without interruption."""
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "study.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    subprocess.run([sys.executable, "-m", "snakemake", f"{ONE_RUN}/metrics.json", "--snakefile", str(REPO / "Snakefile"),
+                    "--cores", "1", "--configfile", str(local / "study.yaml")],
+                   cwd=local, check=True, capture_output=True)
+    return _run(local)
+
+
+def _run(workdir: Path) -> tuple[dict, list]:
+    import pandas as pd
+
+    metrics = json.loads((workdir / ONE_RUN / "metrics.json").read_text())
+    return metrics, pd.read_parquet(workdir / ONE_RUN / "curve.parquet")["train_loss"].tolist()
+
+
+def _restarts(job_id: str) -> int:
+    out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    return int(out.split("Restarts=")[1].split()[0])
+
+
+def test_a_preempted_job_is_requeued_and_resumes_to_the_same_result(slurm, tmp_path):
+    config = one_long_run()
+    slurm_dir = tmp_path / "slurm"
+    slurm_dir.mkdir()
+    proc = snakemake_slurm(slurm_dir, config, f"{ONE_RUN}/metrics.json", background=True)
+    ckpt = slurm_dir / ONE_RUN / "ckpt" / "last.pt"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (ckpt.exists() and _queued("smk-train")):
+        time.sleep(0.5)
+    assert ckpt.exists(), "the run never checkpointed"
+    job_id = _queued("smk-train")[0].split()[0]
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)  # what SLURM sends on preemption
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert _restarts(job_id) >= 1
+    metrics, curve = _run(slurm_dir)
+    assert metrics["resumed_from_step"] and metrics["resumed_from_step"] > 0
+    reference, reference_curve = uninterrupted(tmp_path, config)
+    assert metrics["val_loss"] == reference["val_loss"]
+    assert curve == reference_curve
+
+
+def test_a_job_past_its_time_limit_is_requeued_and_completes(slurm, tmp_path):
+    # a 2-minute limit with the warning 90 s before it: the job is signalled 30 s in
+    config = one_long_run(min_runtime_minutes=2, train_flops_per_second=1e15)
+    proc = snakemake_slurm(tmp_path, config, f"{ONE_RUN}/metrics.json", "--submitit-signal-delay-s", "90",
+                           background=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not _queued("smk-train"):
+        time.sleep(0.5)
+    job_id = _queued("smk-train")[0].split()[0]
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out
+    assert _restarts(job_id) >= 1
+    metrics, _ = _run(tmp_path)
+    assert metrics["status"] == "ok" and metrics["resumed_from_step"] > 0
