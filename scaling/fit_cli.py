@@ -98,6 +98,16 @@ def options(args) -> dict:
 
 
 def fit_command(args, default_data) -> None:
+    """Run ``scaling fit``; bad data or SQL end it with a one-line error naming the problem."""
+    from scaling.estimators import FitError
+
+    try:
+        _fit_command(args, default_data)
+    except (FitError, ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"scaling fit {args.law}: error: {e}") from None
+
+
+def _fit_command(args, default_data) -> None:
     import pandas as pd
 
     from scaling.fit import canonical, fit_dict, fit_table, fits_table, read_table, records
@@ -116,7 +126,7 @@ def fit_command(args, default_data) -> None:
             by=by, sizes=_data_or_json(args.sizes), method=opt["method"], resamples=opt["bootstrap"],
             seed=opt["seed"], scheme=opt["scheme"], level=opt["level"])
         fits = [fit_dict(r) for r in results]
-        if args.law == "optimal_lr":
+        if args.law == "optimal_lr" and "initial_loss" in raw:
             from scaling.optimal_lr import sensitivity_table
 
             extra["sensitivity"] = sensitivity_table(canonical(raw, loss=args.loss, ok_only=False), by)
@@ -138,10 +148,13 @@ def fit_command(args, default_data) -> None:
     with pd.option_context("display.max_rows", 500, "display.width", 250, "display.max_columns", 40):
         for name, table in extra.items():
             print(f"{name}:\n{table.to_string(index=False)}\n")
-        shown = pred[pred["role"] != "fit"] if "role" in pred else pred
+        if "role" not in pred:  # Chinchilla Approach 1 or 2: the power laws at the points' compute
+            print(f"N_opt(C), D_opt(C) at the points' compute:\n{pred.to_string(index=False)}")
+            return
+        shown = pred[pred["role"] != "fit"]
         if len(shown):
             print("predictions (held-out runs and targets):")
-            print(shown.drop(columns=[c for c in ("law", "flops") if c in shown]).to_string(index=False))
+            print(shown.drop(columns=["law", "flops"]).to_string(index=False))
 
 
 def _chinchilla_approach(args, runs, level):
