@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from scaling.bootstrap import refits, residual_draws
-from scaling.estimators import FitError, check_data, check_distinct, hoffmann_grid, huber_log, loglinear
+from scaling.estimators import (FitError, check_data, check_distinct, hoffmann_grid, huber_log, loglinear,
+                                one_blas_thread)
 from scaling.laws import LAWS
 from scaling.result import FitResult
 
@@ -45,6 +46,7 @@ def compute_optimal_allocation(E, A, alpha, B, beta) -> dict[str, float]:
             "G": (alpha * A / (beta * B)) ** (1 / (alpha + beta))}
 
 
+@one_blas_thread
 def fit_chinchilla(N, D, L, *, delta: float = 1e-3, starts=None, screen: int | None = 100, resamples: int = 0,
                    seed: int = 0, scheme: str = "bayesian", weights: np.ndarray | None = None,
                    level: float = 0.95) -> FitResult:

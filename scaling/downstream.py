@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from scaling.bootstrap import percentile_interval, refits, residual_draws
-from scaling.estimators import FitError, check_data, check_distinct, least_squares
+from scaling.estimators import FitError, check_data, check_distinct, least_squares, one_blas_thread
 from scaling.laws import LAWS, downstream_error
 from scaling.result import FitResult
 
@@ -27,6 +27,7 @@ def _law(L, epsilon, k, gamma):
     return downstream_error(L, epsilon, k, gamma)
 
 
+@one_blas_thread
 def fit_downstream(L, err, *, starts=(PAPER_START,), resamples: int = 0, seed: int = 0, scheme: str = "bayesian",
                    weights: np.ndarray | None = None, level: float = 0.95) -> FitResult:
     """Fit Err(L) = ε − k·exp(−γ·L) by least squares (the paper's procedure); bootstrap as in :mod:`scaling.bootstrap`.

@@ -20,6 +20,11 @@ import warnings
 
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit, minimize
+from threadpoolctl import threadpool_limits
+
+# Fits (and their bootstraps) run with one BLAS thread: the problems are tiny, and on a small machine
+# OpenBLAS's idle threads spin on the cores the fit needs (measured: twice the CPU time for no gain).
+one_blas_thread = threadpool_limits.wrap(limits=1, user_api="blas")
 
 
 class FitError(ValueError):

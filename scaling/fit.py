@@ -30,12 +30,13 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from scaling.bootstrap import run_weights
+from scaling.chinchilla import fit_chinchilla
 from scaling.downstream import fit_downstream, predict_chained
 from scaling.estimators import FitError
-from scaling.laws import LAWS
+from scaling.laws import LAWS, overtraining_compute_form
 from scaling.optimal_lr import best_lr_grid, fit_optimal_lr
 from scaling.overtraining import PARAMS, fit_overtraining  # noqa: F401 (PARAMS: re-exported for the report)
-from scaling.chinchilla import fit_chinchilla
 from scaling.result import FitResult
 
 TABLE_LAWS = ("overtraining", "downstream", "chinchilla", "optimal_lr")
@@ -157,27 +158,23 @@ def default_fit_on(points: pd.DataFrame) -> list[dict]:
 
 # -- fitting a table ------------------------------------------------------------------------------------------------
 def _fit_one(law, pts, mask, error_mask, *, method, resamples, seed, scheme, level):
-    """The fit(s) of one group: {"loss": FitResult} (+ "error" for downstream)."""
-    boot = {"resamples": resamples, "seed": seed, "scheme": scheme, "level": level}
+    """The fit(s) of one group: {"loss": FitResult} (+ "error" for downstream, or {"lr": …})."""
     fit = pts[mask]
-    if law == "chinchilla":
-        return {"loss": fit_chinchilla(fit["n_params"], fit["tokens"], fit["loss"], **boot)}
     if law == "optimal_lr":
         return {"lr": fit_optimal_lr(fit["n_params"], fit["tokens"], fit["lr"], level=level)}
-    if law == "downstream" and resamples > 0:
-        from scaling.bootstrap import run_weights  # one weight per run, shared by the loss and the error fit
+    # one bootstrap weight per run of the group, so the downstream law's two fits share their runs' weights
+    w = run_weights(len(pts), resamples, seed, scheme) if resamples > 0 else None
 
-        w = run_weights(len(pts), resamples, seed, scheme)
-        loss_fit = fit_overtraining(fit["n_params"], fit["token_multiplier"], fit["loss"], method=method,
-                                    seed=seed, weights=w[:, mask], level=level)
-        err = pts[error_mask]
-        return {"loss": loss_fit, "error": fit_downstream(err["loss"], err["error"], seed=seed,
-                                                          weights=w[:, error_mask], level=level)}
-    loss_fit = fit_overtraining(fit["n_params"], fit["token_multiplier"], fit["loss"], method=method, **boot)
+    def boot(rows):
+        return {"weights": None if w is None else w[:, rows], "seed": seed, "level": level}
+    if law == "chinchilla":
+        return {"loss": fit_chinchilla(fit["n_params"], fit["tokens"], fit["loss"], **boot(mask))}
+    out = {"loss": fit_overtraining(fit["n_params"], fit["token_multiplier"], fit["loss"], method=method,
+                                    **boot(mask))}
     if law == "downstream":
         err = pts[error_mask]
-        return {"loss": loss_fit, "error": fit_downstream(err["loss"], err["error"], level=level)}
-    return {"loss": loss_fit}
+        out["error"] = fit_downstream(err["loss"], err["error"], **boot(error_mask))
+    return out
 
 
 def _targets(targets, group: dict, sizes: dict, pts: pd.DataFrame) -> pd.DataFrame:
@@ -186,7 +183,7 @@ def _targets(targets, group: dict, sizes: dict, pts: pd.DataFrame) -> pd.DataFra
         if any(k in t and t[k] != v for k, v in group.items()):
             continue
         if "size" in t:
-            known = pts.loc[pts.get("size", pd.Series(dtype=object)) == t["size"], "n_params"]
+            known = pts.loc[pts["size"] == t["size"], "n_params"] if "size" in pts else pd.Series(dtype=float)
             if t["size"] not in sizes and not len(known):
                 raise FitError(f"target size {t['size']!r} is neither a model of the study nor in the data")
             n = float(sizes[t["size"]]) if t["size"] in sizes else float(known.iloc[0])
@@ -238,16 +235,16 @@ def fit_table(law: str, runs: pd.DataFrame, *, fit_on: str | list[dict] | None =
                                                   else "TRUE")
         mask = matches(pts, cond)
         error_mask = matches(pts, error_fit_on if error_fit_on is not None else cond) if law == "downstream" else None
-        where = f" ({', '.join(f'{k}={v}' for k, v in group.items())})" if group else ""
+        label = ", ".join(f"{k}={v}" for k, v in group.items())
         if not mask.any():
-            raise FitError(f"no point{where} is in the fit set {cond!r}")
+            raise FitError(f"no point{f' ({label})' if label else ''} is in the fit set {cond!r}")
         result = _fit_one(law, pts, mask, error_mask, method=method, resamples=resamples, seed=seed, scheme=scheme,
                           level=level)
         for r in result.values():
             r.meta.update(group=group, fit_on=cond, **({"error_fit_on": error_fit_on or cond}
                                                        if r.law == "downstream" else {}))
             if r.meta.get("at_bound"):
-                warnings.warn(f"{where.strip() or 'fit'}: the fitted {r.meta['at_bound']} ended on a bound; "
+                warnings.warn(f"{label or 'fit'}: the fitted {r.meta['at_bound']} ended on a bound; "
                               f"the fit set may be too small or too noisy for the law")
         fits.extend(result.values())
         carried = [c for c in (*by, *ID_COLUMNS, "n_params", "token_multiplier", "tokens", "lr") if c in pts]
@@ -314,9 +311,9 @@ def _predict(law: str, result: dict[str, FitResult], rows: pd.DataFrame) -> pd.D
 def fit_dict(fit: FitResult) -> dict:
     """A fit as JSON-ready dict, with the group's columns (e.g. ``dataset``) at the top level."""
     d = fit.to_dict()
-    d.update(d.pop("group", {}))
+    d.update(d.get("group", {}))
     if fit.law == "overtraining":
-        d["compute_form"] = {"eta": -fit.params["b"] / 2, "a_prime": fit.params["a"] * 6 ** (-fit.params["b"] / 2)}
+        d["compute_form"] = overtraining_compute_form(fit.params["b"], fit.params["a"])
     return d
 
 
@@ -325,7 +322,7 @@ def fits_table(fits: list[dict]) -> pd.DataFrame:
     rows = []
     for f in fits:
         names = LAWS[f["law"]].params
-        group = {k: v for k, v in f.items() if k in ID_COLUMNS}
+        group = f.get("group", {})
         rows.append({
             "law": f["law"], **group, "formula": f["formula"], "method": f["method"], "n_points": f["n_points"],
             "objective": f["objective"],

@@ -28,8 +28,8 @@ import itertools
 import numpy as np
 
 from scaling.bootstrap import refits, residual_draws
-from scaling.estimators import (FitError, check_data, check_distinct, hoffmann_grid, huber_log,
-                                least_squares)
+from scaling.estimators import (FitError, check_data, check_distinct, hoffmann_grid, huber_log, least_squares,
+                                one_blas_thread)
 from scaling.laws import LAWS, overtraining_loss
 from scaling.result import FitResult
 
@@ -54,6 +54,7 @@ def _from_lse(theta) -> np.ndarray:
     return np.array([np.exp(e), np.exp(log_a), -alpha, np.exp(log_cd) * 6.0 ** (alpha / 2)])
 
 
+@one_blas_thread
 def fit_overtraining(N, M, L, *, method: str = "huber-log", resamples: int = 0, seed: int = 0,
                      scheme: str = "bayesian", weights: np.ndarray | None = None, level: float = 0.95,
                      starts=GADRE_STARTS) -> FitResult:
