@@ -60,7 +60,8 @@ def fit_overtraining(N, M, L, *, method: str = "huber-log", resamples: int = 0, 
                      starts=GADRE_STARTS) -> FitResult:
     """Fit L(N, M) = E + a·N^b + c·6^(b/2)·(M·N)^b to runs with N parameters, M tokens per parameter, loss L.
 
-    ``method`` is ``huber-log``, ``gadre`` or ``bounded`` (see the module doc).
+    ``method`` is ``huber-log``, ``gadre`` or ``bounded`` (see the module doc);
+    ``starts`` are the (E, a, b, c) starts of the least-squares methods.
     With ``resamples > 0`` (or a ``weights`` matrix, see
     :func:`scaling.bootstrap.refits`) a bootstrap over runs gives percentile
     intervals for the parameters and for predictions; each refit starts from the
