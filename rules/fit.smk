@@ -1,5 +1,5 @@
 rule fit:
-    """The over-training law on the study's fit set; predictions for held-out runs and targets."""
+    """The over-training law per dataset on the study's fit set, with bootstrap intervals; predictions for every run and target."""
     input:
         runs=rules.collect.output.runs,
     output:
@@ -12,5 +12,6 @@ rule fit:
     log:
         f"{RESULTS}/logs/fit.log",
     shell:
-        "{SCALING} fit --runs {input.runs} --fit-config {params.fit:q} --sizes {params.sizes:q} "
-        "--out {output.fit} --fits-table {output.fits} --predictions {output.predictions} > {log} 2>&1"
+        "{SCALING} fit overtraining --data {input.runs} --by dataset --fit-config {params.fit:q} "
+        "--sizes {params.sizes:q} --out {output.fit} --fits-table {output.fits} --predictions {output.predictions} "
+        "> {log} 2>&1"

@@ -1,5 +1,5 @@
 """The ``scaling`` command: the pipeline's stages (called by the Snakemake rules), ``scaling sql``,
-``scaling status`` and ``scaling import``."""
+``scaling fit``, ``scaling status`` and ``scaling import``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+
+from scaling import fit_cli
 
 
 def _prepare(args):
@@ -39,16 +41,7 @@ def _collect(args):
 
 
 def _fit(args):
-    from scaling.fit import fit_study, fits_table
-    from scaling.io import write_json, write_parquet
-
-    runs = pd.read_parquet(args.runs)
-    fits, pred = fit_study(runs, json.loads(args.fit_config), json.loads(args.sizes))
-    for f in fits:
-        print(f"{f['dataset']}: " + ", ".join(f"{k}={v:.4g}" for k, v in f["params"].items()))
-    write_parquet(args.fits_table, fits_table(fits))
-    write_parquet(args.predictions, pred)
-    write_json(args.out, {"fits": fits, "predictions": pred.to_dict(orient="records")})
+    fit_cli.fit_command(args, default_data=latest_database)
 
 
 def _database(args):
@@ -218,13 +211,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("metrics", nargs="*", help="runs' metrics.json files")
     p.set_defaults(func=_collect)
 
-    p = sub.add_parser("fit", help="(pipeline) fit the over-training law")
-    p.add_argument("--runs", required=True)
-    p.add_argument("--fit-config", required=True, help="the study's `fit` section, as JSON")
-    p.add_argument("--sizes", required=True, help="model name → n_params, as JSON")
-    p.add_argument("--out", required=True, help="fit JSON")
-    p.add_argument("--fits-table", required=True)
-    p.add_argument("--predictions", required=True)
+    p = sub.add_parser("fit", help="fit a scaling law to a study's database or to any CSV/Parquet table of runs",
+                       description=fit_cli.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fit_cli.add_fit_arguments(p)
     p.set_defaults(func=_fit)
 
     p = sub.add_parser("database", help="(pipeline) tables → DuckDB file")

@@ -1,206 +1,341 @@
-"""Fitting the over-training law to a study's runs.
+"""Fitting laws to tables of runs: rows, fit set and targets stated as data; one fit per group.
 
-Procedure (Gadre et al. 2024, Appendix): nonlinear least squares on loss with
-``scipy.optimize.curve_fit`` from each start of a grid of 128 initializations,
-a, c ∈ {1e2, 3e2, 1e3, 3e3}, b ∈ {−0.1, −0.3}, E ∈ {0, 1, 2, 10}; the fit with
-the smallest sum of squared residuals wins. Standard errors come from the
-covariance curve_fit estimates at that optimum.
+A table has one row per run. Columns used, by name:
 
-Each (dataset, size, M) point is represented by its best learning rate: the
-lowest validation loss over the LR grid, after averaging seeds. Diverged runs
-are left out.
+- ``n_params`` (N), ``tokens`` (D) and/or ``token_multiplier`` (M = D/N; either
+  of D and M is derived from the other), ``loss`` (or ``val_loss``, as in a
+  study's ``runs`` table), ``error`` (downstream law), ``lr`` and ``seed``;
+- ``status``: when present, only ``ok`` runs are used;
+- any other columns (``dataset``, ``size``, ``model`` …) can be used to group
+  (``by``) and to choose rows, and are carried into the predictions.
+
+Rows sharing (group, N, D) are one point: the learning rate with the lowest
+loss after averaging seeds (a no-op for tables with one run per point).
+
+The fit set (``fit_on``) is a DuckDB SQL condition, or a list of column filters
+as in a study's ``fit.fit_on`` (a point is in the fit set when it matches any
+filter). Every point is predicted: role ``fit`` if in the fit set, else
+``held_out``; ``targets`` add points to predict, trained or not (role
+``target``). Each prediction has an interval (``predicted_*_lo/hi``) and
+whether it ``covered`` the measured value.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import warnings
-from dataclasses import dataclass, field
+from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
-from scipy.optimize import OptimizeWarning, curve_fit
 
-from scaling.laws import overtraining_compute_form, overtraining_loss
+from scaling.bootstrap import run_weights
+from scaling.chinchilla import fit_chinchilla
+from scaling.downstream import fit_downstream, predict_chained
+from scaling.estimators import FitError
+from scaling.laws import LAWS, overtraining_compute_form
+from scaling.optimal_lr import best_lr_grid, fit_optimal_lr
+from scaling.overtraining import PARAMS, fit_overtraining  # noqa: F401 (PARAMS: re-exported for the report)
+from scaling.result import FitResult
 
-PARAMS = ("E", "a", "b", "c")
-GADRE_STARTS = [
-    {"E": E, "a": a, "b": b, "c": c}
-    for a, c, b, E in itertools.product((1e2, 3e2, 1e3, 3e3), (1e2, 3e2, 1e3, 3e3), (-0.1, -0.3), (0, 1, 2, 10))
-]
-
-
-class FitError(ValueError):
-    """A fit that cannot be made or did not converge; the message says why."""
-
-
-@dataclass
-class OvertrainingFit:
-    """A fitted over-training law: parameters, standard errors, and predictions."""
-
-    params: dict[str, float]
-    stderr: dict[str, float]
-    n_points: int
-    sse: float
-    meta: dict = field(default_factory=dict)
-
-    def predict(self, N, M) -> np.ndarray:
-        return overtraining_loss(N, M, *(self.params[p] for p in PARAMS))
-
-    def to_dict(self) -> dict:
-        return {
-            "law": "overtraining",
-            "formula": "L(N, M) = E + a*N^b + c*6^(b/2)*(M*N)^b",
-            "params": self.params,
-            "stderr": self.stderr,
-            "compute_form": overtraining_compute_form(self.params["b"], self.params["a"]),
-            "n_points": self.n_points,
-            "sse": self.sse,
-            **self.meta,
-        }
-
-    def summary(self) -> str:
-        rows = [f"{p:>3} = {self.params[p]: .6g} ± {self.stderr[p]:.3g}" for p in PARAMS]
-        return f"over-training law on {self.n_points} points, SSE {self.sse:.3g}\n" + "\n".join(rows)
+TABLE_LAWS = ("overtraining", "downstream", "chinchilla", "optimal_lr")
+ID_COLUMNS = ("dataset", "size", "model", "run_name")
 
 
-# Physical ranges: loss falls with N and D towards a non-negative floor.
-BOUNDS = ([0.0, 0.0, -np.inf, 0.0], [np.inf, np.inf, 0.0, np.inf])
+# -- reading and choosing rows ----------------------------------------------------------------------------------
+def read_table(paths, *, where: str | None = None, query: str | None = None, table: str = "runs") -> pd.DataFrame:
+    """Rows from CSV, Parquet or DuckDB files, chosen by DuckDB SQL.
 
-
-def fit_overtraining(N, M, L, starts=GADRE_STARTS, bounded: bool = True) -> OvertrainingFit:
-    """Fit L(N, M) (see :func:`scaling.laws.overtraining_loss`) by least squares from every start.
-
-    ``bounded`` (the default) keeps E, a, c ≥ 0 and b ≤ 0, so a fit to noisy or
-    too-few points cannot bend the law upwards; a parameter that ends on its
-    bound is listed in ``meta["at_bound"]``. ``bounded=False`` is the paper's
-    unconstrained Levenberg–Marquardt fit.
+    Each file is a view named after its stem (``models.csv`` → ``models``); the
+    first is also ``data``; a ``.duckdb`` file's ``table`` is used (a study's
+    ``runs``). ``where`` filters ``data``; ``query`` is a whole ``SELECT`` over
+    the views instead (for joins).
     """
-    N, M, L = (np.asarray(v, dtype=float) for v in (N, M, L))
-    if not (np.all(np.isfinite(N)) and np.all(np.isfinite(M)) and np.all(np.isfinite(L))):
-        raise FitError("the fit data contain NaN or infinite values")
-    if np.any(N <= 0) or np.any(M <= 0) or np.any(L <= 0):
-        raise FitError("N, M and loss must all be positive")
-    distinct = len(set(zip(N, M)))
-    if distinct < len(PARAMS) + 1:
-        raise FitError(
-            f"the over-training law has {len(PARAMS)} parameters but the fit set has only {distinct} distinct "
-            f"(N, M) points; it needs at least {len(PARAMS) + 1}: add model sizes at M = 20 or widen fit.fit_on"
-        )
-
-    def f(x, E, a, b, c):
-        return overtraining_loss(x[0], x[1], E, a, b, c)
-
-    best = None
-    for start in starts:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", (OptimizeWarning, RuntimeWarning))
-            try:
-                popt, pcov = curve_fit(f, np.vstack([N, M]), L, p0=[start[p] for p in PARAMS], maxfev=10_000,
-                                       **({"bounds": BOUNDS} if bounded else {}))
-            except (RuntimeError, ValueError):
-                continue
-            sse = float(np.sum((f(np.vstack([N, M]), *popt) - L) ** 2))
-        if np.isfinite(sse) and (best is None or sse < best[0]):
-            best = (sse, popt, pcov)
-    if best is None:
-        raise FitError(f"the fit did not converge from any of {len(starts)} starts")
-    sse, popt, pcov = best
-    se = np.sqrt(np.clip(np.diag(pcov), 0, None)) if np.all(np.isfinite(pcov)) else np.full(len(PARAMS), np.inf)
-    params = dict(zip(PARAMS, map(float, popt)))
-    at_bound = [
-        p for p, lo, hi in zip(PARAMS, *BOUNDS)
-        if bounded and any(np.isfinite(x) and abs(params[p] - x) <= 1e-6 * (1 + abs(x)) for x in (lo, hi))
-    ]
-    return OvertrainingFit(params, dict(zip(PARAMS, map(float, se))), len(L), sse, {"at_bound": at_bound})
+    con = duckdb.connect()
+    for i, path in enumerate(map(Path, paths)):
+        if not path.exists():
+            raise FileNotFoundError(f"--data: {path} does not exist")
+        name = "".join(ch if ch.isalnum() else "_" for ch in path.stem)
+        if path.suffix in (".duckdb", ".db"):
+            con.execute(f"ATTACH '{path}' AS db{i} (READ_ONLY)")
+            source = f"db{i}.{table}"
+        elif path.suffix == ".parquet":
+            source = f"read_parquet('{path}')"
+        elif path.suffix in (".csv", ".tsv", ".txt"):
+            source = f"read_csv_auto('{path}')"
+        else:
+            raise ValueError(f"--data: {path}: use a .csv, .parquet or .duckdb file")
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM {source}")
+        if i == 0:
+            con.execute(f"CREATE VIEW data AS SELECT * FROM {name}")
+    sql = query or "SELECT * FROM data" + (f" WHERE {where}" if where else "")
+    try:
+        return con.execute(sql).df()
+    except duckdb.Error as e:
+        raise ValueError(f"SQL error in {sql!r}: {e}") from None
 
 
-def best_lr_points(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (dataset, size, M): the LR with the lowest seed-averaged validation loss."""
-    ok = runs[runs["status"] == "ok"]
-    keys = ["dataset", "size", "n_params", "token_multiplier"]
-    per_lr = ok.groupby(keys + ["lr"], as_index=False).agg(
-        val_loss=("val_loss", "mean"), flops=("flops", "first"), seeds=("seed", "count")
-    )
-    best = per_lr.loc[per_lr.groupby(keys)["val_loss"].idxmin()]
-    return best.sort_values(["dataset", "n_params", "token_multiplier"]).reset_index(drop=True)
+def filters_sql(filters: list[dict]) -> str:
+    """A list of column filters ({column: value or [values]}, any filter matching) as one SQL condition."""
+    def literal(v):
+        return "'" + v.replace("'", "''") + "'" if isinstance(v, str) else repr(float(v))
+
+    def one(flt):
+        terms = [f'"{col}" IN ({", ".join(map(literal, v if isinstance(v, list) else [v]))})'
+                 for col, v in flt.items()]
+        return "(" + " AND ".join(terms) + ")"
+    return " OR ".join(map(one, filters)) if filters else "FALSE"
+
+
+def matches(frame: pd.DataFrame, condition: str | list[dict]) -> np.ndarray:
+    """Boolean mask of the rows of ``frame`` meeting a SQL condition (or a list of filters)."""
+    sql = filters_sql(condition) if isinstance(condition, list) else condition
+    con = duckdb.connect()
+    con.register("data", frame.reset_index(drop=True).assign(_row=np.arange(len(frame))))
+    try:
+        rows = con.execute(f"SELECT _row FROM data WHERE {sql}").fetchnumpy()["_row"]
+    except duckdb.Error as e:
+        raise ValueError(f"cannot evaluate the condition {sql!r}: {e}") from None
+    mask = np.zeros(len(frame), dtype=bool)
+    mask[rows.astype(int)] = True
+    return mask
+
+
+def canonical(runs: pd.DataFrame, *, loss: str | None = None, error: str | None = None,
+              ok_only: bool = True) -> pd.DataFrame:
+    """The table with ``loss``, ``tokens``, ``token_multiplier`` and ``flops`` columns (``ok`` runs only)."""
+    df = runs.copy()
+    if ok_only and "status" in df:
+        df = df[df["status"] == "ok"]
+    if loss:
+        df["loss"] = df[loss]
+    elif "loss" not in df and "val_loss" in df:
+        df["loss"] = df["val_loss"]
+    if error:
+        df["error"] = df[error]
+    if "n_params" not in df:
+        raise FitError("the data have no n_params column (N, the parameter count of each run)")
+    if "tokens" not in df and "token_multiplier" in df:
+        df["tokens"] = df["token_multiplier"] * df["n_params"]
+    if "token_multiplier" not in df and "tokens" in df:
+        df["token_multiplier"] = df["tokens"] / df["n_params"]
+    if "tokens" in df:
+        df["flops"] = 6.0 * df["n_params"] * df["tokens"]
+    return df.reset_index(drop=True)
+
+
+def best_lr_points(runs: pd.DataFrame, by: list[str] | None = None, value: str = "loss") -> pd.DataFrame:
+    """One row per (group, N, M): the learning rate with the lowest seed-averaged ``value``.
+
+    Works on a study's ``runs`` table as is (``val_loss`` read as the loss).
+    """
+    df = canonical(runs)
+    if "lr" not in df:
+        return df
+    by = [c for c in (by if by is not None else ["dataset"]) if c in df]
+    keys = by + ["n_params", "token_multiplier"]
+    numeric = [c for c in df.select_dtypes("number").columns if c not in keys + ["lr", "seed"]]
+    carried = [c for c in df.columns if c not in keys + ["lr"] + numeric + ["seed"]]
+    agg = {**{c: "mean" for c in numeric}, **{c: "first" for c in carried}}
+    if "seed" in df:
+        agg["seed"] = "count"
+    per_lr = df.groupby(keys + ["lr"], as_index=False, dropna=False).agg(agg)
+    if "seed" in per_lr:
+        per_lr = per_lr.rename(columns={"seed": "seeds"})
+    best = per_lr.loc[per_lr.groupby(keys, dropna=False)[value].idxmin()]
+    return best.sort_values(keys).reset_index(drop=True)
 
 
 def default_fit_on(points: pd.DataFrame) -> list[dict]:
     """Every M = 20 point plus the smallest model at its largest M (the paper's choice, scaled down)."""
     smallest = points.loc[points["n_params"].idxmin()]
-    largest_m = points.loc[points["size"] == smallest["size"], "token_multiplier"].max()
-    return [{"token_multiplier": 20.0}, {"size": smallest["size"], "token_multiplier": float(largest_m)}]
+    at_n = points["n_params"] == smallest["n_params"]
+    largest_m = float(points.loc[at_n, "token_multiplier"].max())
+    first = {"size": smallest["size"]} if "size" in points else {"n_params": float(smallest["n_params"])}
+    return [{"token_multiplier": 20.0}, {**first, "token_multiplier": largest_m}]
 
 
-def in_fit_set(points: pd.DataFrame, fit_on: list[dict]) -> pd.Series:
-    mask = pd.Series(False, index=points.index)
-    for flt in fit_on:
-        match = pd.Series(True, index=points.index)
-        for col, value in flt.items():
-            match &= points[col].isin(value if isinstance(value, list) else [value])
-        mask |= match
-    return mask
+# -- fitting a table ------------------------------------------------------------------------------------------------
+def _fit_one(law, pts, mask, error_mask, *, method, resamples, seed, scheme, level):
+    """The fit(s) of one group: {"loss": FitResult} (+ "error" for downstream, or {"lr": …})."""
+    fit = pts[mask]
+    if law == "optimal_lr":
+        return {"lr": fit_optimal_lr(fit["n_params"], fit["tokens"], fit["lr"], level=level)}
+    # one bootstrap weight per run of the group, so the downstream law's two fits share their runs' weights
+    w = run_weights(len(pts), resamples, seed, scheme) if resamples > 0 else None
+
+    def boot(rows):
+        return {"weights": None if w is None else w[:, rows], "seed": seed, "level": level}
+    if law == "chinchilla":
+        return {"loss": fit_chinchilla(fit["n_params"], fit["tokens"], fit["loss"], **boot(mask))}
+    out = {"loss": fit_overtraining(fit["n_params"], fit["token_multiplier"], fit["loss"], method=method,
+                                    **boot(mask))}
+    if law == "downstream":
+        err = pts[error_mask]
+        out["error"] = fit_downstream(err["loss"], err["error"], **boot(error_mask))
+    return out
 
 
-def fit_study(runs: pd.DataFrame, fit_config: dict, sizes: dict[str, int]) -> tuple[list[dict], pd.DataFrame]:
-    """Fit each dataset of a study; return the fits and one prediction row per point.
+def _targets(targets, group: dict, sizes: dict, pts: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for t in targets:
+        if any(k in t and t[k] != v for k, v in group.items()):
+            continue
+        if "size" in t:
+            known = pts.loc[pts["size"] == t["size"], "n_params"] if "size" in pts else pd.Series(dtype=float)
+            if t["size"] not in sizes and not len(known):
+                raise FitError(f"target size {t['size']!r} is neither a model of the study nor in the data")
+            n = float(sizes[t["size"]]) if t["size"] in sizes else float(known.iloc[0])
+        else:
+            n = float(t["n_params"])
+        m = float(t["token_multiplier"]) if "token_multiplier" in t else float(t["tokens"]) / n
+        rows.append({**group, "size": t.get("size"), "n_params": n, "token_multiplier": m})
+    return pd.DataFrame(rows)
 
-    ``sizes`` maps model names to parameter counts (for targets named by size).
-    Prediction rows have role ``fit`` (in the fit set), ``held_out`` (measured,
-    not fitted on) or ``target`` (asked for in ``fit.targets``).
-    """
-    points = best_lr_points(runs)
-    fits, rows = [], []
-    for dataset, pts in points.groupby("dataset"):
-        pts = pts.reset_index(drop=True)
-        fit_on = fit_config.get("fit_on") or default_fit_on(pts)
-        mask = in_fit_set(pts, fit_on)
-        result = fit_overtraining(pts.loc[mask, "n_params"], pts.loc[mask, "token_multiplier"], pts.loc[mask, "val_loss"])
-        result.meta.update(dataset=dataset, fit_on=fit_on)
-        if result.meta["at_bound"]:
-            warnings.warn(f"{dataset}: the fitted {result.meta['at_bound']} ended on a bound; "
-                          f"the fit set may be too small or too noisy for the law")
-        fits.append(result.to_dict())
-        for i, p in pts.iterrows():
-            rows.append({
-                "dataset": dataset, "size": p["size"], "n_params": int(p["n_params"]),
-                "token_multiplier": p["token_multiplier"], "lr": p["lr"],
-                "role": "fit" if mask[i] else "held_out", "measured_loss": p["val_loss"],
-            })
-        for t in fit_config.get("targets", []):
-            n = sizes[t["size"]] if "size" in t else int(t["n_params"])
-            measured = pts[(pts["n_params"] == n) & (pts["token_multiplier"] == t["token_multiplier"])]
-            rows.append({
-                "dataset": dataset, "size": t.get("size"), "n_params": n,
-                "token_multiplier": float(t["token_multiplier"]), "lr": np.nan, "role": "target",
-                "measured_loss": measured["val_loss"].iloc[0] if len(measured) else np.nan,
-            })
-    pred = pd.DataFrame(rows)
-    if len(pred):
-        by_ds = {f["dataset"]: f for f in fits}
-        pred["predicted_loss"] = [
-            overtraining_loss(r.n_params, r.token_multiplier, *(by_ds[r.dataset]["params"][p] for p in PARAMS))
-            for r in pred.itertuples()
+
+def _measure(targets: pd.DataFrame, pts: pd.DataFrame, columns) -> pd.DataFrame:
+    """The measured values of the points that match a target's (N, M), NaN for untrained targets."""
+    for col in columns:
+        targets[col] = [
+            pts.loc[np.isclose(pts["n_params"], t.n_params) & np.isclose(pts["token_multiplier"], t.token_multiplier),
+                    col].mean() if col in pts else np.nan
+            for t in targets.itertuples()
         ]
-        pred["rel_error"] = (pred["predicted_loss"] - pred["measured_loss"]).abs() / pred["measured_loss"]
-        pred["tokens"] = pred["n_params"] * pred["token_multiplier"]
-        pred["flops"] = 6.0 * pred["n_params"] * pred["tokens"]
-        pred.insert(0, "law", "overtraining")
+    return targets
+
+
+def fit_table(law: str, runs: pd.DataFrame, *, fit_on: str | list[dict] | None = None,
+              error_fit_on: str | list[dict] | None = None, targets: list[dict] = (), by: list[str] | None = None,
+              sizes: dict | None = None, method: str = "huber-log", resamples: int = 0, seed: int = 0,
+              scheme: str = "bayesian", level: float = 0.95) -> tuple[list[FitResult], pd.DataFrame]:
+    """Fit ``law`` to each group of ``runs``; return the fits and one prediction row per point and target.
+
+    ``law``: ``overtraining``, ``downstream`` (the over-training loss law on
+    ``fit_on`` chained to the error law on ``error_fit_on``, default ``fit_on``),
+    ``chinchilla`` or ``optimal_lr``. ``fit_on`` defaults to
+    :func:`default_fit_on` for laws of N and M, and to every point otherwise.
+    Each fit's ``meta`` holds its group and fit set.
+    """
+    if law not in TABLE_LAWS:
+        raise ValueError(f"unknown law {law!r}; use one of {TABLE_LAWS}")
+    by = [c for c in (by or []) if c in runs]
+    sizes = sizes or {}
+    if law == "optimal_lr":
+        points = best_lr_grid(canonical(runs), by)
+    else:
+        points = best_lr_points(runs, by)
+    if law == "downstream" and "error" not in points:
+        raise FitError("the downstream law needs an error column (average top-1 error per run)")
+    fits, predictions = [], []
+    for key, pts in (points.groupby(by, sort=True) if by else [((), points)]):
+        group = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        pts = pts.reset_index(drop=True)
+        cond = fit_on if fit_on is not None else (default_fit_on(pts) if law in ("overtraining", "downstream")
+                                                  else "TRUE")
+        mask = matches(pts, cond)
+        error_mask = matches(pts, error_fit_on if error_fit_on is not None else cond) if law == "downstream" else None
+        label = ", ".join(f"{k}={v}" for k, v in group.items())
+        if not mask.any():
+            raise FitError(f"no point{f' ({label})' if label else ''} is in the fit set {cond!r}")
+        result = _fit_one(law, pts, mask, error_mask, method=method, resamples=resamples, seed=seed, scheme=scheme,
+                          level=level)
+        for r in result.values():
+            r.meta.update(group=group, fit_on=cond, **({"error_fit_on": error_fit_on or cond}
+                                                       if r.law == "downstream" else {}))
+            if r.meta.get("at_bound"):
+                warnings.warn(f"{label or 'fit'}: the fitted {r.meta['at_bound']} ended on a bound; "
+                              f"the fit set may be too small or too noisy for the law")
+        fits.extend(result.values())
+        carried = [c for c in (*by, *ID_COLUMNS, "n_params", "token_multiplier", "tokens", "lr") if c in pts]
+        measured = pts[carried].loc[:, ~pd.Index(carried).duplicated()].copy()
+        measured["role"] = np.where(mask, "fit", "held_out")
+        for col in ("loss", "error"):
+            if col in pts:
+                measured[f"measured_{col}"] = pts[col]
+        if law == "optimal_lr":
+            measured["measured_lr"] = pts["lr"]
+        tgt = _targets(targets, group, sizes, pts)
+        if len(tgt):
+            tgt = _measure(tgt, pts, [c for c in ("loss", "error") if c in pts]).rename(
+                columns={"loss": "measured_loss", "error": "measured_error"})
+            tgt["role"] = "target"
+        predictions.append(_predict(law, result, pd.concat([measured, tgt], ignore_index=True)))
+    pred = pd.concat(predictions, ignore_index=True)
+    pred["n_params"] = pred["n_params"].round().astype("int64")
+    pred.insert(0, "law", law)
     return fits, pred
 
 
+def _with_interval(rows: pd.DataFrame, name: str, p: pd.DataFrame) -> None:
+    rows[f"predicted_{name}"] = p["predicted"].to_numpy()
+    rows[f"predicted_{name}_lo"] = p["lo"].to_numpy()
+    rows[f"predicted_{name}_hi"] = p["hi"].to_numpy()
+
+
+def _score(rows: pd.DataFrame, name: str, prefix: str) -> None:
+    measured, predicted = rows[f"measured_{name}"], rows[f"predicted_{name}"]
+    rows[f"{prefix}rel_error"] = (predicted - measured).abs() / measured
+    lo, hi = rows[f"predicted_{name}_lo"], rows[f"predicted_{name}_hi"]
+    covered = pd.array((lo <= measured) & (measured <= hi), dtype="boolean")
+    covered[(measured.isna() | lo.isna()).to_numpy()] = pd.NA
+    rows[f"{prefix}covered"] = covered
+
+
+def _predict(law: str, result: dict[str, FitResult], rows: pd.DataFrame) -> pd.DataFrame:
+    rows = rows.copy()
+    if "tokens" not in rows or rows["tokens"].isna().any():
+        rows["tokens"] = rows["n_params"] * rows["token_multiplier"]
+    rows["flops"] = 6.0 * rows["n_params"] * rows["tokens"]
+    if law == "optimal_lr":
+        _with_interval(rows, "lr", result["lr"].predict(rows["n_params"], rows["tokens"]))
+        _score(rows, "lr", "")
+        return rows
+    if law == "chinchilla":
+        _with_interval(rows, "loss", result["loss"].predict(rows["n_params"], rows["tokens"]))
+    elif law == "overtraining":
+        _with_interval(rows, "loss", result["loss"].predict(rows["n_params"], rows["token_multiplier"]))
+    else:
+        chained = predict_chained(result["loss"], result["error"], rows["n_params"], rows["token_multiplier"])
+        for col in chained:
+            rows[col] = chained[col].to_numpy()
+    if "measured_loss" not in rows:
+        rows["measured_loss"] = np.nan
+    _score(rows, "loss", "")
+    if law == "downstream":
+        _score(rows, "error", "error_")
+    return rows
+
+
+# -- output ----------------------------------------------------------------------------------------------------------
+def fit_dict(fit: FitResult) -> dict:
+    """A fit as JSON-ready dict, with the group's columns (e.g. ``dataset``) at the top level."""
+    d = fit.to_dict()
+    d.update(d.get("group", {}))
+    if fit.law == "overtraining":
+        d["compute_form"] = overtraining_compute_form(fit.params["b"], fit.params["a"])
+    return d
+
+
 def fits_table(fits: list[dict]) -> pd.DataFrame:
-    """One row per fit: parameters and standard errors as columns, the rest as JSON."""
-    return pd.DataFrame([
-        {
-            "law": f["law"], "dataset": f["dataset"], "formula": f["formula"], "n_points": f["n_points"],
-            "sse": f["sse"],
-            **{p: f["params"][p] for p in PARAMS},
-            **{f"{p}_stderr": f["stderr"][p] for p in PARAMS},
-            "eta": f["compute_form"]["eta"],
-            "fit_on": json.dumps(f["fit_on"]),
-        }
-        for f in fits
-    ])
+    """One row per fit: parameters, standard errors and interval bounds as columns, the rest as JSON."""
+    rows = []
+    for f in fits:
+        names = LAWS[f["law"]].params
+        group = f.get("group", {})
+        rows.append({
+            "law": f["law"], **group, "formula": f["formula"], "method": f["method"], "n_points": f["n_points"],
+            "objective": f["objective"],
+            **{p: f["params"][p] for p in names},
+            **{f"{p}_stderr": f["stderr"][p] for p in names},
+            **{f"{p}_lo": f["interval"][p][0] for p in names},
+            **{f"{p}_hi": f["interval"][p][1] for p in names},
+            **({"eta": f["compute_form"]["eta"]} if "compute_form" in f else {}),
+            "level": f["level"], "fit_on": json.dumps(f.get("fit_on")),
+        })
+    return pd.DataFrame(rows)
+
+
+def records(table: pd.DataFrame) -> list[dict]:
+    """The rows of a table as JSON-ready dicts, missing values as None."""
+    return table.astype(object).where(table.notna(), None).to_dict(orient="records")

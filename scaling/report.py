@@ -107,8 +107,10 @@ def summary_markdown(title: str, study: str, runs: pd.DataFrame, fits: list[dict
         p = pred[(pred["dataset"] == f["dataset"]) & (pred["role"] != "fit")]
         if len(p):
             p = p.assign(rel_error_pct=100 * p["rel_error"])
-            out += ["Predictions:", "", _table(p[["size", "n_params", "token_multiplier", "role", "predicted_loss",
-                                                  "measured_loss", "rel_error_pct"]]), ""]
+            interval = [c for c in ("predicted_loss_lo", "predicted_loss_hi") if c in p]
+            heading = f"Predictions with {f['level']:.0%} prediction intervals:" if interval else "Predictions:"
+            out += [heading, "", _table(p[["size", "n_params", "token_multiplier", "role", "predicted_loss",
+                                           *interval, "measured_loss", "rel_error_pct"]]), ""]
     return "\n".join(out) + "\n"
 
 

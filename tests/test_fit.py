@@ -1,9 +1,16 @@
+"""The over-training law, the fit result API and fitting tables of runs (synthetic data with known truth)."""
+
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from scaling.fit import FitError, best_lr_points, default_fit_on, fit_overtraining, fit_study
+from scaling.estimators import FitError, least_squares
+from scaling.fit import best_lr_points, default_fit_on, filters_sql, fit_dict, fit_table, fits_table, matches, records
 from scaling.laws import overtraining_compute_form, overtraining_loss
+from scaling.overtraining import fit_overtraining
+from scaling.result import FitResult
 
 TRUE = {"E": 1.9, "a": 450.0, "b": -0.32, "c": 1800.0}
 
@@ -14,6 +21,11 @@ def grid():
     return N, M
 
 
+def noisy(seed=0, sd=0.003):
+    N, M = grid()
+    return N, M, overtraining_loss(N, M, **TRUE) * (1 + np.random.default_rng(seed).normal(0, sd, len(N)))
+
+
 def test_the_compute_form_is_the_same_law():
     N, M = grid()
     C = 6 * N * (M * N)
@@ -22,33 +34,74 @@ def test_the_compute_form_is_the_same_law():
     assert np.allclose(overtraining_loss(N, M, **TRUE), compute_form, rtol=1e-12)
 
 
-@pytest.mark.parametrize("bounded", [True, False])
-def test_fit_recovers_the_parameters_of_noiseless_data(bounded):
+@pytest.mark.parametrize("method", ["bounded", "gadre", "huber-log"])
+def test_every_method_recovers_the_parameters_of_noiseless_data(method):
     N, M = grid()
-    fit = fit_overtraining(N, M, overtraining_loss(N, M, **TRUE), bounded=bounded)
+    fit = fit_overtraining(N, M, overtraining_loss(N, M, **TRUE), method=method)
     for p, v in TRUE.items():
-        assert fit.params[p] == pytest.approx(v, rel=1e-3), p
-    assert fit.predict(1e9, 20) == pytest.approx(overtraining_loss(1e9, 20, **TRUE), rel=1e-6)
-    assert fit.meta["at_bound"] == []
-    assert "± " in fit.summary() and fit.to_dict()["law"] == "overtraining"
+        assert fit.params[p] == pytest.approx(v, rel=2e-3), p
+    assert fit.predict(1e9, 20)["predicted"][0] == pytest.approx(overtraining_loss(1e9, 20, **TRUE), rel=1e-5)
+    assert fit.meta.get("at_bound", []) == []
 
 
-def test_noisy_data_gives_standard_errors_that_cover_the_truth():
-    N, M = grid()
-    L = overtraining_loss(N, M, **TRUE) * (1 + np.random.default_rng(0).normal(0, 0.003, len(N)))
-    fit = fit_overtraining(N, M, L)
+def test_noisy_data_gives_standard_errors_and_intervals_that_cover_the_truth():
+    fit = fit_overtraining(*noisy(), resamples=300, seed=1)
     assert all(np.isfinite(fit.stderr[p]) and fit.stderr[p] > 0 for p in TRUE)
     assert abs(fit.params["E"] - TRUE["E"]) < 4 * fit.stderr["E"]
+    for p, (lo, hi) in fit.intervals.items():
+        assert lo < fit.params[p] < hi, p
+        assert lo < TRUE[p] < hi, p
+
+
+def test_the_bootstrap_is_deterministic_for_a_seed_and_changes_with_it():
+    a = fit_overtraining(*noisy(), resamples=50, seed=7)
+    b = fit_overtraining(*noisy(), resamples=50, seed=7)
+    c = fit_overtraining(*noisy(), resamples=50, seed=8)
+    assert np.array_equal(a.samples, b.samples) and np.array_equal(a.noise, b.noise)
+    assert not np.array_equal(a.samples, c.samples)
+
+
+def test_prediction_intervals_contain_confidence_intervals_and_widen_with_level():
+    fit = fit_overtraining(*noisy(), resamples=300, seed=2)
+    N, M = np.array([1e9, 4e8]), np.array([20, 640])
+    pred, conf = fit.predict(N, M), fit.predict(N, M, interval="confidence")
+    narrow = fit.predict(N, M, level=0.5)
+    assert np.allclose(pred["predicted"], overtraining_loss(N, M, **fit.params))
+    assert (pred["lo"] < pred["predicted"]).all() and (pred["predicted"] < pred["hi"]).all()
+    assert (pred["hi"] - pred["lo"] >= conf["hi"] - conf["lo"]).all()
+    assert (narrow["hi"] - narrow["lo"] < pred["hi"] - pred["lo"]).all()
+
+
+def test_a_fit_survives_json_and_predicts_the_same_after():
+    fit = fit_overtraining(*noisy(), method="gadre", resamples=40, seed=3)
+    back = FitResult.from_dict(json.loads(fit.to_json()))
+    assert back.params == fit.params and back.stderr == fit.stderr and back.intervals == fit.intervals
+    pd.testing.assert_frame_equal(back.predict([1e9], [20]), fit.predict([1e9], [20]))
+    table = fit.summary()
+    assert list(table["parameter"]) == ["E", "a", "b", "c"] and {"stderr", "95% lo", "95% hi"} <= set(table)
+    assert "gadre" in str(fit) and "Gadre et al. 2024" in str(fit)
 
 
 @pytest.mark.parametrize("N, M, L, message", [
     ([1e7, 2e7, 3e7], [20, 20, 20], [3.0, 2.9, 2.8], "only 3 distinct"),
-    ([1e7, 2e7, 3e7, 4e7, 1e7], [20, 20, 20, 20, 80], [3.0, np.nan, 2.8, 2.7, 2.9], "NaN"),
-    ([1e7, 2e7, 3e7, -4e7, 1e7], [20, 20, 20, 20, 80], [3.0, 2.9, 2.8, 2.7, 2.9], "positive"),
+    ([1e7, 2e7, 3e7, 4e7, 1e7], [20, 20, 20, 20, 80], [3.0, np.nan, 2.8, 2.7, 2.9], "NaN .* in loss"),
+    ([1e7, 2e7, 3e7, -4e7, 1e7], [20, 20, 20, 20, 80], [3.0, 2.9, 2.8, 2.7, 2.9], "n_params must be positive"),
+    ([1e7, 2e7, 3e7, 4e7, 1e7], [20, 20, 20, 20, 0], [3.0, 2.9, 2.8, 2.7, 2.9], "token_multiplier must be positive"),
+    ([1e7, 2e7, 3e7, 4e7, 1e7], [20, 20, 20, 20, 80], [3.0, 2.9, 0.0, 2.7, 2.9], "loss must be positive"),
 ])
 def test_bad_fit_data_is_refused_with_a_reason(N, M, L, message):
     with pytest.raises(FitError, match=message):
         fit_overtraining(N, M, L)
+
+
+def test_a_fit_that_converges_from_no_start_says_so():
+    with pytest.raises(FitError, match="did not converge from any of 2 starts"):
+        least_squares(lambda x, p: np.full_like(x, np.nan), np.arange(5.0), np.ones(5), [(1.0,), (2.0,)])
+
+
+def test_an_unknown_method_is_refused():
+    with pytest.raises(ValueError, match="unknown method 'lm'"):
+        fit_overtraining(*noisy(), method="lm")
 
 
 def runs_table():
@@ -66,6 +119,7 @@ def runs_table():
 def test_each_point_is_its_best_learning_rate_and_diverged_runs_are_skipped():
     points = best_lr_points(runs_table())
     assert len(points) == 7 and set(points["lr"]) == {3e-3}
+    assert np.allclose(points["loss"], overtraining_loss(points["n_params"], points["token_multiplier"], **TRUE))
 
 
 def test_default_fit_set_is_m20_plus_the_smallest_model_at_its_largest_m():
@@ -73,12 +127,33 @@ def test_default_fit_set_is_m20_plus_the_smallest_model_at_its_largest_m():
         {"token_multiplier": 20.0}, {"size": "n10000000", "token_multiplier": 320.0}]
 
 
-def test_fit_study_predicts_held_out_runs_and_targets():
-    fits, pred = fit_study(runs_table(), {"targets": [{"n_params": 1e9, "token_multiplier": 20}]}, {})
-    assert fits[0]["n_points"] == 5
+def test_filters_and_sql_choose_the_same_rows():
+    points = best_lr_points(runs_table())
+    filters = [{"token_multiplier": 20}, {"size": ["n10000000", "n30000000"], "token_multiplier": 80}]
+    sql = "token_multiplier = 20 OR (size IN ('n10000000', 'n30000000') AND token_multiplier = 80)"
+    assert filters_sql(filters).count(" OR ") == 1
+    assert np.array_equal(matches(points, filters), matches(points, sql))
+    assert matches(points, sql).sum() == 6
+    with pytest.raises(ValueError, match="nope"):
+        matches(points, "nope = 1")
+
+
+def test_fit_table_predicts_held_out_runs_and_targets_with_intervals():
+    fits, pred = fit_table("overtraining", runs_table(), targets=[{"n_params": 1e9, "token_multiplier": 20}],
+                           by=["dataset"], resamples=100)
+    assert len(fits) == 1 and fits[0].n_points == 5 and fits[0].meta["group"] == {"dataset": "d"}
     assert pred["role"].value_counts().to_dict() == {"fit": 5, "held_out": 2, "target": 1}
     held = pred[pred["role"] == "held_out"]
-    assert (held["rel_error"] < 1e-3).all()
+    assert (held["rel_error"] < 1e-3).all() and held["covered"].all()
     target = pred[pred["role"] == "target"].iloc[0]
     assert target["predicted_loss"] == pytest.approx(overtraining_loss(1e9, 20, **TRUE), rel=1e-3)
-    assert np.isnan(target["measured_loss"])
+    assert target["predicted_loss_lo"] <= target["predicted_loss"] <= target["predicted_loss_hi"]
+    assert np.isnan(target["measured_loss"]) and pd.isna(target["covered"])
+    table = fits_table([fit_dict(f) for f in fits])
+    assert table.loc[0, "dataset"] == "d" and table.loc[0, "E_lo"] <= table.loc[0, "E"] <= table.loc[0, "E_hi"]
+    assert json.loads(json.dumps(records(pred)))[-1]["covered"] is None
+
+
+def test_a_fit_set_that_matches_nothing_is_refused():
+    with pytest.raises(FitError, match="no point .* is in the fit set"):
+        fit_table("overtraining", runs_table(), fit_on="token_multiplier = 7", by=["dataset"])

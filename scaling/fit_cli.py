@@ -1,0 +1,184 @@
+"""scaling fit LAW: fit a scaling law to a study's database or to any CSV/Parquet table of runs.
+
+LAW is overtraining, downstream (over-training loss law chained to the error
+law), chinchilla (Approach 3; --approach 1 or 2 for the others) or optimal_lr.
+Rows are chosen with DuckDB SQL (--where, or --query for joins), the fit set
+with --fit-on (SQL, or a JSON list of column filters as in a study's fit.fit_on),
+points to predict with --targets. Every fit gets a bootstrap over runs
+(--bootstrap resamples, --seed): intervals on parameters and predictions.
+
+examples:
+  scaling fit overtraining                       # the newest results/*/scaling.duckdb
+  scaling fit overtraining --data scaling/datasets/gadre2024/models.csv \\
+      --where "val_set = 'c4_val'" --method gadre \\
+      --fit-on "(model IN ('d=96_l=8_h=4', 'd=512_l=8_h=4', 'd=576_l=24_h=8', 'd=1024_l=24_h=8')
+                AND token_multiplier = 20) OR (model = 'd=96_l=8_h=4' AND token_multiplier = 320)"
+  scaling fit chinchilla --data points.csv --where "NOT epoch_excluded_outlier" --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+LAWS = ("overtraining", "downstream", "chinchilla", "optimal_lr")
+
+
+def add_fit_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("law", choices=LAWS)
+    g = p.add_argument_group("data")
+    g.add_argument("--data", action="append", metavar="FILE",
+                   help="CSV, Parquet or DuckDB file (repeat for several; each is a view named after its stem, the "
+                        "first also `data`); default: the newest results/*/scaling.duckdb")
+    g.add_argument("--table", default="runs", help="table of a .duckdb file (default: runs)")
+    g.add_argument("--where", metavar="SQL", help="DuckDB condition choosing the rows of `data`")
+    g.add_argument("--query", metavar="SQL", help="a whole SELECT over the views instead of --where (for joins)")
+    g.add_argument("--loss", metavar="COLUMN", help="loss column (default: loss, else val_loss)")
+    g.add_argument("--error", metavar="COLUMN", help="downstream error column (default: error)")
+    g.add_argument("--by", action="append", metavar="COLUMN",
+                   help="fit each group separately (default: dataset, if the table has it; `none` for one fit)")
+    g = p.add_argument_group("fit")
+    g.add_argument("--fit-config", metavar="JSON|FILE",
+                   help="a study's `fit` section (fit_on, targets, method, bootstrap, seed, level), as JSON or a "
+                        "JSON/YAML file; the flags below override it")
+    g.add_argument("--fit-on", metavar="SQL|JSON", help="the fit set: SQL condition or JSON list of column filters "
+                   "(default for overtraining/downstream: every M = 20 point plus the smallest model at its largest "
+                   "M; else every row)")
+    g.add_argument("--error-fit-on", metavar="SQL|JSON", help="downstream: the error law's fit set (default: --fit-on)")
+    g.add_argument("--targets", metavar="JSON", help='extra points to predict, e.g. \'[{"n_params": 7e9, '
+                   '"token_multiplier": 20}]\' (or "size" for a model of --sizes)')
+    g.add_argument("--sizes", metavar="JSON", help="model name → n_params, for targets named by size")
+    g.add_argument("--method", choices=("huber-log", "gadre", "bounded"),
+                   help="overtraining/downstream loss fit: huber-log (default), gadre (the paper's least squares) or "
+                        "bounded (the same with E, a, c >= 0, b <= 0)")
+    g.add_argument("--bootstrap", type=int, metavar="N", help="bootstrap resamples (default 1000; 0 for none)")
+    g.add_argument("--seed", type=int, help="bootstrap seed (default 0)")
+    g.add_argument("--scheme", choices=("bayesian", "poisson"), help="bootstrap run weights (default: bayesian)")
+    g.add_argument("--level", type=float, help="interval level (default 0.95)")
+    g.add_argument("--approach", type=int, choices=(1, 2, 3), default=3, help="chinchilla: Hoffmann et al.'s approach")
+    g.add_argument("--budgets", metavar="FLOPS", help="chinchilla --approach 2: comma-separated IsoFLOP budgets "
+                   "(default: Hoffmann et al.'s nine, 6e18 … 3e21)")
+    g = p.add_argument_group("output")
+    g.add_argument("--json", action="store_true", help="print the fits and predictions as JSON")
+    g.add_argument("--out", metavar="FILE", help="write the JSON to FILE")
+    g.add_argument("--fits-table", metavar="FILE", help="write the fits as a Parquet table")
+    g.add_argument("--predictions", metavar="FILE", help="write the predictions as a Parquet table")
+
+
+def _data_or_json(text: str | None):
+    """A JSON value given inline, or read from a .json/.yaml file; None stays None."""
+    if text is None:
+        return None
+    path = Path(text)
+    if text.strip()[:1] not in "[{" and path.suffix in (".json", ".yaml", ".yml") and path.exists():
+        import yaml
+
+        return yaml.safe_load(path.read_text())
+    return json.loads(text)
+
+
+def _condition(text: str | None):
+    """A fit set: a JSON list of filters if it looks like one, else an SQL condition."""
+    if text is None or not text.strip().startswith("["):
+        return text
+    return json.loads(text)
+
+
+def options(args) -> dict:
+    """The fit options: the --fit-config section, overridden by explicit flags, with defaults."""
+    cfg = dict(_data_or_json(args.fit_config) or {})
+    flags = {"fit_on": _condition(args.fit_on), "error_fit_on": _condition(args.error_fit_on),
+             "targets": _data_or_json(args.targets), "method": args.method, "bootstrap": args.bootstrap,
+             "seed": args.seed, "scheme": args.scheme, "level": args.level}
+    cfg.update({k: v for k, v in flags.items() if v is not None})
+    defaults = {"targets": [], "method": "huber-log", "bootstrap": 1000, "seed": 0, "scheme": "bayesian", "level": 0.95}
+    return {**defaults, **cfg}
+
+
+def fit_command(args, default_data) -> None:
+    """Run ``scaling fit``; bad data or SQL end it with a one-line error naming the problem."""
+    from scaling.estimators import FitError
+
+    try:
+        _fit_command(args, default_data)
+    except (FitError, ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"scaling fit {args.law}: error: {e}") from None
+
+
+def _fit_command(args, default_data) -> None:
+    import pandas as pd
+
+    from scaling.fit import canonical, fit_dict, fit_table, fits_table, read_table, records
+    from scaling.io import write_json, write_parquet
+
+    raw = read_table(args.data or [default_data()], where=args.where, query=args.query, table=args.table)
+    runs = canonical(raw, loss=args.loss, error=args.error)
+    by = [] if args.by == ["none"] else (args.by or ["dataset"])
+    opt = options(args)
+    extra: dict = {}
+    if args.law == "chinchilla" and args.approach in (1, 2):
+        fits, pred, extra = _chinchilla_approach(args, runs, opt["level"])
+    else:
+        results, pred = fit_table(
+            args.law, runs, fit_on=opt.get("fit_on"), error_fit_on=opt.get("error_fit_on"), targets=opt["targets"],
+            by=by, sizes=_data_or_json(args.sizes), method=opt["method"], resamples=opt["bootstrap"],
+            seed=opt["seed"], scheme=opt["scheme"], level=opt["level"])
+        fits = [fit_dict(r) for r in results]
+        if args.law == "optimal_lr" and "initial_loss" in raw:
+            from scaling.optimal_lr import sensitivity_table
+
+            extra["sensitivity"] = sensitivity_table(canonical(raw, loss=args.loss, ok_only=False), by)
+        if not args.json:
+            for r in results:
+                group = ", ".join(f"{k}={v}" for k, v in r.meta.get("group", {}).items())
+                print(f"== {group}\n{r}\n" if group else f"{r}\n")
+    doc = {"law": args.law, "fits": fits, "predictions": records(pred), **{k: records(v) for k, v in extra.items()}}
+    if args.out:
+        write_json(args.out, doc)
+    if args.fits_table:
+        write_parquet(args.fits_table, fits_table(fits))
+    if args.predictions:
+        write_parquet(args.predictions, pred)
+    if args.json:
+        json.dump(doc, sys.stdout, indent=1, allow_nan=True, default=str)
+        print()
+        return
+    with pd.option_context("display.max_rows", 500, "display.width", 250, "display.max_columns", 40):
+        for name, table in extra.items():
+            print(f"{name}:\n{table.to_string(index=False)}\n")
+        if "role" not in pred:  # Chinchilla Approach 1 or 2: the power laws at the points' compute
+            print(f"N_opt(C), D_opt(C) at the points' compute:\n{pred.to_string(index=False)}")
+            return
+        shown = pred[pred["role"] != "fit"]
+        if len(shown):
+            print("predictions (held-out runs and targets):")
+            print(shown.drop(columns=["law", "flops"]).to_string(index=False))
+
+
+def _chinchilla_approach(args, runs, level):
+    """Approach 1 or 2: the points it finds and the power laws N_opt(C), D_opt(C) fitted to them."""
+    import pandas as pd
+
+    from scaling.chinchilla import HOFFMANN_BUDGETS, approach1, approach2
+    from scaling.fit import fit_dict
+
+    if args.approach == 1:
+        points, laws = approach1(runs["n_params"], runs["tokens"], runs["loss"], level=level)
+    else:
+        budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else HOFFMANN_BUDGETS
+        points, laws = approach2(runs["n_params"], runs["tokens"], runs["loss"], budgets, level=level)
+    fits = []
+    for name, r in laws.items():
+        r.meta["quantity"] = name
+        fits.append(fit_dict(r))
+        if not args.json:
+            print(f"== {name}(C), Approach {args.approach}\n{r}\n")
+    c = points["flops"].to_numpy()
+    pred = pd.DataFrame({"flops": c})
+    for name, r in laws.items():
+        p = r.predict(c)
+        pred[f"predicted_{name}"], pred[f"predicted_{name}_lo"], pred[f"predicted_{name}_hi"] = (
+            p["predicted"], p["lo"], p["hi"])
+    return fits, pred, {"points": points}

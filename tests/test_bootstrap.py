@@ -1,0 +1,45 @@
+"""The bootstrap over runs: weights, failed resamples, shared weights for chained laws."""
+
+import numpy as np
+import pytest
+
+from scaling.bootstrap import residual_draws, run_weights
+from scaling.overtraining import fit_overtraining
+from test_fit import noisy
+
+
+@pytest.mark.parametrize("scheme", ["bayesian", "poisson"])
+def test_run_weights_have_mean_and_variance_one_and_depend_only_on_the_seed(scheme):
+    w = run_weights(50, 2000, seed=3, scheme=scheme)
+    assert w.shape == (2000, 50) and (w >= 0).all()
+    assert w.mean() == pytest.approx(1, abs=0.02) and w.var() == pytest.approx(1, abs=0.05)
+    assert np.array_equal(w, run_weights(50, 2000, seed=3, scheme=scheme))
+    assert not np.array_equal(w, run_weights(50, 2000, seed=4, scheme=scheme))
+
+
+def test_the_weight_of_a_run_does_not_depend_on_how_many_runs_follow_it():
+    """So a law fitted on a subset of a table sees the same weights as any other law on that table."""
+    assert np.array_equal(run_weights(10, 5, seed=1)[:, :4], run_weights(10, 5, seed=1)[:, :4])
+    assert (run_weights(10, 5, seed=1) > 0).all()
+
+
+def test_an_unknown_scheme_is_refused():
+    with pytest.raises(ValueError, match="unknown bootstrap scheme 'jackknife'"):
+        run_weights(5, 5, 0, "jackknife")
+
+
+def test_poisson_resamples_that_leave_too_few_points_fail_and_are_counted():
+    N, M, L = noisy()
+    with pytest.warns(UserWarning, match="bootstrap resamples failed"):
+        fit = fit_overtraining(N[:5], M[:5], L[:5], method="gadre", resamples=200, scheme="poisson")
+    failed = np.isnan(fit.samples).all(axis=1)
+    # Poisson(1) counts: a resample keeps all 5 points with probability (1 − e^−1)^5 ≈ 10%
+    assert 0.8 < failed.mean() < 0.97
+    assert np.isfinite(fit.intervals["E"]).all()
+
+
+def test_residual_draws_are_inflated_and_vanish_for_an_exact_fit():
+    r = np.array([0.1, -0.1, 0.2, -0.2, 0.0])
+    draws = residual_draws(r, 1, 1000, seed=0, stream=0)
+    assert set(np.round(draws, 12)) <= set(np.round(r * np.sqrt(5 / 4), 12))
+    assert not residual_draws(r, 5, 10, seed=0, stream=0).any()
