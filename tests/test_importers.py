@@ -48,13 +48,13 @@ def test_gadre2024_has_every_run_validation_set_and_task(gadre):
 
 
 def test_the_overtraining_fit_runs_on_the_imported_testbed(gadre):
-    from scaling.fit import fit_study
+    from scaling.fit import fit_table
 
     runs = pd.read_parquet(gadre[0] / "tables" / "runs.parquet")
-    fits, pred = fit_study(runs, {}, {})
-    assert sorted(f["dataset"] for f in fits) == ["c4_original", "rpj", "rw_original"]
+    fits, pred = fit_table("overtraining", runs, by=["dataset"])
+    assert sorted(f.meta["group"]["dataset"] for f in fits) == ["c4_original", "rpj", "rw_original"]
     for f in fits:
-        assert all(math.isfinite(v) for v in f["params"].values()) and f["params"]["b"] < 0
+        assert all(math.isfinite(v) for v in f.params.values()) and f.params["b"] < 0
     held_out = pred[pred["role"] == "held_out"]
     assert len(held_out) and held_out["rel_error"].median() < 0.1  # the law extrapolates to unseen (N, M)
 
