@@ -4,18 +4,11 @@ A run has diverged at the first step whose training loss is NaN or infinite,
 or, once warmup is over, exceeds the run's initial loss (its first step's)
 by more than a margin.
 
-LR sensitivity (Wortsman et al. 2023, "Small-scale proxies for large-scale
-Transformer training instabilities", §3.1): for one model size trained at
-learning rates η in a sweep, with final losses ℓ(η), initial loss ℓ₀ and best
-loss ℓ* = min_η ℓ(η),
-
-    sensitivity = E_η[ min(ℓ(η), ℓ₀) − ℓ* ],
-
-the mean over the sweep's learning rates of the gap to the best, where a
-diverged run (or one that ends worse than it began) counts as ℓ₀. It is 0 when
-every learning rate is as good as the best and grows as more of the sweep
-fails; the sweep should be the same grid of learning rates for every size
-(evenly spaced in log η, as theirs) to compare sizes.
+LR sensitivity (Wortsman et al. 2023; the formula is :func:`scaling.laws.lr_sensitivity`)
+is summarized here per model size from a table of runs: seeds of one learning
+rate are averaged after a diverged run is counted at the initial loss. The
+sweep should be the same grid of learning rates for every size (evenly spaced
+in log η, as theirs) to compare sizes.
 """
 
 from __future__ import annotations
@@ -24,6 +17,8 @@ import math
 
 import numpy as np
 import pandas as pd
+
+from scaling import laws
 
 
 def first_divergence(losses, first_step: int, initial: float, warmup: int, margin: float) -> int | None:
@@ -55,7 +50,7 @@ def lr_sensitivity(runs: pd.DataFrame, by: str | list[str] = "size") -> pd.DataF
         best = float(per_lr.min())
         rows.append({
             **dict(zip(by, key if isinstance(key, tuple) else (key,))),
-            "lr_sensitivity": float((per_lr - best).mean()),
+            "lr_sensitivity": laws.lr_sensitivity(per_lr, initial),
             "best_lr": float(per_lr.idxmin()),
             "best_loss": best,
             "n_lrs": len(per_lr),
