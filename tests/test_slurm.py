@@ -171,8 +171,9 @@ def test_a_preempted_job_is_requeued_and_resumes_to_the_same_result(slurm, tmp_p
 def test_a_job_past_its_time_limit_is_requeued_and_completes(slurm, tmp_path):
     # a 2-minute limit with the warning 90 s before it: the job is signalled 30 s in
     config = one_long_run(min_runtime_minutes=2, train_flops_per_second=1e15)
+    # each 2-minute slot trains ~20 s before the warning, so allow enough requeues for a slow machine
     proc = snakemake_slurm(tmp_path, config, f"{ONE_RUN}/metrics.json", "--submitit-signal-delay-s", "90",
-                           background=True)
+                           "--submitit-max-requeues", "10", background=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not _queued("smk-train"):
         time.sleep(0.5)
