@@ -1,4 +1,4 @@
-"""A scaling-law study: prepare data → train → collect → fit → report.
+"""A scaling-law study: prepare data → train → evaluate → collect → fit → report.
 
     snakemake --cores 2                                        # the default study
     snakemake --cores 2 --configfile workflow/studies/smoke.yaml
@@ -36,7 +36,7 @@ SPECS = {run.id: S.spec_json(config, run) for run in RUNS}
 SCALING = f"{sys.executable} -m scaling.cli"  # the interpreter running snakemake, venv or not
 
 
-localrules: all, collect, database, fit, report  # cheap: they run where snakemake runs
+localrules: all, tasks, collect, database, fit, report  # cheap: they run where snakemake runs
 
 
 rule all:
@@ -48,6 +48,7 @@ rule all:
 
 include: "rules/prepare.smk"
 include: "rules/train.smk"
+include: "rules/evaluate.smk"
 include: "rules/collect.smk"
 include: "rules/fit.smk"
 include: "rules/report.smk"

@@ -3,6 +3,7 @@ rule collect:
     input:
         metrics=[f"{RESULTS}/runs/{r.id}/metrics.json" for r in RUNS],
         curves=[f"{RESULTS}/runs/{r.id}/curve.parquet" for r in RUNS],
+        downstream=[f"{RESULTS}/runs/{r.id}/downstream.json" for r in RUNS] if TASKS else [],
     output:
         runs=f"{RESULTS}/tables/runs.parquet",
         curves=f"{RESULTS}/tables/curves.parquet",

@@ -1,17 +1,26 @@
+DOWNSTREAM_TASK = S.downstream_task(config)
+
+
 rule fit:
-    """The over-training law per dataset on the study's fit set, with bootstrap intervals; predictions for every run and target."""
+    """Every law the study supports, per dataset, with bootstrap intervals: the over-training law, the downstream
+    error law (when runs are scored on tasks) and the optimal-LR law (when the grid sweeps LR at 2+ multipliers)."""
     input:
         runs=rules.collect.output.runs,
+        downstream=rules.collect.output.downstream,
     output:
-        fit=f"{RESULTS}/fit/overtraining.json",
+        overtraining=f"{RESULTS}/fit/overtraining.json",
+        downstream=f"{RESULTS}/fit/downstream.json",
+        optimal_lr=f"{RESULTS}/fit/optimal_lr.json",
         fits=f"{RESULTS}/tables/fits.parquet",
         predictions=f"{RESULTS}/tables/predictions.parquet",
     params:
         fit=json.dumps(config["fit"], sort_keys=True),
         sizes=json.dumps(S.model_sizes(config), sort_keys=True),
+        task=f"--task {DOWNSTREAM_TASK}" if DOWNSTREAM_TASK else "",
+        out=lambda wc, output: os.path.dirname(output.overtraining),
     log:
         f"{RESULTS}/logs/fit.log",
     shell:
-        "{SCALING} fit overtraining --data {input.runs} --by dataset --fit-config {params.fit:q} "
-        "--sizes {params.sizes:q} --out {output.fit} --fits-table {output.fits} --predictions {output.predictions} "
-        "> {log} 2>&1"
+        "{SCALING} fit-stage --runs {input.runs} --downstream {input.downstream} --fit-config {params.fit:q} "
+        "--sizes {params.sizes:q} {params.task} --out-dir {params.out} --fits-table {output.fits} "
+        "--predictions {output.predictions} > {log} 2>&1"

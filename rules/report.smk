@@ -2,7 +2,7 @@ rule report:
     """Figures and a Markdown summary."""
     input:
         runs=rules.collect.output.runs,
-        fit=rules.fit.output.fit,
+        fit=rules.fit.output.overtraining,
     output:
         compute=report(
             f"{RESULTS}/figures/loss_vs_compute.png",

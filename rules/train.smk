@@ -25,6 +25,7 @@ rule train:
     output:
         metrics=f"{RUN_DIR}/metrics.json",
         curve=f"{RUN_DIR}/curve.parquet",
+        model=f"{RUN_DIR}/model.pt",
     params:
         spec=lambda wc: SPECS[f"{wc.dataset}/{wc.size}/M{wc.M}_lr{wc.lr}_s{wc.seed}"],
         data=lambda wc, input: os.path.dirname(input.meta),

@@ -28,6 +28,34 @@ def _train(args):
           log=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
+def _tasks(args):
+    from scaling.data import load_split
+    from scaling.tasks import TaskError, build_task, write_task
+
+    try:
+        examples = build_task(args.kind, load_split(json.loads(args.dataset)).val.decode("utf-8", "replace"),
+                              args.examples, args.seed)
+    except TaskError as e:
+        raise SystemExit(f"error: {e}")
+    write_task(args.out, examples)
+    print(f"built {len(examples)} {args.kind} examples into {args.out}")
+
+
+def _evaluate(args):
+    from scaling.evaluate import evaluate_run
+    from scaling.tasks import TaskError
+
+    try:
+        result = evaluate_run(args.run, args.data, json.loads(args.tasks), json.loads(args.task_sets),
+                              batch_size=args.batch_size, threads=args.threads)
+    except (TaskError, ValueError) as e:
+        raise SystemExit(f"error: {e}")
+    for name, r in {**result["tasks"], **result["task_sets"]}.items():
+        print(f"{name}: accuracy {r['accuracy']:.4f} (random {r['random_baseline_accuracy']:.4f})")
+    if result["status"] != "ok":
+        print(f"{result['run_id']}: {result['status']}, not scored")
+
+
 def _collect(args):
     from scaling.collect import RunFileError, collect
     from scaling.schema import SchemaError
@@ -42,6 +70,20 @@ def _collect(args):
 
 def _fit(args):
     fit_cli.fit_command(args, default_data=latest_database)
+
+
+def _fit_stage(args):
+    from scaling.estimators import FitError
+    from scaling.fit_stage import fit_study, write_fits
+
+    try:
+        fitted = fit_study(pd.read_parquet(args.runs), pd.read_parquet(args.downstream), json.loads(args.fit_config),
+                           json.loads(args.sizes), args.task)
+    except (FitError, ValueError) as e:
+        raise SystemExit(f"error: {e}")
+    write_fits(fitted, args.out_dir, args.fits_table, args.predictions)
+    for law, (fits, _, skipped) in fitted.items():
+        print(f"{law}: {skipped and 'skipped: ' + skipped or f'{len(fits)} fit(s)'}")
 
 
 def _database(args):
@@ -205,6 +247,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-compile", dest="compile", action="store_false", help="never torch.compile (GPU only)")
     p.set_defaults(func=_train)
 
+    p = sub.add_parser("tasks", help="(pipeline) build a built-in downstream task from a dataset's held-out text")
+    p.add_argument("--dataset", required=True, help="the dataset's config, as JSON")
+    p.add_argument("--kind", required=True, help="the built-in task (see scaling/tasks.py)")
+    p.add_argument("--examples", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="the JSONL file to write")
+    p.set_defaults(func=_tasks)
+
+    p = sub.add_parser("evaluate", help="(pipeline) score a finished run on multiple-choice tasks")
+    p.add_argument("--run", required=True, help="the run's directory (metrics.json, model.pt)")
+    p.add_argument("--data", required=True, help="the prepared dataset (for its tokenizer)")
+    p.add_argument("--tasks", required=True, help='{name: {"path": JSONL, "metric": "acc"|"acc_norm"}}, as JSON')
+    p.add_argument("--task-sets", default="{}", help="{name: [tasks]}, as JSON: each set's mean accuracy")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=_evaluate)
+
     p = sub.add_parser("collect", help="(pipeline) finished runs → Parquet tables, parsing only new runs")
     p.add_argument("--out", required=True, help="tables directory")
     p.add_argument("--full", action="store_true", help="parse every run, ignoring the previous collect")
@@ -215,6 +274,17 @@ def main(argv: list[str] | None = None) -> None:
                        description=fit_cli.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     fit_cli.add_fit_arguments(p)
     p.set_defaults(func=_fit)
+
+    p = sub.add_parser("fit-stage", help="(pipeline) fit every law the study's runs support")
+    p.add_argument("--runs", required=True, help="the study's runs table (Parquet)")
+    p.add_argument("--downstream", required=True, help="the study's downstream table (Parquet)")
+    p.add_argument("--fit-config", required=True, help="the study's `fit` section, as JSON")
+    p.add_argument("--sizes", default="{}", help="model name → n_params, as JSON (for targets named by size)")
+    p.add_argument("--task", help="the task (set) whose error the downstream law is fitted to (none: no such fit)")
+    p.add_argument("--out-dir", required=True, help="where <law>.json go")
+    p.add_argument("--fits-table", required=True)
+    p.add_argument("--predictions", required=True)
+    p.set_defaults(func=_fit_stage)
 
     p = sub.add_parser("database", help="(pipeline) tables → DuckDB file")
     p.add_argument("--tables", required=True)

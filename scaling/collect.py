@@ -15,10 +15,13 @@ two that become rows of their own tables:
   one row, ``val_set = 'val'`` with its ``val_loss``;
 - ``downstream``: ``{task: accuracy}``, one ``downstream`` row each.
 
+A run's ``downstream.json`` (written by the evaluate stage beside its
+metrics.json) adds one ``downstream`` row per task and per task set.
+
 Incremental. Snakemake deletes a job's outputs before it reruns the job, so
 the previous tables are kept as hard links in ``<tables>/.collect-cache/``.
 ``runs.parquet`` records in its metadata the size and modification time of
-every run's two files; the next collect parses only runs that are new or whose
+every run's files; the next collect parses only runs that are new or whose
 files changed, and takes every other run's rows from the cache. A cache that is
 missing, unreadable or torn (its tables written by different collects) is
 ignored, and every run is parsed.
@@ -86,8 +89,10 @@ def scaling_version() -> str:
 
 
 def fingerprint(metrics_path: Path) -> list[int]:
-    """Size and mtime (ns) of a run's metrics.json and curve.parquet: they change when the run is retrained."""
-    out = []
+    """Size and mtime (ns) of a run's metrics.json and curve.parquet (they change when the run is retrained),
+    and of its downstream.json, when it has one (it changes when the run is re-evaluated)."""
+    scores = metrics_path.with_name("downstream.json")
+    out = [scores.stat().st_size, scores.stat().st_mtime_ns] if scores.exists() else []
     for path in (metrics_path, metrics_path.with_name("curve.parquet")):
         try:
             st = path.stat()
@@ -143,7 +148,8 @@ def read_run(metrics_path: str | Path) -> Run:
     curve = curve.replace_schema_metadata(None)
 
     evals = metrics.pop("evals", None) or {"val": metrics["val_loss"]}
-    downstream = metrics.pop("downstream", None) or {}
+    downstream = [{"run_id": run_id, "task": k, "accuracy": v} for k, v in (metrics.pop("downstream", None) or {}).items()]
+    downstream += _scores(metrics_path.with_name("downstream.json"), run_id)
     record = {k: _flat(v) for k, v in metrics.items()}
     record.setdefault("git_commit", git_commit())
     record.setdefault("scaling_version", scaling_version())
@@ -151,8 +157,23 @@ def read_run(metrics_path: str | Path) -> Run:
     return Run(
         record, curve,
         [{"run_id": run_id, "val_set": k, "loss": v} for k, v in evals.items()],
-        [{"run_id": run_id, "task": k, "accuracy": v} for k, v in downstream.items()],
+        downstream,
     )
+
+
+def _scores(path: Path, run_id: str) -> list[dict]:
+    """The ``downstream`` rows of a run's downstream.json (see :func:`scaling.evaluate.evaluate_run`), if any."""
+    if not path.exists():
+        return []
+    try:
+        scores = json.loads(path.read_text())
+        rows = [{"run_id": run_id, "task": k, "kind": "task", **v} for k, v in scores["tasks"].items()]
+        rows += [{"run_id": run_id, "task": k, "kind": "average", "accuracy": v["accuracy"],
+                  "random_baseline_accuracy": v["random_baseline_accuracy"]} for k, v in scores["task_sets"].items()]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise RunFileError(f"{path}: unreadable ({e!r}); fix: delete it and rerun snakemake to re-evaluate the run") \
+            from None
+    return rows
 
 
 @dataclass

@@ -332,6 +332,7 @@ def fits_table(fits: list[dict]) -> pd.DataFrame:
             **{f"{p}_hi": f["interval"][p][1] for p in names},
             **({"eta": f["compute_form"]["eta"]} if "compute_form" in f else {}),
             "level": f["level"], "fit_on": json.dumps(f.get("fit_on")),
+            **({"task": f["task"]} if "task" in f else {}),
         })
     return pd.DataFrame(rows)
 

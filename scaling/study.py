@@ -16,6 +16,7 @@ import itertools
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from scaling.data import dataset_inputs, resolve_files, vocab_size
 from scaling.model import Shape, count_params
@@ -205,10 +206,53 @@ def check(config: dict) -> None:
     for i, item in enumerate(fit.get("targets", [])):
         if ("size" in item) == ("n_params" in item):
             raise ConfigError(f"fit.targets[{i}]: give exactly one of `size` or `n_params`")
+    check_downstream(config)
     vocabs = {name: vocab_size(ds) for name, ds in config["datasets"].items()}
     if len(set(vocabs.values())) > 1 and any("size" in t for t in fit.get("targets", [])):
         raise ConfigError(f"fit.targets: a size has a different N on each dataset here (vocabularies {vocabs}); "
                           f"fix: name the targets by `n_params` instead of `size`")
+
+
+def check_downstream(config: dict) -> None:
+    """The `downstream` section: each task built-in or a readable file, task sets of known tasks."""
+    ds = config["downstream"]
+    tasks = ds["tasks"]
+    for name, task in tasks.items():
+        if ("builtin" in task) == ("path" in task):
+            raise ConfigError(f"downstream.tasks.{name}: give exactly one of `builtin` (a task made from held-out "
+                              f"text) or `path` (a JSONL file)")
+        if "path" in task and not Path(task["path"]).is_file():
+            raise ConfigError(f"downstream.tasks.{name}.path: no file {task['path']!r}; fix: give the path of a "
+                              f"JSONL task file, relative to the directory snakemake runs in")
+        if "builtin" in task:
+            tokens = [d for d, spec in config["datasets"].items() if spec["source"] == "tokens"]
+            if tokens:
+                raise ConfigError(f"downstream.tasks.{name}: built-in tasks are made from text, and dataset(s) "
+                                  f"{tokens} are pre-tokenized; fix: use `path` tasks, or text datasets")
+    for name, members in ds["task_sets"].items():
+        if name in tasks:
+            raise ConfigError(f"downstream.task_sets.{name}: a task has this name too; fix: rename the set")
+        for i, t in enumerate(members):
+            if t not in tasks:
+                raise ConfigError(f"downstream.task_sets.{name}[{i}]: unknown task {t!r}; fix: use one of "
+                                  f"{sorted(tasks)}")
+    chosen = config["fit"].get("downstream_task")
+    if chosen is not None and chosen not in (*tasks, *ds["task_sets"]):
+        raise ConfigError(f"fit.downstream_task: unknown task or task set {chosen!r}; fix: use one of "
+                          f"{sorted([*tasks, *ds['task_sets']])}")
+
+
+def task_files(config: dict, results: str, dataset: str) -> dict[str, dict]:
+    """The tasks a run on ``dataset`` is scored on: {name: {"path": JSONL, "metric": …}}."""
+    return {name: {"path": task.get("path") or f"{results}/tasks/{dataset}/{name}.jsonl",
+                   "metric": task.get("metric", "acc_norm")}
+            for name, task in config["downstream"]["tasks"].items()}
+
+
+def downstream_task(config: dict) -> str | None:
+    """The task (set) the downstream law is fitted to: fit.downstream_task, else the first set, else the first task."""
+    ds = config["downstream"]
+    return config["fit"].get("downstream_task") or next(iter(ds["task_sets"]), None) or next(iter(ds["tasks"]), None)
 
 
 def runs(config: dict) -> list[Run]:

@@ -26,7 +26,8 @@ The engine (nothing in it changes a result on one device):
   the gradient are those of one process and only summation order differs.
 
 Outputs, each written atomically: ``curve.parquet`` (per step: step, tokens,
-lr, train_loss) and then ``metrics.json`` (spec, sizes, both FLOP counts, final
+lr, train_loss), ``model.pt`` (the final weights and shape) and then
+``metrics.json`` (spec, sizes, both FLOP counts, final
 losses, status, epochs, timing, device).
 """
 
@@ -47,7 +48,7 @@ from scaling import checkpoint
 from scaling.data import load_tokens
 from scaling.distributed import World
 from scaling.flops import flops_6nd, flops_per_token, flops_with_attention, gpu_peak_flops
-from scaling.io import write_json, write_parquet
+from scaling.io import atomic_path, write_json, write_parquet
 from scaling.model import GPT, Shape, count_params, lm_loss
 from scaling.schedules import lr_at
 from scaling.stability import first_divergence
@@ -89,6 +90,12 @@ def evaluate(model: GPT, data: np.ndarray, seq_len: int, n_tokens: int, device: 
         total += loss.item() * len(x)
     model.train()
     return total / n_windows
+
+
+def save_model(path: Path, shape: Shape, model: GPT) -> None:
+    """The final weights and shape (``model.pt``, what evaluation loads), written atomically."""
+    with atomic_path(path) as tmp:
+        torch.save({"shape": shape.to_dict(), "model": {k: v.cpu() for k, v in model.state_dict().items()}}, tmp)
 
 
 def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 1, checkpoint_every: int = 1000,
@@ -245,6 +252,7 @@ def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 
         "python": sys.version.split()[0],
         "training": cfg,
     }
+    save_model(out / "model.pt", shape, model)
     write_json(out / "metrics.json", metrics)
     if keep_checkpoints and status == "ok":
         if start < steps:

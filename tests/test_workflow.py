@@ -31,10 +31,26 @@ def test_full_run_produces_every_table_figure_and_database(finished_smoke):
     steps = con.sql("SELECT run_id, count(*) n, max(step) s FROM curves GROUP BY run_id").df()
     assert len(steps) == n_runs and (steps["n"] == steps["s"]).all()
     assert (runs["val_loss"] < runs["initial_loss"] - 1.0).all()
-    fits = con.sql("SELECT * FROM fits").df()
-    assert len(fits) == 1 and fits["n_points"].iloc[0] == 5
-    pred = con.sql("SELECT role, count(*) n FROM predictions GROUP BY role").df().set_index("role")["n"]
-    assert pred.to_dict() == {"fit": 5, "held_out": 1, "target": 1}
+    fits = con.sql("SELECT law, n_points FROM fits ORDER BY law").df()
+    assert fits.to_dict("list") == {"law": ["downstream", "overtraining"], "n_points": [5, 5]}
+    for law in ("overtraining", "downstream"):
+        pred = con.execute("SELECT role, count(*) n FROM predictions WHERE law = ? GROUP BY role", [law]).df()
+        assert pred.set_index("role")["n"].to_dict() == {"fit": 5, "held_out": 1, "target": 1}, law
+    assert json.loads((out / "fit/optimal_lr.json").read_text())["skipped"]  # the smoke grid sweeps no LR
+
+
+def test_every_run_is_scored_on_its_tasks_and_task_set(finished_smoke):
+    con = duckdb.connect(str(finished_smoke / RESULTS / "scaling.duckdb"), read_only=True)
+    rows = con.sql("SELECT * FROM downstream").df()
+    assert len(rows) == 6 * 3  # 6 runs × (2 tasks + the set `core`)
+    tasks = rows[rows["kind"] == "task"]
+    assert set(tasks["task"]) == {"spelling", "next_word"} and (tasks["n_examples"] == 100).all()
+    assert (tasks["random_baseline_accuracy"] == 0.25).all()
+    assert (tasks["accuracy"] == tasks["accuracy_norm"]).all() and tasks["accuracy_raw"].between(0, 1).all()
+    core = rows[rows["kind"] == "average"].set_index("run_id")["accuracy"].sort_index()
+    assert core.to_numpy() == pytest.approx(tasks.groupby("run_id")["accuracy"].mean().sort_index().to_numpy())
+    # spelling is easy: even these tiny models beat chance on it
+    assert (tasks.loc[tasks["task"] == "spelling", "accuracy"] > 0.4).all()
 
 
 def test_after_a_full_run_there_is_nothing_to_do(finished_smoke):
@@ -45,7 +61,7 @@ def test_adding_a_learning_rate_trains_only_the_new_runs(smoke_copy):
     config = smoke_config()
     config["grid"][0]["learning_rates"].append(0.02)
     assert planned(smoke_copy, config) == {
-        "train": 4, "collect": 1, "fit": 1, "database": 1, "report": 1, "all": 1,
+        "train": 4, "evaluate": 4, "collect": 1, "fit": 1, "database": 1, "report": 1, "all": 1,
     }
 
 
@@ -54,7 +70,7 @@ def test_adding_a_model_size_trains_it_and_refits(smoke_copy):
     config["models"].append({"name": "xl", "d_model": 32, "n_layers": 3, "n_heads": 2})
     config["grid"][0]["sizes"].append("xl")
     assert planned(smoke_copy, config) == {
-        "train": 1, "collect": 1, "fit": 1, "database": 1, "report": 1, "all": 1,
+        "train": 1, "evaluate": 1, "collect": 1, "fit": 1, "database": 1, "report": 1, "all": 1,
     }
     before = (smoke_copy / RESULTS / "runs/bible/l/M20_lr0.01_s0/metrics.json").stat().st_mtime_ns
     snakemake(smoke_copy, config, "--cores", "2")
@@ -62,12 +78,22 @@ def test_adding_a_model_size_trains_it_and_refits(smoke_copy):
     assert (smoke_copy / RESULTS / "runs/bible/l/M20_lr0.01_s0/metrics.json").stat().st_mtime_ns == before
     con = duckdb.connect(str(smoke_copy / RESULTS / "scaling.duckdb"), read_only=True)
     assert con.execute("SELECT count(*) FROM runs WHERE size = 'xl'").fetchone()[0] == 1
-    assert con.execute("SELECT n_points FROM fits").fetchone()[0] == 6
+    assert con.execute("SELECT n_points FROM fits WHERE law = 'overtraining'").fetchone()[0] == 6
 
 
 def test_changing_fit_settings_reruns_only_fit_and_report(smoke_copy):
     config = smoke_config()
     config["fit"]["targets"].append({"n_params": 1e6, "token_multiplier": 20})
+    assert planned(smoke_copy, config) == {"fit": 1, "database": 1, "report": 1, "all": 1}
+
+
+def test_changing_the_tasks_reevaluates_and_refits_but_retrains_nothing(smoke_copy):
+    config = smoke_config()
+    config["downstream"]["tasks"]["word_order"] = {"builtin": "word_order"}
+    assert planned(smoke_copy, config) == {"tasks": 1, "evaluate": 6, "collect": 1, "fit": 1, "database": 1,
+                                           "report": 1, "all": 1}
+    config = smoke_config()
+    config["fit"]["downstream_task"] = "spelling"
     assert planned(smoke_copy, config) == {"fit": 1, "database": 1, "report": 1, "all": 1}
 
 
@@ -90,6 +116,10 @@ def test_changing_a_training_setting_retrains_every_run(smoke_copy):
     (lambda c: c["grid"][0]["learning_rates"].append(0), "learning_rates"),
     (lambda c: c["datasets"].update(mine={"source": "files", "files": ["no/such/*.txt"]}), "datasets.mine.files"),
     (lambda c: c["grid"][0]["sizes"].append("huge"), "grid[0].sizes[4]"),
+    (lambda c: c["downstream"]["task_sets"]["core"].append("hellaswag"), "downstream.task_sets.core[2]"),
+    (lambda c: c["downstream"]["tasks"].update(mine={"path": "no/such.jsonl"}), "downstream.tasks.mine.path"),
+    (lambda c: c["downstream"]["tasks"].update(mine={"builtin": "cloze"}), "downstream.tasks.mine.builtin"),
+    (lambda c: c["fit"].update(downstream_task="nope"), "fit.downstream_task"),
 ])
 def test_bad_config_fails_before_any_job_runs(tmp_path, edit, field):
     config = smoke_config()

@@ -1,0 +1,48 @@
+# Downstream evaluation: built-in tasks made once per dataset from its validation text, then every run
+# scored on its dataset's tasks. Changing `downstream` re-evaluates (and refits); it retrains nothing.
+TASKS = config["downstream"]["tasks"]
+TASK_SETS = json.dumps(config["downstream"]["task_sets"], sort_keys=True)
+
+
+rule tasks:
+    """Build one built-in task of one dataset from the dataset's held-out text."""
+    input:
+        lambda wc: S.dataset_files(config, wc.dataset),
+    output:
+        f"{RESULTS}/tasks/{{dataset}}/{{task}}.jsonl",
+    params:
+        dataset=lambda wc: json.dumps(config["datasets"][wc.dataset], sort_keys=True),
+        kind=lambda wc: TASKS[wc.task]["builtin"],
+        examples=config["downstream"]["examples"],
+        seed=config["downstream"]["seed"],
+    log:
+        f"{RESULTS}/logs/tasks/{{dataset}}/{{task}}.log",
+    shell:
+        "{SCALING} tasks --dataset {params.dataset:q} --kind {params.kind} --examples {params.examples} "
+        "--seed {params.seed} --out {output} > {log} 2>&1"
+
+
+rule evaluate:
+    """Score one finished run on its dataset's tasks (log-likelihood of each choice)."""
+    input:
+        model=f"{RUN_DIR}/model.pt",
+        metrics=f"{RUN_DIR}/metrics.json",
+        meta=f"{RESULTS}/data/{{dataset}}/meta.json",
+        tasks=lambda wc: [t["path"] for t in S.task_files(config, RESULTS, wc.dataset).values()],
+    output:
+        f"{RUN_DIR}/downstream.json",
+    params:
+        tasks=lambda wc: json.dumps(S.task_files(config, RESULTS, wc.dataset), sort_keys=True),
+        task_sets=TASK_SETS,
+        batch_size=config["downstream"]["batch_size"],
+        run=lambda wc, input: os.path.dirname(input.metrics),
+        data=lambda wc, input: os.path.dirname(input.meta),
+    threads: 1
+    resources:
+        gpu=min(GPUS, 1),
+        runtime=config["cluster"]["min_runtime_minutes"],
+    log:
+        f"{RESULTS}/logs/evaluate/{{dataset}}/{{size}}/M{{M}}_lr{{lr}}_s{{seed}}.log",
+    shell:
+        "{SCALING} evaluate --run {params.run} --data {params.data} --tasks {params.tasks:q} "
+        "--task-sets {params.task_sets:q} --batch-size {params.batch_size} --threads {threads} > {log} 2>&1"

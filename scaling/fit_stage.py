@@ -1,0 +1,83 @@
+"""The pipeline's fit stage: every law a study's runs support, with the study's `fit` settings.
+
+- ``overtraining``: the loss law L(N, M) of Gadre et al. (2024), per dataset,
+  on the study's ``fit.fit_on`` (:mod:`scaling.overtraining`).
+- ``downstream``: when runs were scored on downstream tasks, the error law
+  Err(L) = ε − k·exp(−γ·L) on the same fit set, fitted to the average top-1
+  error of ``fit.downstream_task``, and chained to the loss law to predict the
+  error of held-out runs and targets from their predicted loss
+  (:mod:`scaling.downstream`); ``error_at_measured_loss`` is the error law
+  alone, at the measured loss, which separates its miss from the loss law's.
+- ``optimal_lr``: η*(N, D) = c·N^a·D^b on the (N, D) points swept over 3 or
+  more learning rates, when they vary N and D independently
+  (:mod:`scaling.optimal_lr`); otherwise the reason it was skipped.
+
+Each law gets ``<out>/<law>.json`` (fits, predictions, or ``skipped`` and why);
+the fits and predictions of all laws go to one ``fits`` and one
+``predictions`` table.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scaling.estimators import FitError
+from scaling.fit import fit_dict, fit_table, fits_table, records
+from scaling.io import write_json
+from scaling.schema import write_table
+
+LAWS = ("overtraining", "downstream", "optimal_lr")
+SWEEP = "n_lrs >= 3"  # the points whose best learning rate is measured, not just the one rate tried
+
+
+def with_error(runs: pd.DataFrame, downstream: pd.DataFrame, task: str) -> pd.DataFrame:
+    """The runs that were scored on ``task`` (a task or task set), with ``error`` = 1 − its accuracy."""
+    scores = downstream.loc[downstream["task"] == task, ["run_id", "accuracy"]]
+    if scores.empty:
+        raise FitError(f"no run has a downstream score for {task!r}; fix: set fit.downstream_task to a task or "
+                       f"task set of the study's `downstream` section")
+    return runs.merge(scores.assign(error=1.0 - scores["accuracy"]).drop(columns="accuracy"), on="run_id")
+
+
+def fit_study(runs: pd.DataFrame, downstream: pd.DataFrame, fit: dict, sizes: dict, task: str | None,
+              ) -> dict[str, tuple[list[dict], pd.DataFrame, str | None]]:
+    """{law: (fits, predictions, why it was skipped or None)} for :data:`LAWS`."""
+    common = {"targets": fit.get("targets", []), "by": ["dataset"], "sizes": sizes, "resamples": fit["bootstrap"],
+              "seed": fit["seed"], "scheme": fit["scheme"], "level": fit["level"]}
+    out = {}
+    results, pred = fit_table("overtraining", runs, fit_on=fit.get("fit_on"), method=fit["method"], **common)
+    out["overtraining"] = ([fit_dict(r) for r in results], pred, None)
+    if task is None:
+        out["downstream"] = ([], pd.DataFrame(), "the study scores no downstream tasks")
+    else:
+        results, pred = fit_table("downstream", with_error(runs, downstream, task), fit_on=fit.get("fit_on"),
+                                  method=fit["method"], **common)
+        # the chained loss fit repeats the over-training fit above: keep the error law only
+        error_fits = [r for r in results if r.law == "downstream"]
+        pred = pred.assign(task=task, error_at_measured_loss=np.nan)
+        for r in error_fits:  # the error law alone, without the loss law's miss
+            rows = (pred["dataset"] == r.meta["group"]["dataset"]).to_numpy()
+            pred.loc[rows, "error_at_measured_loss"] = r.predict(pred.loc[rows, "measured_loss"])["predicted"]
+        out["downstream"] = ([{**fit_dict(r), "task": task} for r in error_fits], pred, None)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the study's single-rate points are left out on purpose
+            results, pred = fit_table("optimal_lr", runs, fit_on=SWEEP, **common)
+        out["optimal_lr"] = ([fit_dict(r) for r in results], pred.assign(predicted_loss=float("nan")), None)
+    except FitError as e:
+        out["optimal_lr"] = ([], pd.DataFrame(), str(e))
+    return out
+
+
+def write_fits(fitted: dict, out_dir: str | Path, fits_path: str | Path, predictions_path: str | Path) -> None:
+    """``<out_dir>/<law>.json`` for each law, and the ``fits`` and ``predictions`` tables of all of them."""
+    for law, (fits, pred, skipped) in fitted.items():
+        write_json(Path(out_dir) / f"{law}.json", {"law": law, "fits": fits, "predictions": records(pred),
+                                                    "skipped": skipped})
+    write_table(fits_path, "fits", fits_table([f for fits, _, _ in fitted.values() for f in fits]))
+    write_table(predictions_path, "predictions",
+                pd.concat([p for _, p, _ in fitted.values() if len(p)], ignore_index=True))
