@@ -197,3 +197,32 @@ def test_a_run_listed_twice_or_a_run_id_in_two_directories_is_refused(tmp_path):
     shutil.copytree(paths[0].parent, copy)
     with pytest.raises(C.RunFileError, match="appears in more than one run directory"):
         C.collect(paths + [copy / "metrics.json"], tmp_path / "tables")
+
+
+def _scores(path: Path, accuracy: float) -> None:
+    """A downstream.json as the evaluate stage writes it: one task and one task set."""
+    task = {"accuracy": accuracy, "accuracy_raw": accuracy - 0.1, "accuracy_norm": accuracy, "metric": "acc_norm",
+            "n_examples": 100, "random_baseline_accuracy": 0.25}
+    path.with_name("downstream.json").write_text(json.dumps({
+        "run_id": json.loads(path.read_text())["run_id"], "status": "ok", "tasks": {"spelling": task},
+        "task_sets": {"core": {"tasks": ["spelling"], "accuracy": accuracy, "random_baseline_accuracy": 0.25}}}))
+
+
+def test_downstream_scores_become_rows_and_a_rescored_run_is_read_again(tmp_path):
+    _, paths = make_study(tmp_path)
+    for p in paths:
+        _scores(p, 0.5)
+    first = C.collect(paths, tmp_path / "tables")
+    rows_ = first.tables["downstream"].to_pandas()
+    assert len(rows_) == 2 * len(paths) and set(rows_["kind"]) == {"task", "average"}
+    task = rows_[rows_["kind"] == "task"].iloc[0]
+    assert (task["accuracy_raw"], task["n_examples"], task["metric"]) == (pytest.approx(0.4), 100, "acc_norm")
+    _scores(paths[1], 0.75)  # the tasks changed and the run was scored again; it was not retrained
+    again = C.collect(paths, tmp_path / "tables")
+    assert (again.parsed, again.cached) == (1, len(paths) - 1)
+    run_id = json.loads(paths[1].read_text())["run_id"]
+    accuracy = again.tables["downstream"].to_pandas().set_index(["run_id", "task"])["accuracy"]
+    assert accuracy[(run_id, "spelling")] == accuracy[(run_id, "core")] == 0.75
+    paths[2].with_name("downstream.json").write_text("{")
+    with pytest.raises(C.RunFileError, match="downstream.json: unreadable.*fix: delete it and rerun snakemake"):
+        C.collect(paths, tmp_path / "tables")

@@ -61,7 +61,11 @@ def test_smoke_study_runs_as_slurm_gpu_jobs(slurm, tmp_path):
     train = [j for j in jobs if j["JobName"] == "smk-train"]
     assert len(train) == 6 and all(j["State"] == "COMPLETED" and "gres/gpu=1" in j["AllocTRES"] for j in train)
     assert all("_" in j["JobID"] for j in train)  # submitted as a job array
-    assert not [j for j in jobs if j["JobName"] in ("smk-collect", "smk-fit", "smk-report")]  # local rules
+    evaluate = [j for j in jobs if j["JobName"] == "smk-evaluate"]  # downstream scoring, one GPU job per run
+    assert len(evaluate) == 6 and all(j["State"] == "COMPLETED" and "gres/gpu=1" in j["AllocTRES"] for j in evaluate)
+    assert con.execute("SELECT count(DISTINCT run_id) FROM downstream").fetchone()[0] == 6
+    local = ("smk-tasks", "smk-collect", "smk-fit", "smk-report")
+    assert not [j for j in jobs if j["JobName"] in local]  # local rules
 
 
 def test_a_failing_run_reports_its_log_and_the_others_complete(slurm, tmp_path):

@@ -49,8 +49,10 @@ def test_every_run_is_scored_on_its_tasks_and_task_set(finished_smoke):
     assert (tasks["accuracy"] == tasks["accuracy_norm"]).all() and tasks["accuracy_raw"].between(0, 1).all()
     core = rows[rows["kind"] == "average"].set_index("run_id")["accuracy"].sort_index()
     assert core.to_numpy() == pytest.approx(tasks.groupby("run_id")["accuracy"].mean().sort_index().to_numpy())
-    # spelling is easy: even these tiny models beat chance on it
-    assert (tasks.loc[tasks["task"] == "spelling", "accuracy"] > 0.4).all()
+    # spelling is the easy task: the best of these tiny models beats chance on it, and beats the worst
+    loss = con.sql("SELECT run_id, val_loss FROM runs").df().set_index("run_id")["val_loss"]
+    spelling = tasks[tasks["task"] == "spelling"].set_index("run_id")["accuracy"]
+    assert spelling[loss.idxmin()] > max(0.5, spelling[loss.idxmax()])
 
 
 def test_after_a_full_run_there_is_nothing_to_do(finished_smoke):

@@ -1,0 +1,98 @@
+"""The pipeline's fit stage (scaling.fit_stage): every law a study supports, from its runs and downstream tables."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scaling import schema
+from scaling.fit_stage import fit_study, write_fits
+from scaling.laws import downstream_error, optimal_lr, overtraining_loss
+
+LOSS = {"E": 1.5, "a": 100.0, "b": -0.3, "c": 200.0}
+ERROR = {"epsilon": 0.9, "k": 3.0, "gamma": 0.5}
+LR = {"c": 50.0, "a": -0.5, "b": -0.1}
+SIZES = {"s1": 1e6, "s2": 2e6, "s3": 4e6, "s4": 8e6, "s5": 1.6e7}
+FIT = {"fit_on": [{"token_multiplier": 20}, {"size": "s1", "token_multiplier": 80}],
+       "targets": [{"size": "s5", "token_multiplier": 80}], "method": "huber-log", "bootstrap": 40, "seed": 0,
+       "scheme": "bayesian", "level": 0.95}
+
+
+def study(multipliers=(20, 80), seed=0):
+    """Runs on the laws with small noise: an LR sweep (a parabola in log lr around η*) at every (size, M)."""
+    rng = np.random.default_rng(seed)
+    runs, scores = [], []
+    for size, n in SIZES.items():
+        for m in multipliers if size != "s5" else (20,):
+            best = overtraining_loss(n, m, **LOSS) * np.exp(rng.normal(0, 0.003))
+            opt = optimal_lr(n, m * n, **LR) * np.exp(rng.normal(0, 0.05))
+            for lr in (opt / 3, opt * np.exp(rng.normal(0, 0.01)), opt * 3):
+                run_id = f"d/{size}/M{m}_lr{lr:.4g}"
+                loss = best + 0.05 * np.log(lr / opt) ** 2
+                runs.append({"run_id": run_id, "dataset": "d", "size": size, "n_params": n,
+                             "token_multiplier": float(m), "lr": lr, "seed": 0, "status": "ok", "val_loss": loss,
+                             "initial_loss": 5.5})
+                accuracy = 1 - downstream_error(loss, **ERROR) + rng.normal(0, 0.003)
+                scores += [{"run_id": run_id, "task": "core", "kind": "average", "accuracy": accuracy},
+                           {"run_id": run_id, "task": "easy", "kind": "task", "accuracy": 0.9}]
+    return pd.DataFrame(runs), pd.DataFrame(scores)
+
+
+def test_the_downstream_law_is_fitted_to_the_task_set_and_chained_to_the_loss_law():
+    runs, scores = study()
+    fitted = fit_study(runs, scores, FIT, SIZES, "core")
+    fits, pred, skipped = fitted["downstream"]
+    assert skipped is None and len(fits) == 1 and fits[0]["law"] == "downstream" and fits[0]["task"] == "core"
+    for p, v in ERROR.items():
+        assert fits[0]["params"][p] == pytest.approx(v, rel=0.15), p
+    assert pred.groupby("role")["size"].apply(sorted).to_dict() == {
+        "fit": ["s1", "s1", "s2", "s3", "s4", "s5"], "held_out": ["s2", "s3", "s4"], "target": ["s5"]}
+    measured = pred.dropna(subset=["measured_error"])
+    # the error law at the measured loss is the law itself; the chained one goes through the predicted loss
+    law = downstream_error(measured["measured_loss"], **fits[0]["params"])
+    assert measured["error_at_measured_loss"].to_numpy() == pytest.approx(np.asarray(law))
+    chained = downstream_error(measured["predicted_loss"], **fits[0]["params"])
+    assert measured["predicted_error"].to_numpy() == pytest.approx(np.asarray(chained))
+    assert (abs(measured["predicted_error"] - measured["measured_error"]) < 0.02).all()
+    assert (pred["predicted_error_lo"] <= pred["predicted_error"]).all()
+    assert (pred["predicted_error"] <= pred["predicted_error_hi"]).all()
+
+
+def test_the_optimal_lr_law_is_fitted_on_the_swept_points_when_n_and_d_vary_independently():
+    runs, scores = study()
+    fits, pred, skipped = fit_study(runs, scores, FIT, SIZES, None)["optimal_lr"]
+    assert skipped is None and fits[0]["n_points"] == 9
+    for p, v in LR.items():
+        assert fits[0]["params"][p] == pytest.approx(v, rel=0.35, abs=0.05), p
+    target = pred[pred["role"] == "target"].iloc[0]
+    assert target["predicted_lr"] == pytest.approx(optimal_lr(1.6e7, 80 * 1.6e7, **LR), rel=0.3)
+
+
+def test_laws_the_study_cannot_support_are_skipped_with_the_reason():
+    runs, scores = study(multipliers=(20,))
+    fit = {**FIT, "fit_on": None, "targets": []}
+    fitted = fit_study(runs, scores, fit, SIZES, None)
+    assert fitted["downstream"][2] == "the study scores no downstream tasks"
+    assert "collinear" in fitted["optimal_lr"][2] and fitted["optimal_lr"][0] == []
+    assert fitted["overtraining"][2] is None
+
+
+def test_unknown_task_is_a_clear_error():
+    runs, scores = study()
+    with pytest.raises(ValueError, match="no run has a downstream score for 'hard'; fix: set fit.downstream_task"):
+        fit_study(runs, scores, FIT, SIZES, "hard")
+
+
+def test_every_law_gets_its_json_and_the_tables_fit_the_schema(tmp_path):
+    runs, scores = study()
+    fitted = fit_study(runs, scores, {**FIT, "bootstrap": 0}, SIZES, "core")
+    write_fits(fitted, tmp_path / "fit", tmp_path / "fits.parquet", tmp_path / "predictions.parquet")
+    for law in ("overtraining", "downstream", "optimal_lr"):
+        doc = json.loads((tmp_path / "fit" / f"{law}.json").read_text())
+        assert doc["law"] == law and doc["skipped"] is None and doc["fits"] and doc["predictions"]
+    fits = schema.read_table(tmp_path / "fits.parquet", "fits").to_pandas().set_index("law")
+    assert sorted(fits.index) == ["downstream", "optimal_lr", "overtraining"]
+    assert fits.loc["downstream", "task"] == "core" and np.isfinite(fits.loc["downstream", "gamma"])
+    pred = schema.read_table(tmp_path / "predictions.parquet", "predictions").to_pandas()
+    assert pred.groupby("law").size().to_dict() == {"downstream": 10, "optimal_lr": 10, "overtraining": 10}  # 9 points + 1 target
