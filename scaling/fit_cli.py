@@ -14,6 +14,7 @@ examples:
       --fit-on "(model IN ('d=96_l=8_h=4', 'd=512_l=8_h=4', 'd=576_l=24_h=8', 'd=1024_l=24_h=8')
                 AND token_multiplier = 20) OR (model = 'd=96_l=8_h=4' AND token_multiplier = 320)"
   scaling fit chinchilla --data points.csv --where "NOT epoch_excluded_outlier" --json
+  scaling fit downstream --task core                # a study's loss law chained to its task set's error
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--query", metavar="SQL", help="a whole SELECT over the views instead of --where (for joins)")
     g.add_argument("--loss", metavar="COLUMN", help="loss column (default: loss, else val_loss)")
     g.add_argument("--error", metavar="COLUMN", help="downstream error column (default: error)")
+    g.add_argument("--task", metavar="NAME", help="downstream, on a study database: the error is 1 − accuracy of this "
+                   "task or task set in its `downstream` table (instead of an error column)")
     g.add_argument("--by", action="append", metavar="COLUMN",
                    help="fit each group separately (default: dataset, if the table has it; `none` for one fit)")
     g = p.add_argument_group("fit")
@@ -113,7 +116,15 @@ def _fit_command(args, default_data) -> None:
     from scaling.fit import canonical, fit_dict, fit_table, fits_table, read_table, records
     from scaling.io import write_json, write_parquet
 
-    raw = read_table(args.data or [default_data()], where=args.where, query=args.query, table=args.table)
+    data = args.data or [default_data()]
+    raw = read_table(data, where=args.where, query=args.query, table=args.table)
+    if args.task:
+        from scaling.fit_stage import with_error
+
+        if not str(data[0]).endswith((".duckdb", ".db")):
+            raise ValueError("--task reads the `downstream` table of a study database; give --data results/<study>/"
+                             "scaling.duckdb, or an error column with --error")
+        raw = with_error(raw, read_table(data[:1], table="downstream"), args.task)
     runs = canonical(raw, loss=args.loss, error=args.error)
     by = [] if args.by == ["none"] else (args.by or ["dataset"])
     opt = options(args)

@@ -151,3 +151,16 @@ def test_scaling_sql_reads_the_latest_database_and_refuses_writes(finished_smoke
     assert bad.returncode != 0 and "read-only" in bad.stderr
     typo = subprocess.run([*cli, "SELECT nope FROM runs"], cwd=finished_smoke, capture_output=True, text=True)
     assert typo.returncode != 0 and "nope" in typo.stderr
+
+
+def test_scaling_fit_downstream_task_on_the_database_matches_the_fit_stage(finished_smoke):
+    db = finished_smoke / RESULTS / "scaling.duckdb"
+    cli = [sys.executable, "-m", "scaling.cli", "fit", "downstream", "--data", str(db), "--bootstrap", "0"]
+    proc = subprocess.run([*cli, "--task", "core", "--json"], capture_output=True, text=True, cwd=finished_smoke)
+    assert proc.returncode == 0, proc.stderr
+    error_fit = next(f for f in json.loads(proc.stdout)["fits"] if f["law"] == "downstream")
+    con = duckdb.connect(str(db), read_only=True)
+    stage = con.execute("SELECT epsilon, k, gamma FROM fits WHERE law = 'downstream'").fetchone()
+    assert [error_fit["params"][p] for p in ("epsilon", "k", "gamma")] == pytest.approx(stage, rel=1e-6)
+    proc = subprocess.run([*cli, "--task", "nope"], capture_output=True, text=True, cwd=finished_smoke)
+    assert proc.returncode != 0 and "no run has a downstream score for 'nope'" in proc.stderr
