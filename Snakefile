@@ -43,7 +43,7 @@ rule all:
     default_target: True
     input:
         f"{RESULTS}/scaling.duckdb",
-        f"{RESULTS}/summary.md",
+        lambda wc: rules.report.output,  # every figure and the summary (the report rule is included below)
 
 
 include: "rules/prepare.smk"

@@ -144,12 +144,15 @@ def _import(args):
 
 
 def _report(args):
-    from scaling.io import read_json
-    from scaling.report import write_report
+    from scaling.report import Tables, write_report
+    from scaling.schema import SchemaError
 
-    fit = read_json(args.fit)
-    write_report(args.title, args.study, pd.read_parquet(args.runs), fit["fits"], pd.DataFrame(fit["predictions"]),
-                 Path(args.compute_png), Path(args.lr_png), Path(args.summary))
+    try:
+        tables = Tables.read(args.tables)
+    except SchemaError as e:
+        raise SystemExit(f"error: {e}")
+    written = write_report(args.title, args.study, tables, args.figures, args.summary)
+    print(f"report: {len(written) - 1} figures in {args.figures}, summary {args.summary}")
 
 
 def latest_database(root: str | Path = "results") -> Path:
@@ -291,9 +294,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True)
     p.set_defaults(func=_database)
 
-    p = sub.add_parser("report", help="(pipeline) figures and summary")
-    for name in ("title", "study", "runs", "fit", "compute-png", "lr-png", "summary"):
-        p.add_argument(f"--{name}", required=True)
+    p = sub.add_parser("report", help="(pipeline) a study's tables → figures (PNG and SVG) and a Markdown summary")
+    p.add_argument("--title", required=True, help="the summary's title")
+    p.add_argument("--study", required=True, help="the study's name")
+    p.add_argument("--tables", required=True, metavar="DIR",
+                   help="folder with runs, downstream, fits and predictions .parquet")
+    p.add_argument("--figures", required=True, metavar="DIR", help="folder for the figures (<name>.png and .svg)")
+    p.add_argument("--summary", required=True, metavar="FILE", help="the Markdown summary to write")
     p.set_defaults(func=_report)
 
     args = parser.parse_args(argv)

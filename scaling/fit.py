@@ -333,6 +333,7 @@ def fits_table(fits: list[dict]) -> pd.DataFrame:
             **({"eta": f["compute_form"]["eta"]} if "compute_form" in f else {}),
             "level": f["level"], "fit_on": json.dumps(f.get("fit_on")),
             **({"task": f["task"]} if "task" in f else {}),
+            "at_bound": json.dumps(f.get("at_bound") or []),
         })
     return pd.DataFrame(rows)
 

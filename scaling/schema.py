@@ -156,6 +156,7 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
         ("gamma", F64, "(downstream law) the rate at which error falls with loss", "1/(nats/token)"),
         ("task", STR, "(downstream law) the task or task set whose average top-1 error is fitted"),
         ("fit_on", STR, "the fit-set filters, as JSON"),
+        ("at_bound", STR, "the parameters that ended on the bound of their physical range, as a JSON list"),
     )),
     "predictions": ("one row per point a fitted law predicts", _cols(
         ("law", STR, "the law (joins `fits.law`)", "", REQ),

@@ -1,0 +1,365 @@
+"""The report: figures (PNG and SVG) and the Markdown summary, made from a study's tables.
+
+The tables are synthetic but made by the real fit code: runs with a known
+over-training law, a known optimal learning rate and tasks whose error follows
+the downstream law, fitted with scaling.fit.fit_table and written with the
+schema's write_table.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+from scaling import report as R
+from scaling.fit import fit_dict, fit_table, fits_table
+from scaling.laws import LAWS, downstream_error, optimal_lr, overtraining_loss
+from scaling.schema import empty, write_table
+
+REPO = Path(__file__).resolve().parents[1]
+LOSS_LAW = {"E": 1.9, "a": 100.0, "b": -0.32, "c": 400.0}
+LR_LAW = {"c": 3.0, "a": -0.5, "b": 0.1}
+SIZES = {"s1": 10_000_000, "s2": 20_000_000, "s3": 40_000_000, "s4": 80_000_000, "s5": 160_000_000}
+LRS = tuple(1e-3 * 2 ** (k / 2) for k in range(8))  # 0.001 … 0.011, steps of √2
+TASKS = {  # task: (chance error, k); ε = chance and γ = 1.5 for all; winogrande stays near chance
+    "arc_easy": (0.75, 12.0), "piqa": (0.5, 7.0), "hellaswag": (0.75, 6.0), "copa": (0.5, 8.0),
+    "winogrande": (0.5, 1.0),
+}
+FIT_ON = [{"size": ["s1", "s2", "s3", "s4"], "token_multiplier": 20}, {"size": "s1", "token_multiplier": 80}]
+TARGETS = [{"n_params": 1e9, "token_multiplier": 20}, {"size": "s5", "token_multiplier": 160}]
+RESAMPLES = 40
+
+
+def synthetic_runs(multipliers=(20, 80), lrs=LRS) -> pd.DataFrame:
+    """LR sweeps of every size at each M (+ the smallest at M = 40, one rate); the largest diverges at the top rate."""
+    rng = np.random.default_rng(0)
+    cells = [(s, m, lr) for s in SIZES for m in multipliers for lr in lrs] + [("s1", 40, lrs[len(lrs) // 2])]
+    rows = []
+    for size, m, lr in cells:
+        n = SIZES[size]
+        best = optimal_lr(n, m * n, **LR_LAW)
+        loss = overtraining_loss(n, m, **LOSS_LAW) + 0.03 * np.log(lr / best) ** 2 + rng.normal(0, 0.005)
+        diverged = size == "s5" and lr == max(lrs) and len(lrs) > 1
+        rows.append({
+            "run_id": f"web/{size}/M{m}_lr{lr:g}_s0", "dataset": "web", "size": size, "token_multiplier": float(m),
+            "lr": lr, "seed": 0, "n_params": n, "tokens": m * n, "flops": 6.0 * n * m * n,
+            "val_loss": np.nan if diverged else float(loss), "initial_loss": 10.8,
+            "status": "diverged" if diverged else "ok", "wall_s": 60.0,
+        })
+    return pd.DataFrame(rows)
+
+
+def synthetic_downstream(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every ok run on every task (error from the downstream law, noisy) plus the set's average `core`."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for run in runs[runs["status"] == "ok"].itertuples():
+        acc = []
+        for task, (chance, k) in TASKS.items():
+            err = float(np.clip(downstream_error(run.val_loss, chance, k, 1.5) + rng.normal(0, 0.01), 0, 1))
+            acc.append((1 - err, 1 - chance))
+            rows.append({"run_id": run.run_id, "task": task, "kind": "task", "accuracy": 1 - err,
+                         "random_baseline_accuracy": 1 - chance, "n_examples": 500})
+        rows.append({"run_id": run.run_id, "task": "core", "kind": "average",
+                     "accuracy": np.mean([a for a, _ in acc]), "random_baseline_accuracy": np.mean([b for _, b in acc]),
+                     "n_examples": 500 * len(TASKS)})
+    return pd.DataFrame(rows)
+
+
+def fitted_tables(runs: pd.DataFrame, downstream: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """fits and predictions as the fit stage writes them: over-training, downstream (task set `core`), optimal LR."""
+    kw = dict(by=["dataset"], sizes=SIZES, resamples=RESAMPLES, seed=0)
+    fits, preds = [], []
+    ot, p = fit_table("overtraining", runs, fit_on=FIT_ON, targets=TARGETS, **kw)
+    fits.append(fits_table([fit_dict(f) for f in ot]))
+    preds.append(p)
+    if len(downstream):
+        core = downstream[downstream["task"] == "core"][["run_id", "accuracy"]]
+        with_error = runs.merge(core.assign(error=1 - core["accuracy"]), on="run_id", how="left")
+        ds, p = fit_table("downstream", with_error, fit_on=FIT_ON, targets=TARGETS, **kw)
+        fits.append(fits_table([fit_dict(f) for f in ds if f.law == "downstream"]).assign(task="core"))
+        preds.append(p.assign(task="core"))
+    if runs.groupby(["n_params", "token_multiplier"])["lr"].nunique().max() > 1 and \
+            runs["token_multiplier"].nunique() > 1:
+        lr, p = fit_table("optimal_lr", runs, targets=TARGETS[:1], by=["dataset"], sizes=SIZES)
+        fits.append(fits_table([fit_dict(f) for f in lr]))
+        preds.append(p)
+    return pd.concat(fits, ignore_index=True), pd.concat(preds, ignore_index=True)
+
+
+def write_study(directory: Path, *, downstream: bool = True, **grid) -> R.Tables:
+    """Write the four tables under ``directory`` with the schema's writer; return them as the report reads them."""
+    runs = synthetic_runs(**grid)
+    ds = synthetic_downstream(runs) if downstream else pd.DataFrame(
+        {"run_id": [], "task": [], "kind": [], "accuracy": [], "random_baseline_accuracy": [], "n_examples": []})
+    fits, pred = fitted_tables(runs, ds)
+    for name, df in (("runs", runs), ("downstream", ds), ("fits", fits), ("predictions", pred)):
+        write_table(directory / f"{name}.parquet", name, df)
+    return R.Tables.read(directory)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> R.Tables:
+    return write_study(tmp_path_factory.mktemp("tables"))
+
+
+@pytest.fixture(scope="module")
+def no_downstream(tmp_path_factory) -> R.Tables:
+    """One learning rate per (size, M) and no downstream tasks: the figures that need them are placeholders."""
+    return write_study(tmp_path_factory.mktemp("bare"), downstream=False, lrs=(2e-3,))
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+def lines(ax, prefix: str):
+    return [ln for ln in ax.get_lines() if ln.get_label().startswith(prefix)]
+
+
+def gid(ax, name: str):
+    return [c for c in ax.collections if c.get_gid() == name]
+
+
+def assert_same_rows(got, expected) -> None:
+    """The same rows of numbers, in any order."""
+    np.testing.assert_allclose(np.array(sorted(map(tuple, got))), np.array(sorted(map(tuple, expected))))
+
+
+def interval_bars(ax) -> list[tuple[float, float]]:
+    """(bottom, top) of every interval bar of ``ax``."""
+    return [(s[0][1], s[1][1]) for c in gid(ax, "interval") for s in c.get_segments()]
+
+
+# -- the files ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("which", ["study", "no_downstream"])
+def test_every_figure_is_written_as_a_real_png_and_svg(which, request, tmp_path):
+    t = request.getfixturevalue(which)
+    written = R.write_report("T", "s", t, tmp_path / "figures", tmp_path / "summary.md")
+    assert set(written) == {tmp_path / "figures" / f"{n}.{fmt}" for n in R.FIGURES for fmt in R.FORMATS} | {
+        tmp_path / "summary.md"}
+    panels = {"loss_vs_compute": 1, "downstream_vs_loss": 2, "loss_vs_lr": 1, "residuals": 2, "optimal_lr": 1}
+    for name in R.FIGURES:
+        png, svg = tmp_path / "figures" / f"{name}.png", tmp_path / "figures" / f"{name}.svg"
+        width, height = png_size(png)
+        wide = panels[name] if which == "study" else {"residuals": 1}.get(name, 1)
+        assert (width, height) == (R.DPI * R.PANEL[0] * wide, R.DPI * R.PANEL[1]), name
+        assert svg.read_text().lstrip().startswith("<?xml") and "</svg>" in svg.read_text(), name
+    assert not list((tmp_path / "figures").glob(".*"))  # no temporary files left behind
+
+
+def test_the_rule_declares_exactly_the_figures_the_report_writes():
+    smk = (REPO / "rules" / "report.smk").read_text()
+    names = re.search(r"^FIGURES = \[(.*?)\]", smk, re.S | re.M).group(1)
+    assert re.findall(r'"(\w+)"', names) == list(R.FIGURES)
+    for name in R.FIGURES:
+        assert (REPO / "workflow" / "report" / f"{name}.rst").read_text().strip(), name
+
+
+# -- the figures ----------------------------------------------------------------------------------------------------
+def test_loss_vs_compute_draws_the_fitted_law_per_m_and_the_prediction_intervals(study):
+    fig = R.plot_loss_vs_compute(study.runs, study.fits, study.predictions)
+    ax = fig.axes[0]
+    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
+    assert "FLOPs" in ax.get_xlabel() and "loss" in ax.get_ylabel() and ax.get_legend() is not None
+    fit = study.fits[study.fits["law"] == "overtraining"].iloc[0]
+    law = {p: fit[p] for p in LAWS["overtraining"].params}
+    ms = sorted(study.predictions.loc[study.predictions["law"] == "overtraining", "token_multiplier"].unique())
+    assert [ln.get_label() for ln in lines(ax, "M = ")] == [f"M = {m:g}" for m in ms]
+    for m, line in zip(ms, lines(ax, "M = ")):
+        flops, loss = line.get_data()
+        n = np.sqrt(flops / (6 * m))  # C = 6·N·(M·N)
+        assert np.allclose(loss, overtraining_loss(n, m, **law))
+    # one interval bar per held-out run and target, spanning its prediction interval
+    pred = study.predictions[(study.predictions["law"] == "overtraining") & (study.predictions["role"] != "fit")]
+    assert_same_rows(interval_bars(ax), zip(pred["predicted_loss_lo"], pred["predicted_loss_hi"]))
+    assert sum(len(c.get_offsets()) for c in gid(ax, "target")) == 2
+    assert sum(len(c.get_offsets()) for c in gid(ax, "held_out")) == (pred["role"] == "held_out").sum()
+
+
+def test_downstream_figure_shows_the_law_the_points_chance_and_every_task(study):
+    fig = R.plot_downstream_vs_loss(study.runs, study.downstream, study.fits, study.predictions)
+    avg, tasks = fig.axes[:2]
+    fit = study.fits[study.fits["law"] == "downstream"].iloc[0]
+    (curve,) = lines(avg, "Err(L)")
+    L, err = curve.get_data()
+    assert np.allclose(err, downstream_error(L, fit["epsilon"], fit["k"], fit["gamma"]))
+    chance = 1 - np.mean([1 - c for c, _ in TASKS.values()])
+    (dashed,) = lines(avg, "random chance")
+    assert dashed.get_ydata()[0] == pytest.approx(chance) and dashed.get_linestyle() == "--"
+    for ax in (avg, tasks):
+        assert "loss" in ax.get_xlabel() and "error" in ax.get_ylabel() and ax.get_legend() is not None
+    legend = [t.get_text() for t in tasks.get_legend().get_texts()]
+    assert legend[-1] == "winogrande" and legend == R.task_order(R.downstream_runs(study.runs, study.downstream)
+                                                                    .query("kind == 'task'"))  # easiest → hardest
+    assert sorted(legend) == sorted(TASKS)
+    pred = study.predictions[(study.predictions["law"] == "downstream") & (study.predictions["role"] != "fit")]
+    assert_same_rows(interval_bars(avg), zip(pred["predicted_error_lo"], pred["predicted_error_hi"]))
+
+
+def test_without_downstream_rows_the_downstream_figure_is_a_placeholder(no_downstream):
+    t = no_downstream
+    fig = R.plot_downstream_vs_loss(t.runs, t.downstream, t.fits, t.predictions)
+    assert R.is_placeholder(fig)
+    assert "No downstream tasks" in " ".join(txt.get_text() for txt in fig.axes[0].texts)
+    assert len(R.plot_residuals(t.runs, t.predictions).axes) == 1  # the loss law only
+
+
+def test_loss_vs_lr_marks_diverged_runs_and_labels_the_sizes(study):
+    fig = R.plot_loss_vs_lr(study.runs)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_xlabel() and ax.get_ylabel()
+    diverged = np.concatenate([c.get_offsets() for c in gid(ax, "diverged")])
+    bad = study.runs[study.runs["status"] != "ok"]
+    assert sorted(diverged[:, 0]) == sorted(bad["lr"]) and len(bad) == 2
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[:len(SIZES)] == [f"{s} (N = {n:,})" for s, n in SIZES.items()] and "diverged" in labels
+    ok = study.runs[study.runs["status"] == "ok"]["val_loss"]
+    lo, hi = ax.get_ylim()
+    assert lo < ok.min() and ok.max() < hi  # every loss visible; diverged runs do not squash the curves
+
+
+def test_residuals_are_measured_over_predicted_minus_one_in_percent(study):
+    fig = R.plot_residuals(study.runs, study.predictions)
+    assert len(fig.axes) == 2
+    for ax in fig.axes:
+        assert ax.get_xscale() == "log" and "%" in ax.get_ylabel() and ax.get_legend() is not None
+        assert any(np.allclose(ln.get_ydata(), 0) for ln in ax.get_lines())  # the zero line
+    p = study.predictions[(study.predictions["law"] == "overtraining") & (study.predictions["role"] == "held_out")]
+    drawn = np.concatenate([c.get_offsets() for c in gid(fig.axes[0], "held_out")])
+    expected = np.c_[p["flops"], 100 * (p["measured_loss"] / p["predicted_loss"] - 1)]
+    assert_same_rows(drawn, expected)
+
+
+def test_optimal_lr_plots_the_best_rates_the_law_and_the_sweep_edges(study):
+    fig = R.plot_optimal_lr(study.runs, study.fits, study.predictions)
+    ax = fig.axes[0]
+    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log") and ax.get_legend() is not None
+    fit = study.fits[study.fits["law"] == "optimal_lr"].iloc[0]
+    law = {p: fit[p] for p in LAWS["optimal_lr"].params}
+    for m, line in zip((20, 80), lines(ax, "η*")):
+        n, lr = line.get_data()
+        assert np.allclose(lr, optimal_lr(n, m * n, **law))
+    best = R.lr_sweep_points(study.runs)
+    assert len(best) == 2 * len(SIZES)  # the single-rate point (s1, M = 40) is not a sweep
+    points = sum(len(c.get_offsets()) for c in ax.collections if str(c.get_gid()).startswith("best_lr"))
+    assert points == len(best)
+    # s5 diverged at the top rate, so its best of the rest may sit on the top edge; the figure marks what the fit sees
+    assert sum(len(c.get_offsets()) for c in gid(ax, "best_lr_high")) == (best["edge"] == "high").sum()
+
+
+def test_a_cut_sweep_is_marked_on_its_edge():
+    runs = synthetic_runs(lrs=LRS[:2])  # both rates below every optimum
+    best = R.lr_sweep_points(runs)
+    assert (best["edge"] == "high").all()
+    fig = R.plot_optimal_lr(runs, empty("fits").to_pandas(), empty("predictions").to_pandas())
+    assert sum(len(c.get_offsets()) for c in gid(fig.axes[0], "best_lr_high")) == len(best)
+    assert "no η* law fitted" in fig.axes[0].get_title()
+
+
+def test_without_a_sweep_the_optimal_lr_figure_is_a_placeholder(no_downstream):
+    t = no_downstream
+    assert R.is_placeholder(R.plot_optimal_lr(t.runs, t.fits, t.predictions))
+
+
+# -- the summary ----------------------------------------------------------------------------------------------------
+def test_summary_has_every_law_its_parameters_and_the_held_out_numbers(study):
+    md = R.summary_markdown("A title", "web-study", study, "figures")
+    n_bad = (study.runs["status"] == "diverged").sum()
+    assert md.startswith("# A title") and n_bad
+    assert f"`web-study`: {len(study.runs)} runs ({n_bad} diverged, {len(study.runs) - n_bad} ok)" in md
+    for law in ("overtraining", "downstream", "optimal_lr"):
+        fit = study.fits[study.fits["law"] == law].iloc[0]
+        assert fit["formula"] in md
+        for p in LAWS[law].params:
+            assert f"| {p} | {fit[p]:.4g} | {fit[p + '_stderr']:.4g} | [{fit[p + '_lo']:.4g}, {fit[p + '_hi']:.4g}] |" \
+                in md, (law, p)
+    pred = study.predictions
+    held = pred[(pred["law"] == "overtraining") & (pred["role"] == "held_out")].iloc[0]
+    assert (f"| {held['predicted_loss']:.4g} | [{held['predicted_loss_lo']:.4g}, {held['predicted_loss_hi']:.4g}] "
+            f"| {held['measured_loss']:.4g} | {100 * held['rel_error']:.4g} | "
+            f"{'yes' if held['covered'] else 'no'} |") in md
+    ds = pred[(pred["law"] == "downstream") & (pred["role"] == "held_out")].iloc[0]
+    assert (f"| {ds['predicted_error']:.4g} | [{ds['predicted_error_lo']:.4g}, {ds['predicted_error_hi']:.4g}] "
+            f"| {ds['measured_error']:.4g} | {100 * ds['error_rel_error']:.4g} |") in md
+    target = pred[(pred["law"] == "downstream") & (pred["role"] == "target")].iloc[0]
+    assert f"| {target['predicted_error']:.4g} | [{target['predicted_error_lo']:.4g}" in md
+    assert "task set `core`" in md and "(figures/loss_vs_compute.png)" in md
+
+
+def test_the_accuracy_table_has_a_row_per_task_and_a_column_per_best_lr_point(study):
+    table = R.accuracy_table(study.runs, study.downstream)
+    assert list(table["task"]) == sorted(TASKS) + ["average: core"]
+    assert list(table.columns[:3]) == ["task", "chance", "s1 M=20"] and len(table.columns) == 2 + 2 * len(SIZES) + 1
+    assert table.set_index("task").loc["piqa", "chance"] == pytest.approx(50.0)
+    # the s3 M = 20 column is the accuracy of its best-LR run
+    runs = study.runs[(study.runs["size"] == "s3") & (study.runs["token_multiplier"] == 20)]
+    best = runs.loc[runs["val_loss"].idxmin(), "run_id"]
+    acc = study.downstream.set_index(["run_id", "task"]).loc[(best, "copa"), "accuracy"]
+    assert table.set_index("task").loc["copa", "s3 M=20"] == pytest.approx(100 * acc)
+    md = R.summary_markdown("T", "s", study)
+    assert "| task | chance | s1 M=20 |" in md
+
+
+def test_summary_without_downstream_or_sweep_says_so(no_downstream):
+    md = R.summary_markdown("T", "s", no_downstream)
+    assert "No downstream tasks in this study." in md and "No learning-rate sweep in this study." in md
+    assert "Downstream error law" not in md and "Over-training law on `web`" in md
+
+
+def test_a_warning_when_the_fit_stage_says_a_parameter_ended_on_its_bound(study):
+    fits = study.fits.assign(at_bound=np.where(study.fits["law"] == "overtraining", '["E", "c"]', None))
+    md = R.summary_markdown("T", "s", R.Tables(study.runs, study.downstream, fits, study.predictions))
+    assert md.count("**Warning:**") == 1 and "**Warning:** E, c ended on the bound" in md
+
+
+def two_datasets(t: R.Tables) -> R.Tables:
+    """The study twice: as dataset `web` and as dataset `books` (runs renamed)."""
+    def twice(df, run_id=False):
+        other = df.assign(dataset="books") if "dataset" in df else df.copy()
+        if run_id:
+            other["run_id"] = "books/" + other["run_id"]
+        return pd.concat([df, other], ignore_index=True)
+    return R.Tables(twice(t.runs, True), twice(t.downstream, True), twice(t.fits), twice(t.predictions))
+
+
+def test_every_dataset_gets_its_own_panels_and_sections(study):
+    t = two_datasets(study)
+    figs = R.figures(t)
+    # loss vs compute, loss vs lr, optimal lr: a panel per dataset; downstream and residuals: a row per dataset
+    assert {name: len([ax for ax in fig.axes if ax.axison]) for name, fig in figs.items()} == {
+        "loss_vs_compute": 2, "downstream_vs_loss": 4, "loss_vs_lr": 2, "residuals": 4, "optimal_lr": 2}
+    titles = [ax.get_title() for ax in figs["residuals"].axes]
+    assert titles[0].startswith("books: over-training") and titles[-1].startswith("web: downstream law (core)")
+    md = R.summary_markdown("T", "s", t)
+    for ds in ("web", "books"):
+        assert f"## Over-training law on `{ds}`" in md and f"## Downstream error law on `{ds}`" in md
+    assert "| task | chance | books: s1 M=20 |" in md
+    for fig in figs.values():
+        plt.close(fig)
+
+
+# -- the command --------------------------------------------------------------------------------------------------------
+def test_scaling_report_reads_a_tables_folder(tmp_path):
+    write_study(tmp_path / "tables", downstream=False, lrs=(2e-3,))
+    proc = subprocess.run([sys.executable, "-m", "scaling.cli", "report", "--title", "T", "--study", "s",
+                           "--tables", str(tmp_path / "tables"), "--figures", str(tmp_path / "out/figures"),
+                           "--summary", str(tmp_path / "out/summary.md")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "(figures/residuals.png)" in (tmp_path / "out/summary.md").read_text()
+    assert len(list((tmp_path / "out/figures").iterdir())) == 2 * len(R.FIGURES)
+    (tmp_path / "tables/fits.parquet").unlink()
+    proc = subprocess.run([sys.executable, "-m", "scaling.cli", "report", "--title", "T", "--study", "s",
+                           "--tables", str(tmp_path / "tables"), "--figures", str(tmp_path / "f"),
+                           "--summary", str(tmp_path / "s.md")], capture_output=True, text=True)
+    assert proc.returncode != 0 and "fits.parquet" in proc.stderr
