@@ -629,6 +629,8 @@ def _predictions(p: pd.DataFrame, q: str, level) -> pd.DataFrame:
     out[f"measured {q}"] = p[f"measured_{q}"]
     out["rel. error (%)"] = 100 * p[rel] if rel in p else np.nan
     out["covered"] = [None if pd.isna(v) else bool(v) for v in p[cov]] if cov in p else None
+    if q == "error" and "error_at_measured_loss" in p:  # the error law alone, without the loss law's miss
+        out["error law at measured loss"] = p["error_at_measured_loss"]
     return out
 
 
