@@ -144,7 +144,8 @@ def _import(args):
 
 
 def _report(args):
-    from scaling.report import Tables, write_report
+    from scaling.report import write_report
+    from scaling.study_tables import Tables
     from scaling.schema import SchemaError
 
     try:

@@ -36,7 +36,7 @@ from scaling.downstream import fit_downstream, predict_chained
 from scaling.estimators import FitError
 from scaling.laws import LAWS, overtraining_compute_form
 from scaling.optimal_lr import best_lr_grid, fit_optimal_lr
-from scaling.overtraining import PARAMS, fit_overtraining  # noqa: F401 (PARAMS: re-exported for the report)
+from scaling.overtraining import fit_overtraining
 from scaling.result import FitResult
 
 TABLE_LAWS = ("overtraining", "downstream", "chinchilla", "optimal_lr")

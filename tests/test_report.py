@@ -19,7 +19,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scaling import figures as F
 from scaling import report as R
+from scaling import study_tables as T
+from scaling import summary as S
 from scaling.fit import fit_dict, fit_table, fits_table
 from scaling.laws import LAWS, downstream_error, optimal_lr, overtraining_loss
 from scaling.schema import empty, write_table
@@ -95,7 +98,7 @@ def fitted_tables(runs: pd.DataFrame, downstream: pd.DataFrame) -> tuple[pd.Data
     return pd.concat(fits, ignore_index=True), pd.concat(preds, ignore_index=True)
 
 
-def write_study(directory: Path, *, downstream: bool = True, **grid) -> R.Tables:
+def write_study(directory: Path, *, downstream: bool = True, **grid) -> T.Tables:
     """Write the four tables under ``directory`` with the schema's writer; return them as the report reads them."""
     runs = synthetic_runs(**grid)
     ds = synthetic_downstream(runs) if downstream else pd.DataFrame(
@@ -103,16 +106,16 @@ def write_study(directory: Path, *, downstream: bool = True, **grid) -> R.Tables
     fits, pred = fitted_tables(runs, ds)
     for name, df in (("runs", runs), ("downstream", ds), ("fits", fits), ("predictions", pred)):
         write_table(directory / f"{name}.parquet", name, df)
-    return R.Tables.read(directory)
+    return T.Tables.read(directory)
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory) -> R.Tables:
+def study(tmp_path_factory) -> T.Tables:
     return write_study(tmp_path_factory.mktemp("tables"))
 
 
 @pytest.fixture(scope="module")
-def no_downstream(tmp_path_factory) -> R.Tables:
+def no_downstream(tmp_path_factory) -> T.Tables:
     """One learning rate per (size, M) and no downstream tasks: the figures that need them are placeholders."""
     return write_study(tmp_path_factory.mktemp("bare"), downstream=False, lrs=(2e-3,))
 
@@ -146,14 +149,14 @@ def interval_bars(ax) -> list[tuple[float, float]]:
 def test_every_figure_is_written_as_a_real_png_and_svg(which, request, tmp_path):
     t = request.getfixturevalue(which)
     written = R.write_report("T", "s", t, tmp_path / "figures", tmp_path / "summary.md")
-    assert set(written) == {tmp_path / "figures" / f"{n}.{fmt}" for n in R.FIGURES for fmt in R.FORMATS} | {
+    assert set(written) == {tmp_path / "figures" / f"{n}.{fmt}" for n in F.FIGURES for fmt in F.FORMATS} | {
         tmp_path / "summary.md"}
     panels = {"loss_vs_compute": 1, "downstream_vs_loss": 2, "loss_vs_lr": 1, "residuals": 2, "optimal_lr": 1}
-    for name in R.FIGURES:
+    for name in F.FIGURES:
         png, svg = tmp_path / "figures" / f"{name}.png", tmp_path / "figures" / f"{name}.svg"
         width, height = png_size(png)
         wide = panels[name] if which == "study" else {"residuals": 1}.get(name, 1)
-        assert (width, height) == (R.DPI * R.PANEL[0] * wide, R.DPI * R.PANEL[1]), name
+        assert (width, height) == (F.DPI * F.PANEL[0] * wide, F.DPI * F.PANEL[1]), name
         assert svg.read_text().lstrip().startswith("<?xml") and "</svg>" in svg.read_text(), name
     assert not list((tmp_path / "figures").glob(".*"))  # no temporary files left behind
 
@@ -161,14 +164,14 @@ def test_every_figure_is_written_as_a_real_png_and_svg(which, request, tmp_path)
 def test_the_rule_declares_exactly_the_figures_the_report_writes():
     smk = (REPO / "rules" / "report.smk").read_text()
     names = re.search(r"^FIGURES = \[(.*?)\]", smk, re.S | re.M).group(1)
-    assert re.findall(r'"(\w+)"', names) == list(R.FIGURES)
-    for name in R.FIGURES:
+    assert re.findall(r'"(\w+)"', names) == list(F.FIGURES)
+    for name in F.FIGURES:
         assert (REPO / "workflow" / "report" / f"{name}.rst").read_text().strip(), name
 
 
 # -- the figures ----------------------------------------------------------------------------------------------------
 def test_loss_vs_compute_draws_the_fitted_law_per_m_and_the_prediction_intervals(study):
-    fig = R.plot_loss_vs_compute(study.runs, study.fits, study.predictions)
+    fig = F.plot_loss_vs_compute(study.runs, study.fits, study.predictions)
     ax = fig.axes[0]
     assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
     assert "FLOPs" in ax.get_xlabel() and "loss" in ax.get_ylabel() and ax.get_legend() is not None
@@ -188,7 +191,7 @@ def test_loss_vs_compute_draws_the_fitted_law_per_m_and_the_prediction_intervals
 
 
 def test_downstream_figure_shows_the_law_the_points_chance_and_every_task(study):
-    fig = R.plot_downstream_vs_loss(study.runs, study.downstream, study.fits, study.predictions)
+    fig = F.plot_downstream_vs_loss(study.runs, study.downstream, study.fits, study.predictions)
     avg, tasks = fig.axes[:2]
     fit = study.fits[study.fits["law"] == "downstream"].iloc[0]
     (curve,) = lines(avg, "Err(L)")
@@ -200,7 +203,7 @@ def test_downstream_figure_shows_the_law_the_points_chance_and_every_task(study)
     for ax in (avg, tasks):
         assert "loss" in ax.get_xlabel() and "error" in ax.get_ylabel() and ax.get_legend() is not None
     legend = [t.get_text() for t in tasks.get_legend().get_texts()]
-    assert legend[-1] == "winogrande" and legend == R.task_order(R.downstream_runs(study.runs, study.downstream)
+    assert legend[-1] == "winogrande" and legend == F.task_order(T.downstream_runs(study.runs, study.downstream)
                                                                     .query("kind == 'task'"))  # easiest → hardest
     assert sorted(legend) == sorted(TASKS)
     pred = study.predictions[(study.predictions["law"] == "downstream") & (study.predictions["role"] != "fit")]
@@ -209,14 +212,14 @@ def test_downstream_figure_shows_the_law_the_points_chance_and_every_task(study)
 
 def test_without_downstream_rows_the_downstream_figure_is_a_placeholder(no_downstream):
     t = no_downstream
-    fig = R.plot_downstream_vs_loss(t.runs, t.downstream, t.fits, t.predictions)
-    assert R.is_placeholder(fig)
+    fig = F.plot_downstream_vs_loss(t.runs, t.downstream, t.fits, t.predictions)
+    assert F.is_placeholder(fig)
     assert "No downstream tasks" in " ".join(txt.get_text() for txt in fig.axes[0].texts)
-    assert len(R.plot_residuals(t.runs, t.predictions).axes) == 1  # the loss law only
+    assert len(F.plot_residuals(t.runs, t.predictions).axes) == 1  # the loss law only
 
 
 def test_loss_vs_lr_marks_diverged_runs_and_labels_the_sizes(study):
-    fig = R.plot_loss_vs_lr(study.runs)
+    fig = F.plot_loss_vs_lr(study.runs)
     ax = fig.axes[0]
     assert ax.get_xscale() == "log" and ax.get_xlabel() and ax.get_ylabel()
     diverged = np.concatenate([c.get_offsets() for c in gid(ax, "diverged")])
@@ -230,7 +233,7 @@ def test_loss_vs_lr_marks_diverged_runs_and_labels_the_sizes(study):
 
 
 def test_residuals_are_measured_over_predicted_minus_one_in_percent(study):
-    fig = R.plot_residuals(study.runs, study.predictions)
+    fig = F.plot_residuals(study.runs, study.predictions)
     assert len(fig.axes) == 2
     for ax in fig.axes:
         assert ax.get_xscale() == "log" and "%" in ax.get_ylabel() and ax.get_legend() is not None
@@ -242,7 +245,7 @@ def test_residuals_are_measured_over_predicted_minus_one_in_percent(study):
 
 
 def test_optimal_lr_plots_the_best_rates_the_law_and_the_sweep_edges(study):
-    fig = R.plot_optimal_lr(study.runs, study.fits, study.predictions)
+    fig = F.plot_optimal_lr(study.runs, study.fits, study.predictions)
     ax = fig.axes[0]
     assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log") and ax.get_legend() is not None
     fit = study.fits[study.fits["law"] == "optimal_lr"].iloc[0]
@@ -250,7 +253,7 @@ def test_optimal_lr_plots_the_best_rates_the_law_and_the_sweep_edges(study):
     for m, line in zip((20, 80), lines(ax, "η*")):
         n, lr = line.get_data()
         assert np.allclose(lr, optimal_lr(n, m * n, **law))
-    best = R.lr_sweep_points(study.runs)
+    best = T.lr_sweep_points(study.runs)
     assert len(best) == 2 * len(SIZES)  # the single-rate point (s1, M = 40) is not a sweep
     points = sum(len(c.get_offsets()) for c in ax.collections if str(c.get_gid()).startswith("best_lr"))
     assert points == len(best)
@@ -260,21 +263,21 @@ def test_optimal_lr_plots_the_best_rates_the_law_and_the_sweep_edges(study):
 
 def test_a_cut_sweep_is_marked_on_its_edge():
     runs = synthetic_runs(lrs=LRS[:2])  # both rates below every optimum
-    best = R.lr_sweep_points(runs)
+    best = T.lr_sweep_points(runs)
     assert (best["edge"] == "high").all()
-    fig = R.plot_optimal_lr(runs, empty("fits").to_pandas(), empty("predictions").to_pandas())
+    fig = F.plot_optimal_lr(runs, empty("fits").to_pandas(), empty("predictions").to_pandas())
     assert sum(len(c.get_offsets()) for c in gid(fig.axes[0], "best_lr_high")) == len(best)
     assert "no η* law fitted" in fig.axes[0].get_title()
 
 
 def test_without_a_sweep_the_optimal_lr_figure_is_a_placeholder(no_downstream):
     t = no_downstream
-    assert R.is_placeholder(R.plot_optimal_lr(t.runs, t.fits, t.predictions))
+    assert F.is_placeholder(F.plot_optimal_lr(t.runs, t.fits, t.predictions))
 
 
 # -- the summary ----------------------------------------------------------------------------------------------------
 def test_summary_has_every_law_its_parameters_and_the_held_out_numbers(study):
-    md = R.summary_markdown("A title", "web-study", study, "figures")
+    md = S.summary_markdown("A title", "web-study", study, "figures")
     n_bad = (study.runs["status"] == "diverged").sum()
     assert md.startswith("# A title") and n_bad
     assert f"`web-study`: {len(study.runs)} runs ({n_bad} diverged, {len(study.runs) - n_bad} ok)" in md
@@ -298,7 +301,7 @@ def test_summary_has_every_law_its_parameters_and_the_held_out_numbers(study):
 
 
 def test_the_accuracy_table_has_a_row_per_task_and_a_column_per_best_lr_point(study):
-    table = R.accuracy_table(study.runs, study.downstream)
+    table = S.accuracy_table(study.runs, study.downstream)
     assert list(table["task"]) == sorted(TASKS) + ["average: core"]
     assert list(table.columns[:3]) == ["task", "chance", "s1 M=20"] and len(table.columns) == 2 + 2 * len(SIZES) + 1
     assert table.set_index("task").loc["piqa", "chance"] == pytest.approx(50.0)
@@ -307,41 +310,41 @@ def test_the_accuracy_table_has_a_row_per_task_and_a_column_per_best_lr_point(st
     best = runs.loc[runs["val_loss"].idxmin(), "run_id"]
     acc = study.downstream.set_index(["run_id", "task"]).loc[(best, "copa"), "accuracy"]
     assert table.set_index("task").loc["copa", "s3 M=20"] == pytest.approx(100 * acc)
-    md = R.summary_markdown("T", "s", study)
+    md = S.summary_markdown("T", "s", study)
     assert "| task | chance | s1 M=20 |" in md
 
 
 def test_summary_without_downstream_or_sweep_says_so(no_downstream):
-    md = R.summary_markdown("T", "s", no_downstream)
+    md = S.summary_markdown("T", "s", no_downstream)
     assert "No downstream tasks in this study." in md and "No learning-rate sweep in this study." in md
     assert "Downstream error law" not in md and "Over-training law on `web`" in md
 
 
 def test_a_warning_when_the_fit_stage_says_a_parameter_ended_on_its_bound(study):
     fits = study.fits.assign(at_bound=np.where(study.fits["law"] == "overtraining", '["E", "c"]', None))
-    md = R.summary_markdown("T", "s", R.Tables(study.runs, study.downstream, fits, study.predictions))
+    md = S.summary_markdown("T", "s", T.Tables(study.runs, study.downstream, fits, study.predictions))
     assert md.count("**Warning:**") == 1 and "**Warning:** E, c ended on the bound" in md
 
 
-def two_datasets(t: R.Tables) -> R.Tables:
+def two_datasets(t: T.Tables) -> T.Tables:
     """The study twice: as dataset `web` and as dataset `books` (runs renamed)."""
     def twice(df, run_id=False):
         other = df.assign(dataset="books") if "dataset" in df else df.copy()
         if run_id:
             other["run_id"] = "books/" + other["run_id"]
         return pd.concat([df, other], ignore_index=True)
-    return R.Tables(twice(t.runs, True), twice(t.downstream, True), twice(t.fits), twice(t.predictions))
+    return T.Tables(twice(t.runs, True), twice(t.downstream, True), twice(t.fits), twice(t.predictions))
 
 
 def test_every_dataset_gets_its_own_panels_and_sections(study):
     t = two_datasets(study)
-    figs = R.figures(t)
+    figs = F.figures(t)
     # loss vs compute, loss vs lr, optimal lr: a panel per dataset; downstream and residuals: a row per dataset
     assert {name: len([ax for ax in fig.axes if ax.axison]) for name, fig in figs.items()} == {
         "loss_vs_compute": 2, "downstream_vs_loss": 4, "loss_vs_lr": 2, "residuals": 4, "optimal_lr": 2}
     titles = [ax.get_title() for ax in figs["residuals"].axes]
     assert titles[0].startswith("books: over-training") and titles[-1].startswith("web: downstream law (core)")
-    md = R.summary_markdown("T", "s", t)
+    md = S.summary_markdown("T", "s", t)
     for ds in ("web", "books"):
         assert f"## Over-training law on `{ds}`" in md and f"## Downstream error law on `{ds}`" in md
     assert "| task | chance | books: s1 M=20 |" in md
@@ -357,7 +360,7 @@ def test_scaling_report_reads_a_tables_folder(tmp_path):
                            "--summary", str(tmp_path / "out/summary.md")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "(figures/residuals.png)" in (tmp_path / "out/summary.md").read_text()
-    assert len(list((tmp_path / "out/figures").iterdir())) == 2 * len(R.FIGURES)
+    assert len(list((tmp_path / "out/figures").iterdir())) == 2 * len(F.FIGURES)
     (tmp_path / "tables/fits.parquet").unlink()
     proc = subprocess.run([sys.executable, "-m", "scaling.cli", "report", "--title", "T", "--study", "s",
                            "--tables", str(tmp_path / "tables"), "--figures", str(tmp_path / "f"),
