@@ -35,8 +35,9 @@ def snakemake_slurm(workdir: Path, config: dict, *args: str, background: bool = 
     (workdir / "study.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--profile", str(SLURM_PROFILE),
            "--configfile", str(workdir / "study.yaml"), "--seconds-between-status-checks", "2", *args]
-    if background:
-        return subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if background:  # Ctrl-C must reach it as from a terminal, even if these tests were started with SIGINT ignored
+        return subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
 
 
