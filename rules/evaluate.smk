@@ -5,20 +5,21 @@ TASK_SETS = json.dumps(config["downstream"]["task_sets"], sort_keys=True)
 
 
 rule tasks:
-    """Build one built-in task of one dataset from the dataset's held-out text."""
+    """Build one built-in task of one dataset from its prepared validation split (the held-out text)."""
     input:
-        lambda wc: S.dataset_files(config, wc.dataset),
+        val=f"{RESULTS}/data/{{dataset}}/val.bin",
+        meta=f"{RESULTS}/data/{{dataset}}/meta.json",
     output:
         f"{RESULTS}/tasks/{{dataset}}/{{task}}.jsonl",
     params:
-        dataset=lambda wc: json.dumps(config["datasets"][wc.dataset], sort_keys=True),
+        data=lambda wc, input: os.path.dirname(input.meta),
         kind=lambda wc: TASKS[wc.task]["builtin"],
         examples=config["downstream"]["examples"],
         seed=config["downstream"]["seed"],
     log:
         f"{RESULTS}/logs/tasks/{{dataset}}/{{task}}.log",
     shell:
-        "{SCALING} tasks --dataset {params.dataset:q} --kind {params.kind} --examples {params.examples} "
+        "{SCALING} tasks --data {params.data} --kind {params.kind} --examples {params.examples} "
         "--seed {params.seed} --out {output} > {log} 2>&1"
 
 

@@ -29,12 +29,11 @@ def _train(args):
 
 
 def _tasks(args):
-    from scaling.data import load_split
+    from scaling.data import held_out_text
     from scaling.tasks import TaskError, build_task, write_task
 
     try:
-        examples = build_task(args.kind, load_split(json.loads(args.dataset)).val.decode("utf-8", "replace"),
-                              args.examples, args.seed)
+        examples = build_task(args.kind, held_out_text(args.data), args.examples, args.seed)
     except TaskError as e:
         raise SystemExit(f"error: {e}")
     write_task(args.out, examples)
@@ -252,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("tasks", help="(pipeline) build a built-in downstream task from a dataset's held-out text")
-    p.add_argument("--dataset", required=True, help="the dataset's config, as JSON")
+    p.add_argument("--data", required=True, help="the prepared dataset (its validation split is the text)")
     p.add_argument("--kind", required=True, help="the built-in task (see scaling/tasks.py)")
     p.add_argument("--examples", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)

@@ -91,8 +91,11 @@ def scaling_version() -> str:
 def fingerprint(metrics_path: Path) -> list[int]:
     """Size and mtime (ns) of a run's metrics.json and curve.parquet (they change when the run is retrained),
     and of its downstream.json, when it has one (it changes when the run is re-evaluated)."""
-    scores = metrics_path.with_name("downstream.json")
-    out = [scores.stat().st_size, scores.stat().st_mtime_ns] if scores.exists() else []
+    try:
+        scores = metrics_path.with_name("downstream.json").stat()
+        out = [scores.st_size, scores.st_mtime_ns]
+    except FileNotFoundError:
+        out = []
     for path in (metrics_path, metrics_path.with_name("curve.parquet")):
         try:
             st = path.stat()

@@ -190,3 +190,19 @@ def load_tokens(data_dir: str | Path, split: str) -> np.ndarray:
     """Memory-map ``split`` ('train' or 'val') of a prepared dataset."""
     meta = read_json(Path(data_dir) / "meta.json")
     return np.memmap(Path(data_dir) / f"{split}.bin", dtype=meta["dtype"], mode="r")
+
+
+def load_tokenizer(data_dir: str | Path) -> ByteTokenizer | BPETokenizer:
+    """The tokenizer of a prepared dataset: bytes, or its trained BPE (``tokenizer.json``)."""
+    meta = read_json(Path(data_dir) / "meta.json")
+    if meta.get("tokenizer") == "bpe":
+        return BPETokenizer.load(Path(data_dir) / "tokenizer.json")
+    if meta.get("tokenizer") == "bytes":
+        return ByteTokenizer()
+    raise ValueError(f"{data_dir}: a pre-tokenized dataset has no tokenizer, so text tasks cannot be made or scored "
+                     f"on it")
+
+
+def held_out_text(data_dir: str | Path) -> str:
+    """The validation split of a prepared dataset as text (decoded with its tokenizer): what no run trains on."""
+    return load_tokenizer(data_dir).decode(load_tokens(data_dir, "val")).decode("utf-8", "replace")

@@ -24,12 +24,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from scaling.data import load_tokenizer
 from scaling.io import read_json, write_json
 from scaling.model import GPT, Shape
 from scaling.tasks import random_baseline, read_task
-from scaling.tokenizer import BPETokenizer, ByteTokenizer
-
-METRICS = ("acc", "acc_norm")
 
 
 @torch.no_grad()
@@ -71,12 +69,10 @@ def loglikelihoods(model: torch.nn.Module, requests: list[tuple[np.ndarray, np.n
 def score_task(model: torch.nn.Module, tokenizer, examples: list[dict], seq_len: int, batch_size: int = 64,
                device: torch.device | str = "cpu") -> dict:
     """Top-1 accuracy of ``model`` on a task, raw (``acc``) and byte-length-normalized (``acc_norm``)."""
-    requests, owners = [], []
-    for i, ex in enumerate(examples):
+    requests = []
+    for ex in examples:
         ctx = tokenizer.encode(ex["context"].encode("utf-8"))
-        for choice in ex["choices"]:
-            requests.append((ctx, tokenizer.encode(choice.encode("utf-8"))))
-            owners.append(i)
+        requests += [(ctx, tokenizer.encode(choice.encode("utf-8"))) for choice in ex["choices"]]
     ll = loglikelihoods(model, requests, seq_len, batch_size, device)
     right_raw, right_norm, start = [], [], 0
     for ex in examples:
@@ -98,16 +94,6 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> GPT:
     return model.eval()
 
 
-def load_tokenizer(data_dir: str | Path):
-    """The tokenizer of a prepared dataset: bytes, or its trained BPE (``tokenizer.json``)."""
-    meta = read_json(Path(data_dir) / "meta.json")
-    if meta.get("tokenizer") == "bpe":
-        return BPETokenizer.load(Path(data_dir) / "tokenizer.json")
-    if meta.get("tokenizer") in ("bytes", None) and meta["vocab_size"] == ByteTokenizer.vocab_size:
-        return ByteTokenizer()
-    raise ValueError(f"{data_dir}: a pre-tokenized dataset has no tokenizer, so text tasks cannot be scored on it")
-
-
 def evaluate_run(run_dir: str | Path, data_dir: str | Path, tasks: dict[str, dict], task_sets: dict[str, list[str]],
                  batch_size: int = 64, threads: int = 1) -> dict:
     """Score a finished run on ``tasks`` ({name: {"path": JSONL, "metric": …}}); write ``downstream.json``.
@@ -126,9 +112,9 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, tasks: dict[str, dic
         model, tokenizer = load_model(run_dir / "model.pt", device), load_tokenizer(data_dir)
         for name, task in tasks.items():
             s = score_task(model, tokenizer, read_task(task["path"]), model.shape.seq_len, batch_size, device)
-            result["tasks"][name] = {"accuracy": s[task.get("metric", "acc_norm")], "accuracy_raw": s["acc"],
-                                     "accuracy_norm": s["acc_norm"], "metric": task.get("metric", "acc_norm"),
-                                     "n_examples": s["n_examples"],
+            metric = task.get("metric", "acc_norm")
+            result["tasks"][name] = {"accuracy": s[metric], "accuracy_raw": s["acc"], "accuracy_norm": s["acc_norm"],
+                                     "metric": metric, "n_examples": s["n_examples"],
                                      "random_baseline_accuracy": s["random_baseline_accuracy"]}
         for name, members in task_sets.items():
             rows = [result["tasks"][t] for t in members]

@@ -30,7 +30,6 @@ from scaling.fit import fit_dict, fit_table, fits_table, records
 from scaling.io import write_json
 from scaling.schema import write_table
 
-LAWS = ("overtraining", "downstream", "optimal_lr")
 SWEEP = "n_lrs >= 3"  # the points whose best learning rate is measured, not just the one rate tried
 
 
@@ -45,7 +44,7 @@ def with_error(runs: pd.DataFrame, downstream: pd.DataFrame, task: str) -> pd.Da
 
 def fit_study(runs: pd.DataFrame, downstream: pd.DataFrame, fit: dict, sizes: dict, task: str | None,
               ) -> dict[str, tuple[list[dict], pd.DataFrame, str | None]]:
-    """{law: (fits, predictions, why it was skipped or None)} for :data:`LAWS`."""
+    """{law: (fits, predictions, why it was skipped or None)} for overtraining, downstream and optimal_lr."""
     common = {"targets": fit.get("targets", []), "by": ["dataset"], "sizes": sizes, "resamples": fit["bootstrap"],
               "seed": fit["seed"], "scheme": fit["scheme"], "level": fit["level"]}
     out = {}

@@ -35,9 +35,11 @@ From easy to hard for a small byte-level model:
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -134,25 +136,20 @@ def _misspellings(word: str, rng: np.random.Generator, vocabulary: set[str]) -> 
     return out
 
 
-def build_spelling(text: str, n: int, rng: np.random.Generator) -> list[dict]:
+def build_spelling(text: str, rng: np.random.Generator) -> Iterator[dict]:
     words = list(WORD.finditer(text))
     vocabulary = {m.group().lower() for m in words}
-    examples = []
     for idx in rng.permutation(len(words)):
         m = words[idx]
         if len(m.group()) < 5 or not _after_space(text, m.start()):
             continue
         wrong = _misspellings(m.group(), rng, vocabulary)
         if wrong:
-            examples.append(_example(rng, _context(text, m.start()), m.group(), wrong))
-        if len(examples) == n:
-            break
-    return examples
+            yield _example(rng, _context(text, m.start()), m.group(), wrong)
 
 
-def build_word_order(text: str, n: int, rng: np.random.Generator) -> list[dict]:
+def build_word_order(text: str, rng: np.random.Generator) -> Iterator[dict]:
     words = list(WORD.finditer(text))
-    examples = []
     for idx in rng.permutation(len(words) - 3):
         three = words[idx : idx + 3]
         span = text[three[0].start() : three[-1].end()]
@@ -164,13 +161,10 @@ def build_word_order(text: str, n: int, rng: np.random.Generator) -> list[dict]:
         if len(orders) < N_CHOICES - 1:
             continue
         wrong = [str(w) for w in rng.choice(sorted(orders), N_CHOICES - 1, replace=False)]
-        examples.append(_example(rng, _context(text, three[0].start()), span, wrong))
-        if len(examples) == n:
-            break
-    return examples
+        yield _example(rng, _context(text, three[0].start()), span, wrong)
 
 
-def build_next_word(text: str, n: int, rng: np.random.Generator, window: int = 10) -> list[dict]:
+def build_next_word(text: str, rng: np.random.Generator, window: int = 10) -> Iterator[dict]:
     words = list(WORD.finditer(text))
     counts = Counter(m.group().lower() for m in words)
     ranked = [w for w, _ in counts.most_common()]
@@ -178,7 +172,6 @@ def build_next_word(text: str, n: int, rng: np.random.Generator, window: int = 1
     surface = {}  # each word's most common spelling in the text ("Jehovah", not "jehovah")
     for form, _ in Counter(m.group() for m in words).most_common():
         surface.setdefault(form.lower(), form)
-    examples = []
     for idx in rng.permutation(len(words)):
         m = words[idx]
         word = m.group()
@@ -189,15 +182,11 @@ def build_next_word(text: str, n: int, rng: np.random.Generator, window: int = 1
         wrong = [surface[w] for w in rng.choice(near, N_CHOICES - 1, replace=False)]
         if word[0].isupper():
             wrong = [w[0].upper() + w[1:] for w in wrong]
-        examples.append(_example(rng, _context(text, m.start()), word, wrong))
-        if len(examples) == n:
-            break
-    return examples
+        yield _example(rng, _context(text, m.start()), word, wrong)
 
 
-def build_last_word(text: str, n: int, rng: np.random.Generator) -> list[dict]:
+def build_last_word(text: str, rng: np.random.Generator) -> Iterator[dict]:
     sentences = list(re.finditer(r"[A-Z][^.?!]*[.?!]", text))
-    examples = []
     for idx in rng.permutation(len(sentences)):
         s = sentences[idx]
         words = list(WORD.finditer(text, s.start(), s.end()))
@@ -212,10 +201,7 @@ def build_last_word(text: str, n: int, rng: np.random.Generator) -> list[dict]:
         if last.group() not in in_context or len(others) < N_CHOICES - 1:
             continue
         wrong = [str(w) for w in rng.choice(others, N_CHOICES - 1, replace=False)]
-        examples.append(_example(rng, ctx, last.group(), wrong))
-        if len(examples) == n:
-            break
-    return examples
+        yield _example(rng, ctx, last.group(), wrong)
 
 
 BUILDERS = {
@@ -235,7 +221,7 @@ def build_task(kind: str, text: str, n: int, seed: int) -> list[dict]:
     if kind not in BUILDERS:
         raise TaskError(f"unknown built-in task {kind!r}; use one of {sorted(BUILDERS)}")
     rng = np.random.default_rng([seed, list(BUILDERS).index(kind)])
-    examples = BUILDERS[kind](text, n, rng)
+    examples = list(itertools.islice(BUILDERS[kind](text, rng), n))
     if len(examples) < n:
         raise TaskError(f"the text yields only {len(examples)} {kind} examples of the {n} asked; "
                         f"fix: lower downstream.examples or give the dataset more validation text")

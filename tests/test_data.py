@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from scaling.data import bible_books, embedded_corpus, load_tokens, prepare
+from scaling.data import bible_books, embedded_corpus, held_out_text, load_tokens, prepare
 from scaling.tokenizer import BPETokenizer, ByteTokenizer
 
 
@@ -88,3 +88,19 @@ def test_pretokenized_arrays_are_copied_in_the_narrowest_dtype(tmp_path, suffix)
     assert np.array_equal(load_tokens(tmp_path / "out", "val"), val)
     with pytest.raises(ValueError, match="outside the vocabulary"):
         prepare({**ds, "vocab_size": 600}, tmp_path / "bad")
+
+
+@pytest.mark.parametrize("tokenizer", [{}, {"tokenizer": "bpe", "vocab_size": 320}])
+def test_the_held_out_text_of_a_prepared_dataset_is_its_validation_split(tmp_path, tokenizer):
+    (tmp_path / "a.txt").write_text(TEXT)
+    prepare({"source": "files", "files": [str(tmp_path / "a.txt")], "val_fraction": 0.1, **tokenizer}, tmp_path / "out")
+    val = held_out_text(tmp_path / "out")
+    assert val and TEXT.endswith(val) and len(val) < len(TEXT) / 5
+
+
+def test_a_pretokenized_dataset_has_no_held_out_text(tmp_path):
+    (np.arange(300, dtype=np.uint16) % 256).tofile(tmp_path / "t.bin")  # ids that bytes could have
+    prepare({"source": "tokens", "train": str(tmp_path / "t.bin"), "val": str(tmp_path / "t.bin"), "vocab_size": 256},
+            tmp_path / "out")
+    with pytest.raises(ValueError, match="pre-tokenized dataset has no tokenizer"):
+        held_out_text(tmp_path / "out")

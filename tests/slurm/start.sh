@@ -49,6 +49,17 @@ wait_for() {
     done
 }
 mark() { cp "$2" "$MARK/$1.pid"; }   # mark NAME PIDFILE
+start_slurm_daemon() {  # start_slurm_daemon NAME TIMEOUT READY-CHECK...: start /usr/sbin/NAME unless it runs
+    local name=$1 timeout=$2; shift 2
+    if alive "$RUN/$name.pid" "$name"; then
+        log "$name already running"
+        return
+    fi
+    "/usr/sbin/$name"
+    wait_for "$timeout" "$@" || { tail "$LOG/$name.log"; die "$name did not start"; }
+    mark "$name" "$RUN/$name.pid"
+    log "started $name (pid $(<"$MARK/$name.pid"))"
+}
 
 # ---------------------------------------------------------------- 1. install
 pkgs=(munge slurmctld slurmd slurm-client)
@@ -164,33 +175,12 @@ if [[ $ACCT == 1 ]]; then
     mariadb -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
                 CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$DBPASS';
                 GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';"
-    if alive "$RUN/slurmdbd.pid" slurmdbd; then
-        log "slurmdbd already running"
-    else
-        /usr/sbin/slurmdbd
-        wait_for "$TIMEOUT" sacctmgr -n list cluster || { tail "$LOG/slurmdbd.log"; die "slurmdbd not answering"; }
-        mark slurmdbd "$RUN/slurmdbd.pid"
-        log "started slurmdbd (pid $(<"$MARK/slurmdbd.pid"))"
-    fi
+    start_slurm_daemon slurmdbd "$TIMEOUT" sacctmgr -n list cluster
 fi
 
 # ---------------------------------------------------------------- 5. slurmctld + slurmd
-if alive "$RUN/slurmctld.pid" slurmctld; then
-    log "slurmctld already running"
-else
-    /usr/sbin/slurmctld
-    wait_for "$TIMEOUT" scontrol ping || { tail "$LOG/slurmctld.log"; die "slurmctld not answering"; }
-    mark slurmctld "$RUN/slurmctld.pid"
-    log "started slurmctld (pid $(<"$MARK/slurmctld.pid"))"
-fi
-if alive "$RUN/slurmd.pid" slurmd; then
-    log "slurmd already running"
-else
-    /usr/sbin/slurmd
-    wait_for 10 test -s "$RUN/slurmd.pid" || { tail "$LOG/slurmd.log"; die "slurmd did not start"; }
-    mark slurmd "$RUN/slurmd.pid"
-    log "started slurmd (pid $(<"$MARK/slurmd.pid"))"
-fi
+start_slurm_daemon slurmctld "$TIMEOUT" scontrol ping
+start_slurm_daemon slurmd 10 test -s "$RUN/slurmd.pid"
 
 # ---------------------------------------------------------------- 6. wait for the node
 node_state() { sinfo -h -N -n "$HOST" -o %t 2>/dev/null | head -1; }
