@@ -23,6 +23,7 @@ rule database:
         rules.collect.output,
         f"{RESULTS}/tables/fits.parquet",
         f"{RESULTS}/tables/predictions.parquet",
+        f"{RESULTS}/tables/backtest.parquet",
     output:
         f"{RESULTS}/scaling.duckdb",
     params:

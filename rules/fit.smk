@@ -2,8 +2,9 @@ DOWNSTREAM_TASK = S.downstream_task(config)
 
 
 rule fit:
-    """Every law the study supports, per dataset, with bootstrap intervals: the over-training law, the downstream
-    error law (when runs are scored on tasks) and the optimal-LR law (when the grid sweeps LR at 2+ multipliers)."""
+    """Every law the study supports, per dataset, with intervals: the over-training law, the downstream error law
+    (when runs are scored on tasks) and the optimal-LR law (when the grid sweeps LR at 2+ multipliers); and how
+    each fared on the runs it was not fitted on (the backtest table)."""
     input:
         runs=rules.collect.output.runs,
         downstream=rules.collect.output.downstream,
@@ -13,6 +14,7 @@ rule fit:
         optimal_lr=f"{RESULTS}/fit/optimal_lr.json",
         fits=f"{RESULTS}/tables/fits.parquet",
         predictions=f"{RESULTS}/tables/predictions.parquet",
+        backtest=f"{RESULTS}/tables/backtest.parquet",
     params:
         fit=json.dumps(config["fit"], sort_keys=True),
         sizes=json.dumps(S.model_sizes(config), sort_keys=True),
@@ -23,4 +25,4 @@ rule fit:
     shell:
         "{SCALING} fit-stage --runs {input.runs} --downstream {input.downstream} --fit-config {params.fit:q} "
         "--sizes {params.sizes:q} {params.task} --out-dir {params.out} --fits-table {output.fits} "
-        "--predictions {output.predictions} > {log} 2>&1"
+        "--predictions {output.predictions} --backtest {output.backtest} > {log} 2>&1"

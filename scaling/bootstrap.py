@@ -17,8 +17,11 @@ see the same weight for the same run, and a chained prediction propagates both
 fits' uncertainty jointly. Results depend only on the seed.
 
 A prediction interval adds, to the law's prediction under each refit, one
-residual of the full fit drawn at random and inflated by √(n/(n−p)) for the
-parameters fitted (Davison & Hinkley 1997, §6.3.3).
+draw of run noise at a robust scale of the fit's residuals (:func:`robust_scale`).
+These intervals describe the law's parameter uncertainty under the assumption
+that the law is right; where the study has runs to test it on, predictions use
+intervals calibrated on the law's out-of-sample errors instead
+(:mod:`scaling.calibration`).
 """
 
 from __future__ import annotations
@@ -66,14 +69,26 @@ def replicate(refit, weights: np.ndarray, n_params: int, distinct_ok) -> np.ndar
     return out
 
 
-def residual_draws(residuals, n_params: int, resamples: int, seed: int, stream: int) -> np.ndarray:
-    """One residual of the full fit per resample, inflated by √(n/(n−p)); ``stream`` separates laws."""
+def robust_scale(residuals, n_params: int) -> float:
+    """Run-to-run noise estimated from a fit's residuals, robustly: the MAD scale (``statsmodels.robust.mad``,
+    consistent with the standard deviation for normal errors), inflated by √(n/(n−p)) for the parameters fitted.
+
+    A robust scale, like the Huber fit itself, is not dominated by a few runs that
+    fit badly (resampling raw residuals let two outlying runs set every interval's
+    width). An exact fit (n ≤ p) leaves no residual to learn the noise from: 0.
+    """
+    from statsmodels.robust.scale import mad
+
     r = np.asarray(residuals, dtype=float)
     n = len(r)
-    if n <= n_params:  # an exact fit leaves no residual to learn the noise from
-        return np.zeros(resamples)
-    pick = np.random.default_rng([seed, 1 + stream]).integers(0, n, resamples)
-    return (r - r.mean())[pick] * np.sqrt(n / (n - n_params))
+    if n <= n_params:
+        return 0.0
+    return float(mad(r) * np.sqrt(n / (n - n_params)))
+
+
+def noise_draws(sd: float, resamples: int, seed: int, stream: int) -> np.ndarray:
+    """One normal draw of run noise with standard deviation ``sd`` per resample; ``stream`` separates laws."""
+    return sd * np.random.default_rng([seed, 1 + stream]).standard_normal(resamples)
 
 
 def percentile_interval(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:

@@ -10,10 +10,15 @@
 - Approach 1 (:func:`approach1`): the runs on the minimum-loss envelope of loss
   vs compute; N_opt(C) and D_opt(C) are power laws fitted to them.
 - Approach 2 (:func:`approach2`): per IsoFLOP budget a parabola of loss in
-  log N, whose minimum is N_opt at that budget; then the same power laws.
+  log N, fitted to the runs near the budget's best (``window`` decades of N
+  around its lowest loss: far from the minimum, loss vs log N is not a
+  parabola), whose minimum is N_opt at that budget; then the same power laws.
 
 The power laws N_opt = k·C^a are fitted as lines in log space with statsmodels
-OLS, so their intervals are Student-t intervals.
+OLS: Student-t intervals. Those treat each budget's N_opt as exact; Approach 2
+with ``resamples`` > 0 also carries the uncertainty of the minima: a bootstrap
+over runs refits every parabola and then the power law, and a prediction adds
+the power law's scatter of the replicate (the percentile interval of those).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from scaling.bootstrap import refits, residual_draws
+from scaling.bootstrap import noise_draws, refits, robust_scale, run_weights
 from scaling.estimators import (FitError, check_data, check_distinct, hoffmann_grid, huber_log, loglinear,
                                 one_blas_thread)
 from scaling.laws import LAWS
@@ -32,6 +37,8 @@ from scaling.result import FitResult
 PARAMS = LAWS["chinchilla"].params  # E, A, alpha, B, beta
 STREAM = list(LAWS).index("chinchilla")
 HOFFMANN_BUDGETS = (6e18, 1e19, 3e19, 6e19, 1e20, 3e20, 6e20, 1e21, 3e21)  # their nine IsoFLOP budgets (FLOPs)
+WINDOW = 0.5  # Approach 2: decades of N around a budget's lowest loss that its parabola is fitted to
+FAR_FROM_OPTIMAL = 1.0  # Approach 3: a run whose D/N is over 10^1× off the fitted optimum's is far from optimal
 
 
 def _from_lse(theta) -> np.ndarray:
@@ -68,7 +75,8 @@ def fit_chinchilla(N, D, L, *, delta: float = 1e-3, starts=None, screen: int | N
 
     popt = _from_lse(theta)
     params = dict(zip(PARAMS, map(float, popt)))
-    residuals = logs[2] - np.log(LAWS["chinchilla"](N, D, **params))
+    diagnostics = far_from_optimal(N, D, params)
+    noise_sd = robust_scale(logs[2] - np.log(LAWS["chinchilla"](N, D, **params)), len(PARAMS))
     boot = refits(refit, list(zip(N, D)), len(PARAMS), resamples=resamples, seed=seed, scheme=scheme,
                   weights=weights)
     se = np.nanstd(boot[0], axis=0, ddof=1) if boot else np.full(len(PARAMS), np.nan)
@@ -76,9 +84,31 @@ def fit_chinchilla(N, D, L, *, delta: float = 1e-3, starts=None, screen: int | N
         law="chinchilla", method=f"huber-log (delta={delta:g})", params=params,
         stderr=dict(zip(PARAMS, map(float, se))), n_points=len(L), objective=objective, level=level,
         interval_method="bootstrap" if boot else "none", samples=boot[0] if boot else None,
-        noise=residual_draws(residuals, len(PARAMS), len(boot[0]), seed, STREAM) if boot else None,
-        residual_space="log", meta={"compute_optimal": compute_optimal_allocation(**params)},
+        noise=noise_draws(noise_sd, len(boot[0]), seed, STREAM) if boot else None, noise_sd=noise_sd,
+        residual_space="log", meta={"compute_optimal": compute_optimal_allocation(**params),
+                                    **({"diagnostics": diagnostics} if diagnostics else {})},
     )
+
+
+def far_from_optimal(N, D, params: dict) -> list[str]:
+    """A warning when most runs train far (over 10×) from the fitted compute-optimal tokens per parameter.
+
+    Approach 3 fits every run equally, so a fit dominated by runs far from the
+    optimum can misplace it (Besiroglu et al. 2024 found the Huber fit sensitive
+    to which runs it sees); the fix is runs near the optimal D/N at each budget.
+    """
+    opt = compute_optimal_allocation(**params)
+    C = 6 * np.asarray(N, dtype=float) * np.asarray(D, dtype=float)
+    n_opt = opt["G"] * (C / 6) ** opt["a"]
+    off = np.abs(np.log10((np.asarray(D) / np.asarray(N)) / ((C / 6) / n_opt**2)))
+    share = float(np.mean(off > FAR_FROM_OPTIMAL))
+    if share <= 0.5:
+        return []
+    message = (f"{share:.0%} of the runs train more than 10× away from the fitted compute-optimal tokens per "
+               f"parameter, so they, not runs near the optimum, dominate the fit; add runs near the optimal D/N "
+               f"(about {np.median((C / 6) / n_opt**2):.3g} tokens per parameter here) at each budget")
+    warnings.warn(message)
+    return [message]
 
 
 def fit_power_law(x, y, *, level: float = 0.95) -> FitResult:
@@ -110,12 +140,12 @@ def envelope(C, L) -> np.ndarray:
     return mask
 
 
-def approach1(N, D, L, *, level: float = 0.95) -> tuple[pd.DataFrame, dict[str, FitResult]]:
+def approach1(N, D, L, *, level: float = 0.95, **_) -> tuple[pd.DataFrame, dict[str, FitResult]]:
     """Approach 1: the envelope runs (C = 6·N·D, N) and power laws N_opt(C), D_opt(C) fitted to them.
 
     Hoffmann et al. take the envelope over every checkpoint of every training
     curve; pass checkpoints (N, tokens seen, loss) to do the same, or final runs
-    only, as here for data that has no curves.
+    only, as here for data that has no curves. Intervals are OLS t intervals.
     """
     N, D, L = check_data(n_params=N, tokens=D, loss=L)
     C = 6 * N * D
@@ -124,41 +154,85 @@ def approach1(N, D, L, *, level: float = 0.95) -> tuple[pd.DataFrame, dict[str, 
     return points, _optimal_laws(points["flops"], points["n_params"], level)
 
 
-def isoflop_minima(N, D, L, budgets=HOFFMANN_BUDGETS, tolerance_dex: float = 0.1) -> pd.DataFrame:
-    """Per compute budget, the N at the minimum of a parabola fitted to loss vs log10 N.
+def budget_suggestion(C) -> str:
+    """The compute values the runs cluster at (3 or more runs within 0.05 decades), as a --budgets value."""
+    rounded = np.round(np.log10(np.asarray(C, dtype=float)) * 10) / 10
+    values, counts = np.unique(rounded, return_counts=True)
+    return ",".join(f"{10**v:.2g}" for v in values[counts >= 3])
+
+
+def isoflop_minima(N, D, L, budgets=HOFFMANN_BUDGETS, tolerance_dex: float = 0.1, window: float = WINDOW,
+                   weights=None, quiet: bool = False) -> pd.DataFrame:
+    """Per compute budget, the N at the minimum of a parabola fitted to loss vs log10 N near the budget's best.
 
     A run belongs to the budget nearest its C = 6·N·D in log10, if within
-    ``tolerance_dex``. A budget with fewer than 3 runs, a parabola that opens
+    ``tolerance_dex``; the parabola is fitted to the runs within ``window``
+    decades of N of the budget's lowest loss (``weights``: per run, for a
+    bootstrap). A budget with fewer than 3 such runs, a parabola that opens
     downwards, or a minimum outside the sizes trained at that budget is skipped
-    with a warning.
+    with a warning (none with ``quiet``).
     """
     N, D, L = check_data(n_params=N, tokens=D, loss=L)
+    w = np.ones_like(L) if weights is None else np.asarray(weights, dtype=float)
     logC, logB = np.log10(6 * N * D), np.log10(np.asarray(budgets, dtype=float))
     nearest = np.abs(logC[:, None] - logB[None, :]).argmin(axis=1)
     close = np.abs(logC - logB[nearest]) <= tolerance_dex
+    say = (lambda _: None) if quiet else warnings.warn
     rows = []
     for j, budget in enumerate(budgets):
-        sel = close & (nearest == j)
+        sel = close & (nearest == j) & (w > 0)
+        if sel.sum():
+            x_best = np.log10(N[sel][np.argmin(L[sel])])
+            sel &= np.abs(np.log10(N) - x_best) <= window
         x, y = np.log10(N[sel]), L[sel]
         if sel.sum() < 3:
-            warnings.warn(f"IsoFLOP budget {budget:.3g}: {sel.sum()} runs, a parabola needs 3; skipped")
+            say(f"IsoFLOP budget {budget:.3g}: {sel.sum()} runs within {window:g} decades of its best, a parabola "
+                f"needs 3; skipped")
             continue
-        c2, c1, c0 = np.polyfit(x, y, 2)
+        c2, c1, c0 = np.polyfit(x, y, 2, w=np.sqrt(w[sel]))
         x_min = -c1 / (2 * c2) if c2 > 0 else np.nan
         if not (x.min() <= x_min <= x.max()):
-            warnings.warn(f"IsoFLOP budget {budget:.3g}: the parabola has no minimum inside the sizes trained; "
-                          f"skipped")
+            say(f"IsoFLOP budget {budget:.3g}: the parabola has no minimum inside the sizes trained; skipped")
             continue
         n_opt = 10**x_min
         rows.append({"flops": float(budget), "n_runs": int(sel.sum()), "n_opt": n_opt,
                      "d_opt": budget / (6 * n_opt), "loss_min": c0 + c1 * x_min + c2 * x_min**2})
-    if len(rows) < 3:
-        raise FitError(f"only {len(rows)} IsoFLOP budgets have a usable minimum; N_opt(C) needs at least 3")
-    return pd.DataFrame(rows)
+    if len(rows) < 3 and not quiet:
+        suggestion = budget_suggestion(6 * N * D)
+        raise FitError(f"only {len(rows)} IsoFLOP budgets have a usable minimum; N_opt(C) needs at least 3"
+                       + (f"; fix: pass the budgets the runs were trained at, e.g. --budgets {suggestion}"
+                          if suggestion else "; fix: train 3 or more runs at each of 3 or more budgets"))
+    return pd.DataFrame(rows, columns=["flops", "n_runs", "n_opt", "d_opt", "loss_min"])
 
 
-def approach2(N, D, L, budgets=HOFFMANN_BUDGETS, *, tolerance_dex: float = 0.1,
-              level: float = 0.95) -> tuple[pd.DataFrame, dict[str, FitResult]]:
-    """Approach 2: IsoFLOP minima (:func:`isoflop_minima`) and power laws N_opt(C), D_opt(C) fitted to them."""
-    minima = isoflop_minima(N, D, L, budgets, tolerance_dex)
-    return minima, _optimal_laws(minima["flops"], minima["n_opt"], level)
+def approach2(N, D, L, budgets=HOFFMANN_BUDGETS, *, tolerance_dex: float = 0.1, window: float = WINDOW,
+              level: float = 0.95, resamples: int = 0, seed: int = 0) -> tuple[pd.DataFrame, dict[str, FitResult]]:
+    """Approach 2: IsoFLOP minima (:func:`isoflop_minima`) and power laws N_opt(C), D_opt(C) fitted to them.
+
+    With ``resamples`` > 0, intervals come from a bootstrap over runs (Bayesian
+    run weights): each resample refits the parabolas and the power laws, and a
+    prediction adds a draw of that resample's scatter of the minima around its
+    line (see the module doc); otherwise they are OLS t intervals.
+    """
+    minima = isoflop_minima(N, D, L, budgets, tolerance_dex, window)
+    laws = _optimal_laws(minima["flops"], minima["n_opt"], level)
+    if resamples > 0:
+        N, D, L = check_data(n_params=N, tokens=D, loss=L)
+        samples = {"n_opt": [], "d_opt": []}
+        noise = {"n_opt": [], "d_opt": []}
+        rng = np.random.default_rng([seed, 1 + STREAM])
+        for w in run_weights(len(L), resamples, seed):
+            m = isoflop_minima(N, D, L, budgets, tolerance_dex, window, weights=w, quiet=True)
+            for name, y in (("n_opt", m["n_opt"]), ("d_opt", m["d_opt"])):
+                if len(m) < 3:
+                    samples[name].append([np.nan, np.nan])
+                    noise[name].append(0.0)
+                    continue
+                res = loglinear([np.log(m["flops"].to_numpy())], np.log(y.to_numpy()))
+                samples[name].append([np.exp(res.params[0]), res.params[1]])
+                noise[name].append(np.sqrt(res.scale) * rng.standard_t(res.df_resid))
+        for name, r in laws.items():
+            r.samples, r.noise = np.array(samples[name]), np.array(noise[name])
+            r.interval_method = "bootstrap"
+            r.stderr = dict(zip(r.stderr, np.nanstd(r.samples, axis=0, ddof=1)))
+    return minima, laws

@@ -1,5 +1,5 @@
 """The ``scaling`` command: the pipeline's stages (called by the Snakemake rules), ``scaling sql``,
-``scaling fit``, ``scaling status`` and ``scaling import``."""
+``scaling fit``, ``scaling backtest``, ``scaling status`` and ``scaling import``."""
 
 from __future__ import annotations
 
@@ -71,6 +71,10 @@ def _fit(args):
     fit_cli.fit_command(args, default_data=latest_database)
 
 
+def _backtest(args):
+    fit_cli.fit_command(args, default_data=latest_database, backtest=True)
+
+
 def _fit_stage(args):
     from scaling.estimators import FitError
     from scaling.fit_stage import fit_study, write_fits
@@ -80,7 +84,7 @@ def _fit_stage(args):
                            json.loads(args.sizes), args.task)
     except (FitError, ValueError) as e:
         raise SystemExit(f"error: {e}")
-    write_fits(fitted, args.out_dir, args.fits_table, args.predictions)
+    write_fits(fitted, args.out_dir, args.fits_table, args.predictions, args.backtest)
     for law, (fits, _, skipped) in fitted.items():
         print(f"{law}: {skipped and 'skipped: ' + skipped or f'{len(fits)} fit(s)'}")
 
@@ -278,6 +282,11 @@ def main(argv: list[str] | None = None) -> None:
     fit_cli.add_fit_arguments(p)
     p.set_defaults(func=_fit)
 
+    p = sub.add_parser("backtest", help="fit a law on the cheaper runs and predict the rest: errors, interval coverage "
+                       "and width", description=fit_cli.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fit_cli.add_fit_arguments(p, backtest=True)
+    p.set_defaults(func=_backtest)
+
     p = sub.add_parser("fit-stage", help="(pipeline) fit every law the study's runs support")
     p.add_argument("--runs", required=True, help="the study's runs table (Parquet)")
     p.add_argument("--downstream", required=True, help="the study's downstream table (Parquet)")
@@ -287,6 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out-dir", required=True, help="where <law>.json go")
     p.add_argument("--fits-table", required=True)
     p.add_argument("--predictions", required=True)
+    p.add_argument("--backtest", required=True, help="the backtest table to write (Parquet)")
     p.set_defaults(func=_fit_stage)
 
     p = sub.add_parser("database", help="(pipeline) tables → DuckDB file")

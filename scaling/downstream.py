@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from scaling.bootstrap import percentile_interval, refits, residual_draws
+from scaling.bootstrap import noise_draws, percentile_interval, refits, robust_scale
 from scaling.estimators import FitError, check_data, check_distinct, least_squares, one_blas_thread
 from scaling.laws import LAWS, downstream_error
 from scaling.result import FitResult
@@ -47,38 +47,52 @@ def fit_downstream(L, err, *, starts=(PAPER_START,), resamples: int = 0, seed: i
 
     boot = refits(refit, list(L), len(PARAMS), resamples=resamples, seed=seed, scheme=scheme, weights=weights)
     se = np.sqrt(np.clip(np.diag(pcov), 0, None)) if np.all(np.isfinite(pcov)) else np.full(len(PARAMS), np.inf)
-    residuals = err - _law(L, *popt)
+    noise_sd = robust_scale(err - _law(L, *popt), len(PARAMS))
     return FitResult(
         law="downstream", method="gadre", params=dict(zip(PARAMS, map(float, popt))),
         stderr=dict(zip(PARAMS, map(float, se))), n_points=len(L), objective=sse, level=level,
         interval_method="bootstrap" if boot else "none", samples=boot[0] if boot else None,
-        noise=residual_draws(residuals, len(PARAMS), len(boot[0]), seed, STREAM) if boot else None,
+        noise=noise_draws(noise_sd, len(boot[0]), seed, STREAM) if boot else None, noise_sd=noise_sd,
         meta={"starts_converged": converged},
     )
 
 
-def predict_chained(loss_fit: FitResult, error_fit: FitResult, *inputs, level: float | None = None) -> pd.DataFrame:
+def predict_chained(loss_fit: FitResult, error_fit: FitResult, *inputs, level: float | None = None,
+                    rows=None) -> pd.DataFrame:
     """Loss and downstream error at ``inputs`` (those of ``loss_fit``'s law), the error from the predicted loss.
 
-    Columns ``predicted_loss``, ``predicted_loss_lo/hi``, ``predicted_error``,
-    ``predicted_error_lo/hi``. With bootstrap samples in both fits (the same
-    number of resamples), resample b predicts the error as
-    Err_b(L̂_b(x) + ε_b) + ε′_b: the loss under refit b plus a loss residual, mapped
-    through error refit b, plus an error residual; the interval is the
-    percentile interval of those. Without samples the bounds are NaN.
+    Columns ``predicted_loss`` and ``predicted_error``, each with a new-run
+    interval (``_lo``/``_hi``) and the law's interval (``_law_lo``/``_law_hi``).
+    With a calibration of the chained prediction (``error_fit.calibration``,
+    see :mod:`scaling.calibration`; ``rows`` as for :meth:`FitResult.predict`),
+    the error interval is calibrated at the inputs' distance beyond the loss
+    fit set. Otherwise, with bootstrap samples in both fits (the same number of
+    resamples), resample b predicts the error as Err_b(L̂_b(x) + ε_b) + ε′_b:
+    the loss under refit b plus a loss noise draw, mapped through error refit b,
+    plus an error noise draw (no draws for the law's interval); the interval is
+    the percentile interval of those. Without either the bounds are NaN.
     """
     level = loss_fit.level if level is None else level
-    loss = loss_fit.predict(*inputs, level=level)
-    out = pd.DataFrame({"predicted_loss": loss["predicted"], "predicted_loss_lo": loss["lo"],
-                        "predicted_loss_hi": loss["hi"]})
-    out["predicted_error"] = LAWS["downstream"](out["predicted_loss"].to_numpy(), **error_fit.params)
-    out["predicted_error_lo"] = out["predicted_error_hi"] = np.nan
-    if loss_fit.samples is not None and error_fit.samples is not None:
-        if len(loss_fit.samples) != len(error_fit.samples):
-            raise ValueError("the loss and error fits were bootstrapped with different numbers of resamples")
-        losses = loss_fit.predict_samples(*inputs)  # resamples × points, with loss noise
-        with np.errstate(all="ignore"):
-            errors = np.stack([downstream_error(losses[b], *error_fit.samples[b]) for b in range(len(losses))])
-        errors += error_fit.noise[:, None]
-        out["predicted_error_lo"], out["predicted_error_hi"] = percentile_interval(errors, level)
+    out = pd.DataFrame()
+    for kind, suffix in (("prediction", ""), ("confidence", "_law")):
+        loss = loss_fit.predict(*inputs, level=level, interval=kind, rows=rows)
+        out["predicted_loss"] = loss["predicted"]
+        out[f"predicted_loss{suffix}_lo"], out[f"predicted_loss{suffix}_hi"] = loss["lo"], loss["hi"]
+    predicted = LAWS["downstream"](out["predicted_loss"].to_numpy(), **error_fit.params)
+    out["predicted_error"] = predicted
+    for kind, suffix in (("prediction", ""), ("confidence", "_law")):
+        lo = hi = np.full(len(out), np.nan)
+        if error_fit.calibration is not None:
+            lo, hi = error_fit.calibration.interval(predicted, *loss_fit.extrapolation(*inputs), level, kind, rows)
+        elif loss_fit.samples is not None and error_fit.samples is not None:
+            if len(loss_fit.samples) != len(error_fit.samples):
+                raise ValueError("the loss and error fits were bootstrapped with different numbers of resamples")
+            noise = kind == "prediction"
+            losses = loss_fit.predict_samples(*inputs, noise=noise)  # resamples × points
+            with np.errstate(all="ignore"):
+                errors = np.stack([downstream_error(losses[b], *error_fit.samples[b]) for b in range(len(losses))])
+            if noise:
+                errors += error_fit.noise[:, None]
+            lo, hi = percentile_interval(errors, level)
+        out[f"predicted_error{suffix}_lo"], out[f"predicted_error{suffix}_hi"] = lo, hi
     return out

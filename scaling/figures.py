@@ -330,16 +330,18 @@ def plot_loss_vs_lr(runs: pd.DataFrame) -> Figure:
 
 
 def relative_residuals(pred: pd.DataFrame, quantity: str) -> pd.DataFrame:
-    """``pred`` with ``residual`` = 100·(measured/predicted − 1) and the interval ``lo``/``hi`` on that scale.
+    """``pred`` with ``residual`` = 100·(predicted/measured − 1), the relative error everywhere in this project, and
+    ``lo``/``hi``: the values of it for which the measurement lies inside its interval (predicted/hi − 1 to
+    predicted/lo − 1), so a point is covered exactly when its bar crosses its marker.
 
     ``quantity`` is ``loss`` or ``error``; rows without a measurement are dropped.
     """
     p = pred[pred[f"measured_{quantity}"].notna()]
     predicted = p[f"predicted_{quantity}"]
-    out = p.assign(residual=100 * (p[f"measured_{quantity}"] / predicted - 1))
-    for bound in ("lo", "hi"):
-        col = f"predicted_{quantity}_{bound}"
-        out[bound] = 100 * (p[col] / predicted - 1) if col in p else np.nan
+    out = p.assign(residual=100 * (predicted / p[f"measured_{quantity}"] - 1))
+    for bound, end in (("lo", "hi"), ("hi", "lo")):
+        col = f"predicted_{quantity}_{end}"
+        out[bound] = 100 * (predicted / p[col] - 1) if col in p else np.nan
     return out
 
 
@@ -348,7 +350,7 @@ RESIDUAL_LAWS = {"overtraining": ("loss", "validation loss"), "downstream": ("er
 
 @_styled
 def plot_residuals(runs: pd.DataFrame, pred: pd.DataFrame) -> Figure:
-    """Relative residual (measured/predicted − 1, in %) vs compute for the loss law and the downstream law.
+    """Relative error (predicted/measured − 1, in %) vs compute for the loss law and the downstream law.
 
     One column per law (per task set for the downstream law), one row per
     dataset; colour per M, filled = fit, open = held out; a held-out point's
@@ -380,13 +382,13 @@ def _residual_panel(ax, ds: str, law: str, task: str, pred: pd.DataFrame, colors
     q, what = RESIDUAL_LAWS[law]
     res = relative_residuals(pred, q)
     for m, at_m in res.groupby("token_multiplier"):
-        held = at_m[at_m["role"] == "held_out"]
+        held = at_m[at_m["role"].isin(["held_out", "test"])]
         _interval(ax, held["flops"], held["lo"], held["hi"], colors[m], alpha=0.5)
         _roles(ax, at_m, "flops", "residual", colors[m])
     ax.axhline(0, color="k", lw=1)
     title = (f"{ds}: over-training law" if law == "overtraining" else
              f"{ds}: downstream law{f' ({task})' if task else ''}, error from the predicted loss")
-    ax.set(xscale="log", xlabel=COMPUTE, ylabel=f"measured / predicted − 1, {what} (%)", title=title)
+    ax.set(xscale="log", xlabel=COMPUTE, ylabel=f"predicted / measured − 1, {what} (%)", title=title)
     _tidy_log_axes(ax)
     handles = [Line2D([], [], color=colors[m], marker="o", ls="none", label=f"M = {m:g}")
                for m in sorted(res["token_multiplier"].unique())]

@@ -30,16 +30,23 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from scaling.bootstrap import run_weights
+from scaling.bootstrap import robust_scale, run_weights
+from scaling.calibration import calibrate, displacement, extrapolation_folds, log_inputs
 from scaling.chinchilla import fit_chinchilla
+from scaling.diagnostics import diagnose
 from scaling.downstream import fit_downstream, predict_chained
 from scaling.estimators import FitError
+from scaling.flops import flops_6nd
 from scaling.laws import LAWS, overtraining_compute_form
 from scaling.optimal_lr import best_lr_grid, fit_optimal_lr
 from scaling.overtraining import fit_overtraining
 from scaling.result import FitResult
 
 TABLE_LAWS = ("overtraining", "downstream", "chinchilla", "optimal_lr")
+
+
+class FitWarning(UserWarning):
+    """A diagnostic of a fit (:mod:`scaling.diagnostics`), also kept in its ``meta["diagnostics"]``."""
 ID_COLUMNS = ("dataset", "size", "model", "run_name")
 
 
@@ -129,6 +136,11 @@ def best_lr_points(runs: pd.DataFrame, by: list[str] | None = None, value: str =
     """One row per (group, N, M): the learning rate with the lowest seed-averaged ``value``.
 
     Works on a study's ``runs`` table as is (``val_loss`` read as the loss).
+    With seeds, ``seeds`` counts them and ``loss_seed_sd`` (of log loss) and
+    ``error_seed_sd`` are their standard deviations at the best rate (NaN with
+    one seed): the run-to-run noise. ``n_lrs`` counts the rates tried and
+    ``lr_edge`` is ``high`` or ``low`` when the best is the largest or smallest of
+    two or more (the optimum may lie beyond the sweep), else empty.
     """
     df = canonical(runs)
     if "lr" not in df:
@@ -140,10 +152,16 @@ def best_lr_points(runs: pd.DataFrame, by: list[str] | None = None, value: str =
     agg = {**{c: "mean" for c in numeric}, **{c: "first" for c in carried}}
     if "seed" in df:
         agg["seed"] = "count"
+        df = df.assign(loss_seed_sd=np.log(df["loss"]), **({"error_seed_sd": df["error"]} if "error" in df else {}))
+        agg.update({c: "std" for c in ("loss_seed_sd", "error_seed_sd") if c in df})
     per_lr = df.groupby(keys + ["lr"], as_index=False, dropna=False).agg(agg)
     if "seed" in per_lr:
         per_lr = per_lr.rename(columns={"seed": "seeds"})
+    sweep = per_lr.groupby(keys, dropna=False)["lr"]
+    per_lr = per_lr.assign(n_lrs=sweep.transform("size"), _lo=sweep.transform("min"), _hi=sweep.transform("max"))
     best = per_lr.loc[per_lr.groupby(keys, dropna=False)[value].idxmin()]
+    edge = np.where(best["lr"] == best["_hi"], "high", np.where(best["lr"] == best["_lo"], "low", ""))
+    best = best.assign(lr_edge=np.where(best["n_lrs"] >= 2, edge, "")).drop(columns=["_lo", "_hi"])
     return best.sort_values(keys).reset_index(drop=True)
 
 
@@ -157,6 +175,11 @@ def default_fit_on(points: pd.DataFrame) -> list[dict]:
 
 
 # -- fitting a table ------------------------------------------------------------------------------------------------
+def law_inputs(law: str) -> tuple[str, ...]:
+    """The columns a law of N predicts from (the downstream law: those of the loss law it is chained to)."""
+    return LAWS[law].inputs if law in ("chinchilla", "optimal_lr") else LAWS["overtraining"].inputs
+
+
 def _fit_one(law, pts, mask, error_mask, *, method, resamples, seed, scheme, level):
     """The fit(s) of one group: {"loss": FitResult} (+ "error" for downstream, or {"lr": …})."""
     fit = pts[mask]
@@ -168,12 +191,90 @@ def _fit_one(law, pts, mask, error_mask, *, method, resamples, seed, scheme, lev
     def boot(rows):
         return {"weights": None if w is None else w[:, rows], "seed": seed, "level": level}
     if law == "chinchilla":
-        return {"loss": fit_chinchilla(fit["n_params"], fit["tokens"], fit["loss"], **boot(mask))}
-    out = {"loss": fit_overtraining(fit["n_params"], fit["token_multiplier"], fit["loss"], method=method,
-                                    **boot(mask))}
+        out = {"loss": fit_chinchilla(fit["n_params"], fit["tokens"], fit["loss"], **boot(mask))}
+    else:
+        out = {"loss": fit_overtraining(fit["n_params"], fit["token_multiplier"], fit["loss"], method=method,
+                                        **boot(mask))}
     if law == "downstream":
         err = pts[error_mask]
         out["error"] = fit_downstream(err["loss"], err["error"], **boot(error_mask))
+    fit_inputs = log_inputs(*(fit[c] for c in law_inputs(law)))
+    for r in out.values():
+        r.fit_inputs = fit_inputs
+    return out
+
+
+def _point_predictions(law, result, pts) -> dict[str, np.ndarray]:
+    """The law's point predictions of ``pts``: {"loss": …} (+ "error", from the predicted loss)."""
+    inputs = [pts[c] for c in law_inputs(law)]
+    out = {"loss": result["loss"].predict(*inputs)["predicted"].to_numpy()}
+    if law == "downstream":
+        out["error"] = LAWS["downstream"](out["loss"], **result["error"].params)
+    return out
+
+
+def _errors(q: str, predicted, measured) -> np.ndarray:
+    """Out-of-sample errors in the space the law's intervals live in: of log loss, of the error fraction."""
+    predicted, measured = np.asarray(predicted, dtype=float), np.asarray(measured, dtype=float)
+    return np.log(predicted / measured) if q == "loss" else predicted - measured
+
+
+def run_noise(pts: pd.DataFrame, q: str) -> tuple[float, float] | None:
+    """``(sd, seeds)``: the pooled seed-to-seed standard deviation of one run's ``q`` (log loss, or error), and the
+    mean number of seeds per point; None when no point has two seeds."""
+    col = f"{q}_seed_sd"
+    if col not in pts or not pts[col].notna().any():
+        return None
+    return float(np.sqrt(np.nanmean(pts[col] ** 2))), float(pts.get("seeds", pd.Series([1.0])).mean())
+
+
+def _calibrations(law, pts, mask, error_mask, test, result, *, method, level) -> dict:
+    """The calibration of each predicted quantity of one group (see :mod:`scaling.calibration`), or None each.
+
+    Scores: every measured point outside the fit set and the backtest's test
+    points, predicted by the fit (``held_out``), and every fit-set point beyond
+    the cut of an extrapolation fold, predicted by a refit on the fit-set points
+    at or below it (``fold``).
+    """
+    quantities = ["loss"] + (["error"] if law == "downstream" else [])
+    inputs = log_inputs(*(pts[c] for c in law_inputs(law)))
+    scores = {q: [] for q in quantities}  # q → [(errors, up, down, source, rows)]
+
+    def score(sub, train, rows, source):
+        predicted = _point_predictions(law, sub, pts[rows])
+        up, down = displacement(inputs[train], inputs[rows])
+        for q in quantities:
+            e = _errors(q, predicted[q], pts.loc[rows, q])
+            scores[q].append((e, up, down, [source] * len(e),
+                              np.flatnonzero(rows) if source == "held_out" else np.full(len(e), -1)))
+    held_out = ~mask & ~test
+    if held_out.any():
+        score(result, mask, held_out, "held_out")
+    loss_law = "overtraining" if law == "downstream" else law
+    for cut in extrapolation_folds(pts.loc[mask, "flops"].to_numpy(), len(LAWS[loss_law].params) + 2):
+        train = mask & (pts["flops"].to_numpy() <= cut)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                sub = _fit_one(law, pts, train, None if error_mask is None else error_mask & (pts["flops"] <= cut),
+                               method=method, resamples=0, seed=0, scheme="bayesian", level=level)
+        except (FitError, ValueError):
+            continue
+        score(sub, train, mask & ~train, "fold")
+    out = {}
+    for q in quantities:
+        if not scores[q]:
+            out[q] = None
+            continue
+        e, up, down, source, rows = (np.concatenate(parts) if i != 3 else sum(parts, [])
+                                     for i, parts in enumerate(zip(*scores[q])))
+        seeds = run_noise(pts, q)
+        if seeds is None:  # no seeds: the robust scale of the fit's own residuals, in the calibration's space
+            own = result[q].noise_sd if result[q].residual_space == ("log" if q == "loss" else "linear") else \
+                robust_scale(_errors(q, _point_predictions(law, result, pts[mask])[q], pts.loc[mask, q]),
+                             len(result[q].params))
+            seeds = own, 1.0
+        out[q] = calibrate("log" if q == "loss" else "linear", e, up, down, source, rows, *seeds)
     return out
 
 
@@ -195,27 +296,38 @@ def _targets(targets, group: dict, sizes: dict, pts: pd.DataFrame) -> pd.DataFra
 
 
 def _measure(targets: pd.DataFrame, pts: pd.DataFrame, columns) -> pd.DataFrame:
-    """The measured values of the points that match a target's (N, M), NaN for untrained targets."""
+    """The measured values of the points that match a target's (N, M) (NaN for untrained targets), and ``_row``,
+    the matching point's row (−1 for none)."""
+    same = [np.flatnonzero(np.isclose(pts["n_params"], t.n_params) & np.isclose(pts["token_multiplier"],
+                                                                                t.token_multiplier))
+            for t in targets.itertuples()]
     for col in columns:
-        targets[col] = [
-            pts.loc[np.isclose(pts["n_params"], t.n_params) & np.isclose(pts["token_multiplier"], t.token_multiplier),
-                    col].mean() if col in pts else np.nan
-            for t in targets.itertuples()
-        ]
+        targets[col] = [pts[col].iloc[rows].mean() if len(rows) and col in pts else np.nan for rows in same]
+    targets["_row"] = [int(rows[0]) if len(rows) else -1 for rows in same]
     return targets
 
 
 def fit_table(law: str, runs: pd.DataFrame, *, fit_on: str | list[dict] | None = None,
               error_fit_on: str | list[dict] | None = None, targets: list[dict] = (), by: list[str] | None = None,
               sizes: dict | None = None, method: str = "huber-log", resamples: int = 0, seed: int = 0,
-              scheme: str = "bayesian", level: float = 0.95) -> tuple[list[FitResult], pd.DataFrame]:
+              scheme: str = "bayesian", level: float = 0.95, test: str | list[dict] | None = None,
+              calibrate_intervals: bool = True, chance_error: float | None = None,
+              ) -> tuple[list[FitResult], pd.DataFrame]:
     """Fit ``law`` to each group of ``runs``; return the fits and one prediction row per point and target.
 
     ``law``: ``overtraining``, ``downstream`` (the over-training loss law on
     ``fit_on`` chained to the error law on ``error_fit_on``, default ``fit_on``),
     ``chinchilla`` or ``optimal_lr``. ``fit_on`` defaults to
     :func:`default_fit_on` for laws of N and M, and to every point otherwise.
-    Each fit's ``meta`` holds its group and fit set.
+    ``test`` (a condition) marks a backtest's test points: never fitted on,
+    never used to calibrate, predicted with role ``test``. Each fit's ``meta``
+    holds its group and fit set.
+
+    With ``calibrate_intervals`` (the default) the loss and error intervals are
+    calibrated on the group's out-of-sample errors when it has enough
+    (:mod:`scaling.calibration`); otherwise they are the bootstrap's. Each
+    fit's ``meta["diagnostics"]`` lists what :func:`scaling.diagnostics.diagnose`
+    found (``chance_error``: the downstream error of guessing, for its check).
     """
     if law not in TABLE_LAWS:
         raise ValueError(f"unknown law {law!r}; use one of {TABLE_LAWS}")
@@ -231,25 +343,32 @@ def fit_table(law: str, runs: pd.DataFrame, *, fit_on: str | list[dict] | None =
     for key, pts in (points.groupby(by, sort=True) if by else [((), points)]):
         group = dict(zip(by, key if isinstance(key, tuple) else (key,)))
         pts = pts.reset_index(drop=True)
-        cond = fit_on if fit_on is not None else (default_fit_on(pts) if law in ("overtraining", "downstream")
-                                                  else "TRUE")
-        mask = matches(pts, cond)
-        error_mask = matches(pts, error_fit_on if error_fit_on is not None else cond) if law == "downstream" else None
+        is_test = matches(pts, test) if test is not None else np.zeros(len(pts), dtype=bool)
+        cond = fit_on if fit_on is not None else (default_fit_on(pts[~is_test])
+                                                  if law in ("overtraining", "downstream") else "TRUE")
+        mask = matches(pts, cond) & ~is_test
+        error_mask = (matches(pts, error_fit_on if error_fit_on is not None else cond) & ~is_test
+                      if law == "downstream" else None)
         label = ", ".join(f"{k}={v}" for k, v in group.items())
         if not mask.any():
             raise FitError(f"no point{f' ({label})' if label else ''} is in the fit set {cond!r}")
         result = _fit_one(law, pts, mask, error_mask, method=method, resamples=resamples, seed=seed, scheme=scheme,
                           level=level)
+        if calibrate_intervals and law != "optimal_lr":
+            for q, cal in _calibrations(law, pts, mask, error_mask, is_test, result, method=method,
+                                        level=level).items():
+                result[q].calibration = cal
         for r in result.values():
             r.meta.update(group=group, fit_on=cond, **({"error_fit_on": error_fit_on or cond}
                                                        if r.law == "downstream" else {}))
             if r.meta.get("at_bound"):
                 warnings.warn(f"{label or 'fit'}: the fitted {r.meta['at_bound']} ended on a bound; "
-                              f"the fit set may be too small or too noisy for the law")
+                              f"the fit set may be too small or too noisy for the law", FitWarning)
         fits.extend(result.values())
         carried = [c for c in (*by, *ID_COLUMNS, "n_params", "token_multiplier", "tokens", "lr") if c in pts]
         measured = pts[carried].loc[:, ~pd.Index(carried).duplicated()].copy()
-        measured["role"] = np.where(mask, "fit", "held_out")
+        measured["role"] = np.select([mask, is_test], ["fit", "test"], "held_out")
+        measured["_row"] = np.arange(len(pts))
         for col in ("loss", "error"):
             if col in pts:
                 measured[f"measured_{col}"] = pts[col]
@@ -260,23 +379,36 @@ def fit_table(law: str, runs: pd.DataFrame, *, fit_on: str | list[dict] | None =
             tgt = _measure(tgt, pts, [c for c in ("loss", "error") if c in pts]).rename(
                 columns={"loss": "measured_loss", "error": "measured_error"})
             tgt["role"] = "target"
-        predictions.append(_predict(law, result, pd.concat([measured, tgt], ignore_index=True)))
+        p = _predict(law, result, pd.concat([measured, tgt], ignore_index=True))
+        fitted_flops = flops_6nd(pts.loc[mask, "n_params"], pts.loc[mask, "tokens"]).max()
+        p = p.assign(compute_ratio=p["flops"] / fitted_flops)
+        for name, r in result.items():
+            r.meta["diagnostics"] = diagnose(r, pts, error_mask if name == "error" else mask, p, chance_error)
+            for message in r.meta["diagnostics"]:
+                warnings.warn(f"{label or r.law}: {r.law} law: {message}", FitWarning)
+        predictions.append(p)
     pred = pd.concat(predictions, ignore_index=True)
     pred["n_params"] = pred["n_params"].round().astype("int64")
     pred.insert(0, "law", law)
     return fits, pred
 
 
-def _with_interval(rows: pd.DataFrame, name: str, p: pd.DataFrame) -> None:
+def _with_interval(rows: pd.DataFrame, name: str, p: pd.DataFrame, law: pd.DataFrame | None = None) -> None:
     rows[f"predicted_{name}"] = p["predicted"].to_numpy()
     rows[f"predicted_{name}_lo"] = p["lo"].to_numpy()
     rows[f"predicted_{name}_hi"] = p["hi"].to_numpy()
+    if law is not None:
+        rows[f"predicted_{name}_law_lo"] = law["lo"].to_numpy()
+        rows[f"predicted_{name}_law_hi"] = law["hi"].to_numpy()
 
 
 def _score(rows: pd.DataFrame, name: str, prefix: str) -> None:
+    """``rel_error`` = predicted/measured − 1, ``half_width`` (of the new-run interval, relative to the prediction)
+    and ``covered``, with ``prefix``."""
     measured, predicted = rows[f"measured_{name}"], rows[f"predicted_{name}"]
-    rows[f"{prefix}rel_error"] = (predicted - measured).abs() / measured
+    rows[f"{prefix}rel_error"] = predicted / measured - 1
     lo, hi = rows[f"predicted_{name}_lo"], rows[f"predicted_{name}_hi"]
+    rows[f"{prefix}half_width"] = (hi - lo) / 2 / predicted
     covered = pd.array((lo <= measured) & (measured <= hi), dtype="boolean")
     covered[(measured.isna() | lo.isna()).to_numpy()] = pd.NA
     rows[f"{prefix}covered"] = covered
@@ -286,25 +418,97 @@ def _predict(law: str, result: dict[str, FitResult], rows: pd.DataFrame) -> pd.D
     rows = rows.copy()
     if "tokens" not in rows or rows["tokens"].isna().any():
         rows["tokens"] = rows["n_params"] * rows["token_multiplier"]
-    rows["flops"] = 6.0 * rows["n_params"] * rows["tokens"]
+    rows["flops"] = flops_6nd(rows["n_params"], rows["tokens"])
+    at = rows.pop("_row").to_numpy() if "_row" in rows else None
     if law == "optimal_lr":
         _with_interval(rows, "lr", result["lr"].predict(rows["n_params"], rows["tokens"]))
         _score(rows, "lr", "")
         return rows
-    if law == "chinchilla":
-        _with_interval(rows, "loss", result["loss"].predict(rows["n_params"], rows["tokens"]))
-    elif law == "overtraining":
-        _with_interval(rows, "loss", result["loss"].predict(rows["n_params"], rows["token_multiplier"]))
-    else:
-        chained = predict_chained(result["loss"], result["error"], rows["n_params"], rows["token_multiplier"])
+    inputs = [rows[c] for c in law_inputs(law)]
+    loss = result["loss"]
+    up, down = loss.extrapolation(*inputs)
+    rows["extrapolation_up"], rows["extrapolation_down"] = up, down
+    if law == "downstream":
+        chained = predict_chained(loss, result["error"], *inputs, rows=at)
         for col in chained:
             rows[col] = chained[col].to_numpy()
+    else:
+        _with_interval(rows, "loss", loss.predict(*inputs, rows=at),
+                       loss.predict(*inputs, interval="confidence", rows=at))
+    rows["calibrated"] = loss.calibrated
     if "measured_loss" not in rows:
         rows["measured_loss"] = np.nan
     _score(rows, "loss", "")
     if law == "downstream":
+        rows["error_calibrated"] = result["error"].calibrated
         _score(rows, "error", "error_")
     return rows
+
+
+def backtest(law: str, runs: pd.DataFrame, *, order: str = "flops", split: float | None = None,
+             train_fraction: float | None = None, fit_on: str | list[dict] | None = None, by: list[str] | None = None,
+             **kwargs) -> tuple[list[FitResult], pd.DataFrame]:
+    """Fit ``law`` on the points whose ``order`` (compute, by default) is at most a cut, predict the rest.
+
+    The cut is ``split``, or else the ``train_fraction`` quantile (default ½) of
+    each group's distinct ``order`` values. The points above it are the test
+    points (role ``test``): the fit and its calibration never see them.
+    ``fit_on`` narrows the fit set within the points below the cut (default:
+    all of them); the others below it are held out and calibrate the intervals.
+    Other arguments as for :func:`fit_table`.
+    """
+    df = canonical(runs)  # adds flops = 6·N·D
+    if order not in df:
+        raise FitError(f"--order {order}: the data have no such column; fix: use one of {sorted(map(str, df))}")
+    if split is not None and train_fraction is not None:
+        raise FitError("give --split or --train-fraction, not both")
+    fraction = 0.5 if train_fraction is None else train_fraction
+    if not 0 < fraction < 1:
+        raise FitError(f"--train-fraction {fraction:g}: fix: give a fraction between 0 and 1")
+    by = [c for c in (by or []) if c in runs]
+    needed = len(LAWS["overtraining" if law == "downstream" else law].params) + 1
+    parts = []
+    for key, g in (df.groupby(by, sort=True) if by else [((), df)]):
+        values = np.unique(g[order].dropna().to_numpy(dtype=float))
+        cut = split if split is not None else values[max(0, int(np.ceil(fraction * len(values))) - 1)]
+        label = f" ({', '.join(f'{k}={v}' for k, v in zip(by, np.atleast_1d(key)))})" if by else ""
+        train, test = g[g[order] <= cut], g[g[order] > cut]
+        n_train = len(train.drop_duplicates(["n_params", "tokens"]))
+        if test.empty:
+            raise FitError(f"no point{label} has {order} above the cut {cut:.4g} (largest: {values.max():.4g}); fix: "
+                           f"lower --split or --train-fraction")
+        if n_train < needed:
+            raise FitError(f"only {n_train} point(s){label} have {order} at most the cut {cut:.4g}, and the {law} law "
+                           f"needs at least {needed}; fix: raise --split or --train-fraction")
+        parts.append(g.assign(_test=g[order] > cut))
+    return fit_table(law, pd.concat(parts), fit_on="TRUE" if fit_on is None else fit_on, by=by, test="_test",
+                     **kwargs)
+
+
+def backtest_summary(pred: pd.DataFrame, by: list[str] = (), roles=("held_out", "test"), q: str = "loss",
+                     ) -> pd.DataFrame:
+    """Per group: how the predictions of points the fit did not see fared (a backtest's aggregate line).
+
+    ``n``, ``coverage`` (the share of measured values inside the new-run
+    interval, at the fit's nominal level), ``median_half_width`` (relative),
+    ``mean_abs_rel_error`` and ``median_abs_rel_error`` (of predicted/measured − 1),
+    ``max_compute_ratio`` (C over the fit set's largest C) and ``calibrated``.
+    """
+    prefix = "" if q in ("loss", "lr") else "error_"
+    p = pred[pred["role"].isin(roles) & pred[f"measured_{q}"].notna()]
+    by = [c for c in by if c in p]
+    rows = []
+    for key, g in (p.groupby(by, sort=True) if by else [((), p)]):
+        if g.empty:
+            continue
+        rel = g[f"{prefix}rel_error"].abs()
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "quantity": q, "n": len(g),
+                     "coverage": float(g[f"{prefix}covered"].astype(float).mean()),
+                     "median_half_width": float(g[f"{prefix}half_width"].median()),
+                     "mean_abs_rel_error": float(rel.mean()), "median_abs_rel_error": float(rel.median()),
+                     "max_compute_ratio": float(g["compute_ratio"].max()) if "compute_ratio" in g else np.nan,
+                     "calibrated": bool(g.get(f"{prefix}calibrated", pd.Series([False])).all())})
+    return pd.DataFrame(rows)
 
 
 # -- output ----------------------------------------------------------------------------------------------------------
@@ -323,6 +527,7 @@ def fits_table(fits: list[dict]) -> pd.DataFrame:
     for f in fits:
         names = LAWS[f["law"]].params
         group = f.get("group", {})
+        cal = f.get("calibration")
         rows.append({
             "law": f["law"], **group, "formula": f["formula"], "method": f["method"], "n_points": f["n_points"],
             "objective": f["objective"],
@@ -334,6 +539,10 @@ def fits_table(fits: list[dict]) -> pd.DataFrame:
             "level": f["level"], "fit_on": json.dumps(f.get("fit_on")),
             **({"task": f["task"]} if "task" in f else {}),
             "at_bound": json.dumps(f.get("at_bound") or []),
+            "calibrated": bool(f.get("calibrated")),
+            "calibration": None if not cal else json.dumps({k: v for k, v in cal.items() if k not in
+                                                            ("scores", "theta")}),
+            "diagnostics": json.dumps(f.get("diagnostics") or []),
         })
     return pd.DataFrame(rows)
 

@@ -14,7 +14,8 @@
 
 Each law gets ``<out>/<law>.json`` (fits, predictions, or ``skipped`` and why);
 the fits and predictions of all laws go to one ``fits`` and one
-``predictions`` table.
+``predictions`` table, and how each law fared on the runs it was not fitted on
+(coverage of its intervals, their width, its errors) to the ``backtest`` table.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from scaling.estimators import FitError
-from scaling.fit import fit_dict, fit_table, fits_table, records
+from scaling.fit import backtest_summary, fit_dict, fit_table, fits_table, records
 from scaling.io import write_json
 from scaling.schema import write_table
 
@@ -42,6 +43,14 @@ def with_error(runs: pd.DataFrame, downstream: pd.DataFrame, task: str) -> pd.Da
     return runs.merge(scores.assign(error=1.0 - scores["accuracy"]).drop(columns="accuracy"), on="run_id")
 
 
+def chance_error(downstream: pd.DataFrame, task: str) -> float | None:
+    """The error of guessing on ``task`` (a task or task set): 1 − its random-baseline accuracy."""
+    if "random_baseline_accuracy" not in downstream:
+        return None
+    rows = downstream.loc[downstream["task"] == task, "random_baseline_accuracy"].dropna()
+    return None if rows.empty else float(1 - rows.mean())
+
+
 def fit_study(runs: pd.DataFrame, downstream: pd.DataFrame, fit: dict, sizes: dict, task: str | None,
               ) -> dict[str, tuple[list[dict], pd.DataFrame, str | None]]:
     """{law: (fits, predictions, why it was skipped or None)} for overtraining, downstream and optimal_lr."""
@@ -54,7 +63,7 @@ def fit_study(runs: pd.DataFrame, downstream: pd.DataFrame, fit: dict, sizes: di
         out["downstream"] = ([], pd.DataFrame(), "the study scores no downstream tasks")
     else:
         results, pred = fit_table("downstream", with_error(runs, downstream, task), fit_on=fit.get("fit_on"),
-                                  method=fit["method"], **common)
+                                  method=fit["method"], chance_error=chance_error(downstream, task), **common)
         # the chained loss fit repeats the over-training fit above: keep the error law only
         error_fits = [r for r in results if r.law == "downstream"]
         pred = pred.assign(task=task, error_at_measured_loss=np.nan)
@@ -72,11 +81,22 @@ def fit_study(runs: pd.DataFrame, downstream: pd.DataFrame, fit: dict, sizes: di
     return out
 
 
-def write_fits(fitted: dict, out_dir: str | Path, fits_path: str | Path, predictions_path: str | Path) -> None:
-    """``<out_dir>/<law>.json`` for each law, and the ``fits`` and ``predictions`` tables of all of them."""
+def backtest_table(fitted: dict) -> pd.DataFrame:
+    """How each law's predictions fared on the points it was not fitted on, per dataset (see
+    :func:`scaling.fit.backtest_summary`): the loss of the over-training law, the error of the downstream law."""
+    parts = [backtest_summary(pred, ["dataset"], q=q).assign(law=law)
+             for law, q in (("overtraining", "loss"), ("downstream", "error"))
+             if len(pred := fitted[law][1]) and f"measured_{q}" in pred]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def write_fits(fitted: dict, out_dir: str | Path, fits_path: str | Path, predictions_path: str | Path,
+               backtest_path: str | Path) -> None:
+    """``<out_dir>/<law>.json`` for each law, and the ``fits``, ``predictions`` and ``backtest`` tables of all."""
     for law, (fits, pred, skipped) in fitted.items():
         write_json(Path(out_dir) / f"{law}.json", {"law": law, "fits": fits, "predictions": records(pred),
                                                     "skipped": skipped})
     write_table(fits_path, "fits", fits_table([f for fits, _, _ in fitted.values() for f in fits]))
     write_table(predictions_path, "predictions",
                 pd.concat([p for _, p, _ in fitted.values() if len(p)], ignore_index=True))
+    write_table(backtest_path, "backtest", backtest_table(fitted))

@@ -31,7 +31,10 @@ BF16 FLOP/s, looked up by device name in :data:`GPU_PEAK_BF16`.
 
 from __future__ import annotations
 
-from scaling.model import Shape
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # a type only: the fits use this module too, and must not import torch
+    from scaling.model import Shape
 
 
 def flops_6nd(n_params: int, tokens: float) -> float:

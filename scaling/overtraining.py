@@ -27,7 +27,7 @@ import itertools
 
 import numpy as np
 
-from scaling.bootstrap import refits, residual_draws
+from scaling.bootstrap import noise_draws, refits, robust_scale
 from scaling.estimators import (FitError, check_data, check_distinct, hoffmann_grid, huber_log, least_squares,
                                 one_blas_thread)
 from scaling.laws import LAWS, overtraining_loss
@@ -93,7 +93,7 @@ def fit_overtraining(N, M, L, *, method: str = "huber-log", resamples: int = 0, 
     params = dict(zip(PARAMS, map(float, popt)))
     fitted = _law(X, *popt)
     log_space = method == "huber-log"
-    residuals = np.log(L) - np.log(fitted) if log_space else L - fitted
+    noise_sd = robust_scale(np.log(L) - np.log(fitted) if log_space else L - fitted, len(PARAMS))
     boot = refits(refit, list(zip(N, M)), len(PARAMS), resamples=resamples, seed=seed, scheme=scheme,
                   weights=weights)
     if log_space:
@@ -112,6 +112,6 @@ def fit_overtraining(N, M, L, *, method: str = "huber-log", resamples: int = 0, 
         n_points=len(L), objective=float(objective), level=level,
         interval_method="bootstrap" if boot else "none",
         samples=boot[0] if boot else None,
-        noise=residual_draws(residuals, len(PARAMS), len(boot[0]), seed, STREAM) if boot else None,
+        noise=noise_draws(noise_sd, len(boot[0]), seed, STREAM) if boot else None, noise_sd=noise_sd,
         residual_space="log" if log_space else "linear", meta=meta,
     )

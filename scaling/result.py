@@ -1,13 +1,21 @@
 """A fitted law: parameters, standard errors, intervals, predictions with intervals, JSON.
 
-Intervals come from one of two sources, stated in ``interval_method``:
+Two intervals for every prediction: the *law*'s (``interval="confidence"``:
+where the mean of many seeds would land) and a *new run*'s (``"prediction"``:
+adds one run's noise). They come from, in this order:
 
+- ``calibration`` (:mod:`scaling.calibration`): when the law was tested on runs
+  it was not fitted on (held-out runs, extrapolation folds), a Student-t error
+  model whose scale grows with the distance beyond the fit set; the intervals
+  are then calibrated (``calibrated`` is True);
 - ``bootstrap``: percentile intervals over the refits of a bootstrap over runs
-  (:mod:`scaling.bootstrap`); a prediction interval adds a resampled residual.
+  (:mod:`scaling.bootstrap`), plus a draw of run noise for a new run: the
+  parameter uncertainty of a law assumed to be right;
 - ``t``: for a power law fitted by OLS in log space, Student-t intervals from the
   coefficient covariance; a prediction interval adds the residual variance.
 
-Without either (a fit with ``resamples=0`` and no closed form), intervals are NaN.
+Without any of these (a fit with ``resamples=0`` and no closed form), intervals are NaN.
+Parameter intervals come from the bootstrap or the t distribution.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import pandas as pd
 from scipy import stats
 
 from scaling.bootstrap import percentile_interval
+from scaling.calibration import Calibration, displacement, log_inputs
 from scaling.laws import LAWS
 
 NAN = float("nan")
@@ -38,10 +47,21 @@ class FitResult:
     level: float = 0.95
     interval_method: str = "none"
     samples: np.ndarray | None = None  # bootstrap: parameter refits, one row per resample (NaN: failed)
-    noise: np.ndarray | None = None  # bootstrap: one residual draw per resample
+    noise: np.ndarray | None = None  # bootstrap: one draw of run noise per resample
+    noise_sd: float = float("nan")  # run-to-run noise of one run (in residual_space): seeds, or robust residual scale
     residual_space: str = "linear"  # residuals are y − ŷ ("linear") or log y − log ŷ ("log")
     loglinear: dict | None = None  # t intervals: {"cov": …, "sigma": …, "dof": …} of log y = β·[1, log x…]
+    calibration: Calibration | None = None  # the error model of out-of-sample errors, when there were enough
+    fit_inputs: np.ndarray | None = None  # log10 inputs of the fit set, rows (for distances beyond it)
     meta: dict = field(default_factory=dict)
+
+    @property
+    def calibrated(self) -> bool:
+        return self.calibration is not None
+
+    def extrapolation(self, *inputs) -> tuple[np.ndarray, np.ndarray]:
+        """``(up, down)``: decades beyond the fit set's inputs (:func:`scaling.calibration.displacement`)."""
+        return displacement(self.fit_inputs, log_inputs(*inputs))
 
     # -- evaluation ---------------------------------------------------------------------------------------
     def _eval(self, inputs, params) -> np.ndarray:
@@ -61,11 +81,15 @@ class FitResult:
             y = y * np.exp(eps) if self.residual_space == "log" else y + eps
         return y
 
-    def predict(self, *inputs, interval: str = "prediction", level: float | None = None) -> pd.DataFrame:
+    def predict(self, *inputs, interval: str = "prediction", level: float | None = None,
+                rows=None) -> pd.DataFrame:
         """Predictions at ``inputs`` (arrays, in the order of the law's inputs) with an interval.
 
         ``interval="prediction"`` bounds a new run's measured value; ``"confidence"``
-        bounds the law itself. Columns: ``predicted``, ``lo``, ``hi``.
+        bounds the law itself (the mean over seeds). Columns: ``predicted``, ``lo``,
+        ``hi``. With a calibration, ``rows`` (one id per input point, −1 for none)
+        names the predicted row of each point, so that a row's interval leaves out
+        the score measured at that row (leave-one-out).
         """
         if interval not in ("prediction", "confidence"):
             raise ValueError("interval must be 'prediction' or 'confidence'")
@@ -73,7 +97,9 @@ class FitResult:
         inputs = [np.atleast_1d(np.asarray(x, dtype=float)) for x in inputs]
         y = self._eval(inputs, self.params) * np.ones_like(inputs[0])
         lo = hi = np.full_like(y, NAN)
-        if self.interval_method == "bootstrap":
+        if self.calibration is not None:
+            lo, hi = self.calibration.interval(y, *self.extrapolation(*inputs), level, interval, rows)
+        elif self.interval_method == "bootstrap":
             lo, hi = percentile_interval(self.predict_samples(*inputs, noise=interval == "prediction"), level)
         elif self.interval_method == "t":
             Z = np.column_stack([np.ones_like(y)] + [np.log(x) for x in inputs])
@@ -116,8 +142,15 @@ class FitResult:
 
     def __str__(self) -> str:
         law = LAWS[self.law]
+        if self.calibration is not None:
+            c = self.calibration.params
+            how = (f"calibrated on {self.calibration.n_scores} out-of-sample errors "
+                   f"({', '.join(sorted(set(self.calibration.source)))}): s0 = {c['s0']:.3g}, "
+                   f"+{c['kappa_up']:.3g}/decade up, +{c['kappa_down']:.3g}/decade down")
+        else:
+            how = f"{self.interval_method} (not calibrated on runs outside the fit set)"
         head = (f"{law.name}: {law.formula}  ({law.source})\n"
-                f"fitted by {self.method} on {self.n_points} points; intervals: {self.interval_method}")
+                f"fitted by {self.method} on {self.n_points} points; prediction intervals: {how}")
         return head + "\n" + self.summary().to_string(index=False, float_format=lambda v: f"{v:.6g}")
 
     # -- serialization --------------------------------------------------------------------------------------
@@ -128,8 +161,12 @@ class FitResult:
             "params": self.params, "stderr": self.stderr, "n_points": self.n_points, "objective": self.objective,
             "level": self.level, "interval_method": self.interval_method,
             "interval": {p: list(v) for p, v in self.intervals.items()},
-            "residual_space": self.residual_space, **self.meta,
+            "residual_space": self.residual_space, "noise_sd": self.noise_sd, "calibrated": self.calibrated, **self.meta,
         }
+        if self.calibration is not None:
+            d["calibration"] = self.calibration.to_dict()
+        if self.fit_inputs is not None:
+            d["fit_inputs"] = np.asarray(self.fit_inputs).tolist()
         if self.samples is not None:
             d["bootstrap"] = {"samples": self.samples.tolist(), "noise": self.noise.tolist()}
         if self.loglinear is not None:
@@ -139,7 +176,8 @@ class FitResult:
     @classmethod
     def from_dict(cls, d: dict) -> "FitResult":
         known = {"law", "formula", "source", "method", "params", "stderr", "n_points", "objective", "level",
-                 "interval_method", "interval", "residual_space", "bootstrap", "loglinear"}
+                 "interval_method", "interval", "residual_space", "bootstrap", "loglinear", "noise_sd", "calibrated",
+                 "calibration", "fit_inputs"}
         boot = d.get("bootstrap")
         return cls(
             law=d["law"], method=d["method"], params=dict(d["params"]), stderr=dict(d["stderr"]),
@@ -147,7 +185,9 @@ class FitResult:
             interval_method=d["interval_method"],
             samples=None if boot is None else np.array(boot["samples"], dtype=float),
             noise=None if boot is None else np.array(boot["noise"], dtype=float),
-            residual_space=d["residual_space"], loglinear=d.get("loglinear"),
+            residual_space=d["residual_space"], loglinear=d.get("loglinear"), noise_sd=d.get("noise_sd", NAN),
+            calibration=Calibration.from_dict(d["calibration"]) if d.get("calibration") else None,
+            fit_inputs=None if d.get("fit_inputs") is None else np.asarray(d["fit_inputs"], dtype=float),
             meta={k: v for k, v in d.items() if k not in known},
         )
 

@@ -8,7 +8,8 @@ table of the same name in ``results/<study>/scaling.duckdb``:
 - ``evals``: one row per run × validation set;
 - ``downstream``: one row per run × downstream task (empty when there are none);
 - ``fits``: one row per fitted law;
-- ``predictions``: one row per point a fitted law predicts.
+- ``predictions``: one row per point a fitted law predicts;
+- ``backtest``: per law and dataset, how its predictions fared on the points it was not fitted on.
 
 Each table has *core* columns, listed below with their Arrow type, unit and
 meaning. A writer may add columns: they are carried through after the core
@@ -37,7 +38,7 @@ import pyarrow.parquet as pq
 
 from scaling.io import atomic_path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 VERSION_KEY = b"scaling.schema_version"
 TABLE_KEY = b"scaling.table"
 
@@ -157,6 +158,11 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
         ("task", STR, "(downstream law) the task or task set whose average top-1 error is fitted"),
         ("fit_on", STR, "the fit-set filters, as JSON"),
         ("at_bound", STR, "the parameters that ended on the bound of their physical range, as a JSON list"),
+        ("calibrated", pa.bool_(), "whether the prediction intervals are calibrated on runs the law was not fitted "
+         "on (else they are the bootstrap's, which assume the law is right)"),
+        ("calibration", STR, "the error model of the calibration, as JSON: s0 (error inside the fit set's range), "
+         "kappa_up/kappa_down (growth per decade beyond it), noise, n_scores, sources"),
+        ("diagnostics", STR, "what is wrong with the fit and which runs would fix it, as a JSON list of sentences"),
     )),
     "predictions": ("one row per point a fitted law predicts", _cols(
         ("law", STR, "the law (joins `fits.law`)", "", REQ),
@@ -165,24 +171,49 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
         ("n_params", I64, "N", "parameters", REQ),
         ("token_multiplier", F64, "M", "tokens per parameter", REQ),
         ("lr", F64, "the best learning rate of the point (null for a target)"),
-        ("role", STR, "`fit` (in the fit set), `held_out` (measured, not fitted on) or `target` (asked for)", "", REQ),
+        ("role", STR, "`fit` (in the fit set), `held_out` (measured, not fitted on), `target` (asked for) or `test` "
+         "(a backtest's point beyond its cut)", "", REQ),
         ("measured_loss", F64, "best-LR validation loss, seeds averaged (null when not trained)", "nats/token"),
         ("predicted_loss", F64, "the law's prediction", "nats/token", PRESENT),
-        ("rel_error", F64, "|predicted − measured| / measured"),
+        ("rel_error", F64, "relative error of the prediction: predicted / measured − 1"),
         ("tokens", F64, "D = M·N", "tokens"),
         ("flops", F64, "C = 6·N·D", "FLOPs"),
-        ("predicted_loss_lo", F64, "lower end of the prediction interval of the loss", "nats/token"),
-        ("predicted_loss_hi", F64, "upper end of the prediction interval of the loss", "nats/token"),
-        ("covered", pa.bool_(), "whether the interval covers the measured loss (null when not measured)"),
+        ("predicted_loss_lo", F64, "lower end of the interval of a new run's loss", "nats/token"),
+        ("predicted_loss_hi", F64, "upper end of the interval of a new run's loss", "nats/token"),
+        ("covered", pa.bool_(), "whether the new-run interval covers the measured loss (null when not measured)"),
+        ("predicted_loss_law_lo", F64, "lower end of the law's interval (where the mean of many seeds would land)",
+         "nats/token"),
+        ("predicted_loss_law_hi", F64, "upper end of the law's interval", "nats/token"),
+        ("half_width", F64, "half the new-run interval of the loss, relative to the prediction", "fraction"),
+        ("calibrated", pa.bool_(), "whether the loss intervals are calibrated on runs the law was not fitted on"),
+        ("compute_ratio", F64, "C over the largest C of the fit set: how far the prediction extrapolates in compute"),
+        ("extrapolation_up", F64, "distance beyond the fit set's inputs towards larger N, M or D (log10 space)",
+         "decades"),
+        ("extrapolation_down", F64, "distance beyond the fit set's inputs towards smaller ones", "decades"),
         ("task", STR, "(downstream law) the task or task set whose average top-1 error is predicted"),
         ("measured_error", F64, "(downstream law) measured top-1 error, 1 − accuracy", "fraction"),
         ("predicted_error", F64, "(downstream law) Err(L̂): the error law at the predicted loss", "fraction"),
         ("predicted_error_lo", F64, "(downstream law) lower end of its prediction interval", "fraction"),
         ("predicted_error_hi", F64, "(downstream law) upper end of its prediction interval", "fraction"),
         ("error_covered", pa.bool_(), "(downstream law) whether that interval covers the measured error"),
+        ("error_rel_error", F64, "(downstream law) predicted / measured − 1 of the error"),
+        ("error_half_width", F64, "(downstream law) half the error's new-run interval, relative to the prediction",
+         "fraction"),
         ("error_at_measured_loss", F64, "(downstream law) Err(L): the error law at the measured loss", "fraction"),
         ("measured_lr", F64, "(optimal-LR law) the best learning rate of the sweep at the point"),
         ("predicted_lr", F64, "(optimal-LR law) η*(N, D)"),
+    )),
+    "backtest": ("per law and dataset: how its predictions fared on the points it was not fitted on", _cols(
+        ("law", STR, "the law (joins `fits.law`)", "", REQ),
+        ("dataset", STR, "the dataset (joins `fits.dataset`)", "", REQ),
+        ("quantity", STR, "what was predicted: `loss`, or `error` (downstream)", "", REQ),
+        ("n", I64, "measured points the law was not fitted on"),
+        ("coverage", F64, "share of them inside their new-run interval (nominal: the fit's level)", "fraction"),
+        ("median_half_width", F64, "median half-width of those intervals, relative to the prediction", "fraction"),
+        ("mean_abs_rel_error", F64, "mean |predicted / measured − 1|", "fraction"),
+        ("median_abs_rel_error", F64, "median |predicted / measured − 1|", "fraction"),
+        ("max_compute_ratio", F64, "the farthest of them, in C over the fit set's largest C"),
+        ("calibrated", pa.bool_(), "whether the intervals were calibrated (else the bootstrap's)"),
     )),
 }
 
@@ -247,7 +278,18 @@ def _v0_to_v1(table: str, data: pa.Table) -> pa.Table:
     return data
 
 
-MIGRATIONS: dict[int, Callable[[str, pa.Table], pa.Table]] = {0: _v0_to_v1}
+def _v1_to_v2(table: str, data: pa.Table) -> pa.Table:
+    """Version 1 stored ``rel_error`` as |predicted − measured| / measured; version 2 as predicted / measured − 1."""
+    if table == "predictions":
+        for rel, q in (("rel_error", "loss"), ("error_rel_error", "error")):
+            if rel in data.column_names and f"predicted_{q}" in data.column_names:
+                df = data.select([f"predicted_{q}", f"measured_{q}"]).to_pandas()
+                signed = pa.array(df[f"predicted_{q}"] / df[f"measured_{q}"] - 1, pa.float64(), from_pandas=True)
+                data = data.set_column(data.column_names.index(rel), rel, signed)
+    return data
+
+
+MIGRATIONS: dict[int, Callable[[str, pa.Table], pa.Table]] = {0: _v0_to_v1, 1: _v1_to_v2}
 
 
 def version_of(metadata: dict | None) -> int:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from scaling.figures import FIGURES
-from scaling.fit import best_lr_points
+from scaling.fit import backtest_summary, best_lr_points
 from scaling.laws import LAWS
 from scaling.study_tables import Tables, downstream_runs, law_fits, law_predictions, lr_sweep_points
 
@@ -61,7 +61,27 @@ def _fit_head(row, points: str) -> list[str]:
     if at_bound:
         out += [f"**Warning:** {', '.join(at_bound)} ended on the bound of its physical range; the fit set is too "
                 "small or too noisy for this law, so treat its predictions with care.", ""]
+    if row["law"] != "optimal_lr":
+        out += [_calibration_text(row), ""]
+    diagnostics = _names(row.get("diagnostics")) if isinstance(row.get("diagnostics"), str) else []
+    if diagnostics:
+        out += ["**Diagnostics:**", "", *[f"- {d}" for d in diagnostics], ""]
     return out
+
+
+def _calibration_text(row) -> str:
+    """How the fit's prediction intervals were made, in words."""
+    cal = row.get("calibration")
+    if not row.get("calibrated") or not isinstance(cal, str):
+        return ("Prediction intervals are **not calibrated**: too few runs outside the fit set to test the law on, so "
+                "they are the bootstrap's, which assume the law is right (see the diagnostics).")
+    c = json.loads(cal)
+    sources = " and ".join({"held_out": "held-out runs", "fold": "extrapolation folds of the fit set"}[s]
+                           for s in c["sources"])
+    return (f"Prediction intervals are calibrated on the law's errors at {c['n_scores']} points it was not fitted on "
+            f"({sources}): a typical error of {100 * c['s0']:.2g}% within the fit set's range, growing by "
+            f"{100 * c['kappa_up']:.2g}% per decade beyond it towards larger N or M "
+            f"({100 * c['kappa_down']:.2g}% towards smaller), Student-t tails.")
 
 
 def _names(value) -> list[str]:
@@ -108,8 +128,13 @@ def _section(title: str, fits: pd.DataFrame, pred: pd.DataFrame, q: str, points:
             p = p[p["task"] == task]
         table = _predictions(p, q, row.get("level"))
         if len(table):
-            out += [f"Predicted vs measured {note} of held-out points and targets "
-                    f"({_pct(row.get('level'))} prediction intervals):", "", _table(table), ""]
+            out += [f"Predicted vs measured {note} of held-out points and targets ({_pct(row.get('level'))} "
+                    f"intervals of a new run; relative error = predicted / measured − 1):", "", _table(table), ""]
+        if q != "lr" and len(agg := backtest_summary(p, q=q)):
+            a = agg.iloc[0]
+            out += [f"On the {a['n']} measured points it was not fitted on, {100 * a['coverage']:.0f}% fall inside "
+                    f"their {_pct(row.get('level'))} intervals (median half-width {100 * a['median_half_width']:.2g}%); "
+                    f"mean |relative error| {100 * a['mean_abs_rel_error']:.2g}%.", ""]
     return out
 
 

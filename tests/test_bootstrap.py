@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from scaling.bootstrap import residual_draws, run_weights
+from scaling.bootstrap import noise_draws, robust_scale, run_weights
 from scaling.overtraining import fit_overtraining
 from test_fit import noisy
 
@@ -38,8 +38,13 @@ def test_poisson_resamples_that_leave_too_few_points_fail_and_are_counted():
     assert np.isfinite(fit.intervals["E"]).all()
 
 
-def test_residual_draws_are_inflated_and_vanish_for_an_exact_fit():
-    r = np.array([0.1, -0.1, 0.2, -0.2, 0.0])
-    draws = residual_draws(r, 1, 1000, seed=0, stream=0)
-    assert set(np.round(draws, 12)) <= set(np.round(r * np.sqrt(5 / 4), 12))
-    assert not residual_draws(r, 5, 10, seed=0, stream=0).any()
+def test_run_noise_is_a_robust_scale_that_two_outlying_runs_do_not_set():
+    rng = np.random.default_rng(0)
+    r = rng.normal(0, 0.01, 40)
+    clean = robust_scale(r, 4)
+    assert clean == pytest.approx(0.01 * np.sqrt(40 / 36), rel=0.3)
+    r[:2] = [0.5, -0.4]  # two runs that fit badly: the standard deviation grows 12-fold, the robust scale barely
+    assert np.std(r) > 10 * clean and robust_scale(r, 4) < 1.3 * clean
+    assert robust_scale(r[:4], 4) == 0.0  # an exact fit leaves nothing to learn the noise from
+    draws = noise_draws(0.02, 20_000, seed=0, stream=1)
+    assert draws.std() == pytest.approx(0.02, rel=0.02) and np.array_equal(draws, noise_draws(0.02, 20_000, 0, 1))

@@ -87,7 +87,8 @@ def test_unknown_task_is_a_clear_error():
 def test_every_law_gets_its_json_and_the_tables_fit_the_schema(tmp_path):
     runs, scores = study()
     fitted = fit_study(runs, scores, {**FIT, "bootstrap": 0}, SIZES, "core")
-    write_fits(fitted, tmp_path / "fit", tmp_path / "fits.parquet", tmp_path / "predictions.parquet")
+    write_fits(fitted, tmp_path / "fit", tmp_path / "fits.parquet", tmp_path / "predictions.parquet",
+               tmp_path / "backtest.parquet")
     for law in ("overtraining", "downstream", "optimal_lr"):
         doc = json.loads((tmp_path / "fit" / f"{law}.json").read_text())
         assert doc["law"] == law and doc["skipped"] is None and doc["fits"] and doc["predictions"]
@@ -96,3 +97,8 @@ def test_every_law_gets_its_json_and_the_tables_fit_the_schema(tmp_path):
     assert fits.loc["downstream", "task"] == "core" and np.isfinite(fits.loc["downstream", "gamma"])
     pred = schema.read_table(tmp_path / "predictions.parquet", "predictions").to_pandas()
     assert pred.groupby("law").size().to_dict() == {"downstream": 10, "optimal_lr": 10, "overtraining": 10}  # 9 points + 1 target
+    backtest = schema.read_table(tmp_path / "backtest.parquet", "backtest").to_pandas().set_index("law")
+    held = pred[(pred["law"] == "overtraining") & (pred["role"] == "held_out")]
+    assert backtest.loc["overtraining", "n"] == len(held) == 3 and backtest.loc["downstream", "quantity"] == "error"
+    assert backtest.loc["overtraining", "coverage"] == pytest.approx(held["covered"].astype(float).mean(), nan_ok=True)
+    assert backtest.loc["overtraining", "mean_abs_rel_error"] == pytest.approx(held["rel_error"].abs().mean())

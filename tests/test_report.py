@@ -232,7 +232,7 @@ def test_loss_vs_lr_marks_diverged_runs_and_labels_the_sizes(study):
     assert lo < ok.min() and ok.max() < hi  # every loss visible; diverged runs do not squash the curves
 
 
-def test_residuals_are_measured_over_predicted_minus_one_in_percent(study):
+def test_residuals_are_predicted_over_measured_minus_one_in_percent(study):
     fig = F.plot_residuals(study.runs, study.predictions)
     assert len(fig.axes) == 2
     for ax in fig.axes:
@@ -240,8 +240,12 @@ def test_residuals_are_measured_over_predicted_minus_one_in_percent(study):
         assert any(np.allclose(ln.get_ydata(), 0) for ln in ax.get_lines())  # the zero line
     p = study.predictions[(study.predictions["law"] == "overtraining") & (study.predictions["role"] == "held_out")]
     drawn = np.concatenate([c.get_offsets() for c in gid(fig.axes[0], "held_out")])
-    expected = np.c_[p["flops"], 100 * (p["measured_loss"] / p["predicted_loss"] - 1)]
+    expected = np.c_[p["flops"], 100 * (p["predicted_loss"] / p["measured_loss"] - 1)]
     assert_same_rows(drawn, expected)
+    assert np.allclose(expected[:, 1], 100 * p["rel_error"])  # the same relative error as the tables
+    bars = interval_bars(fig.axes[0])  # a held-out point is covered exactly when its bar crosses it
+    crossed = [any(lo <= y <= hi for lo, hi in bars) for y in expected[:, 1]]
+    assert crossed == p["covered"].tolist()
 
 
 def test_optimal_lr_plots_the_best_rates_the_law_and_the_sweep_edges(study):

@@ -25,6 +25,8 @@ SAMPLES = {
              "E_lower95": 0.8},
     "predictions": {"law": "overtraining", "dataset": "bible", "n_params": 10**6, "token_multiplier": 20.0,
                     "role": "target", "predicted_loss": 2.0, "predicted_upper95": 2.1},
+    "backtest": {"law": "overtraining", "dataset": "bible", "quantity": "loss", "n": 2, "coverage": 0.5,
+                 "max_extrapolation": 0.3},
 }
 
 
@@ -93,6 +95,16 @@ def test_dictionary_encoded_strings_stay_strings():
     curve = pa.table({"run_id": ids, "step": [1, 2], "tokens": [8, 16], "lr": [0.1, 0.1], "train_loss": [3.0, 2.0]})
     out = schema.conform("curves", curve)
     assert out.column("run_id").to_pylist() == ["a", "a"]
+
+
+def test_version_1_relative_errors_become_signed(tmp_path):
+    path = tmp_path / "predictions.parquet"
+    v1 = pa.table({"law": ["overtraining"] * 2, "dataset": ["d"] * 2, "n_params": [10, 20], "token_multiplier": [20.0] * 2,
+                   "role": ["held_out"] * 2, "measured_loss": [2.0, 4.0], "predicted_loss": [2.2, 3.0],
+                   "rel_error": [0.1, 0.25]})
+    pq.write_table(v1.replace_schema_metadata({schema.VERSION_KEY: b"1"}), path)
+    back = schema.read_table(path, "predictions").to_pandas()
+    assert back["rel_error"].tolist() == pytest.approx([0.1, -0.25])  # predicted / measured − 1
 
 
 def test_the_readme_documents_every_column_of_every_table():
