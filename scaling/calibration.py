@@ -68,11 +68,11 @@ def displacement(fit_points: np.ndarray, points: np.ndarray) -> tuple[np.ndarray
     """
     fit_points, points = np.atleast_2d(fit_points), np.atleast_2d(points)
     # min ‖q − Pᵀw‖ over w ≥ 0 with Σw = 1, the constraint as a heavily weighted extra row
-    A = np.vstack([fit_points.T, np.full(len(fit_points), 1e3)])
+    A = np.vstack([fit_points.T, np.full(len(fit_points), 1e6)])
     up, down = np.zeros(len(points)), np.zeros(len(points))
     for i, q in enumerate(points):
-        w, _ = optimize.nnls(A, np.append(q, 1e3))
-        v = q - fit_points.T @ w
+        w, _ = optimize.nnls(A, np.append(q, 1e6))
+        v = q - fit_points.T @ (w / w.sum())
         v[np.abs(v) < 1e-9] = 0.0
         up[i], down[i] = np.linalg.norm(np.clip(v, 0, None)), np.linalg.norm(np.clip(v, None, 0))
     return up, down

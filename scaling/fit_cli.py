@@ -174,7 +174,7 @@ def _fit_command(args, default_data, backtest: bool) -> None:
     from scaling.io import write_json, write_parquet
 
     raw, runs = _runs(args, default_data)
-    by = [] if args.by == ["none"] else (args.by or ["dataset"])
+    by = [c for c in ([] if args.by == ["none"] else (args.by or ["dataset"])) if c in runs]
     opt = options(args)
     extra: dict = {}
     if not backtest and args.law == "chinchilla" and args.approach in (1, 2):
