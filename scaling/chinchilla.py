@@ -155,10 +155,12 @@ def approach1(N, D, L, *, level: float = 0.95, **_) -> tuple[pd.DataFrame, dict[
 
 
 def budget_suggestion(C) -> str:
-    """The compute values the runs cluster at (3 or more runs within 0.05 decades), as a --budgets value."""
-    rounded = np.round(np.log10(np.asarray(C, dtype=float)) * 10) / 10
-    values, counts = np.unique(rounded, return_counts=True)
-    return ",".join(f"{10**v:.2g}" for v in values[counts >= 3])
+    """The compute values the runs cluster at, as a --budgets value: the peaks (3 or more runs, no fewer than either
+    neighbour) of the runs' count per 0.1 decade of C."""
+    bins = np.round(np.log10(np.asarray(C, dtype=float)) * 10).astype(int)
+    count = {b: int(n) for b, n in zip(*np.unique(bins, return_counts=True))}
+    peaks = [b for b, n in count.items() if n >= 3 and n >= count.get(b - 1, 0) and n >= count.get(b + 1, 0)]
+    return ",".join(f"{10 ** (b / 10):.2g}" for b in sorted(peaks))
 
 
 def isoflop_minima(N, D, L, budgets=HOFFMANN_BUDGETS, tolerance_dex: float = 0.1, window: float = WINDOW,

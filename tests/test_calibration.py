@@ -187,3 +187,70 @@ def test_scaling_fit_refuses_bad_tables_in_one_line(tmp_path, table, args, messa
     proc = scaling("fit", "overtraining", "--data", str(tmp_path / "runs.csv"), *args)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# -- run noise, folds and the two intervals in fit_table ---------------------------------------------------------------
+def seeded_runs(seeds=3, noise=0.004, misfit=0.0) -> pd.DataFrame:
+    """Runs of the over-training law at 6 sizes × 4 multipliers, each with ``seeds`` seeds of log-normal run noise,
+    and a misfit of the law growing with N (relative, ``misfit`` per decade above 1e7)."""
+    from scaling.laws import overtraining_loss
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in (1e7, 2e7, 4e7, 1e8, 2e8, 4e8):
+        for m in (10, 20, 40, 80):
+            law = overtraining_loss(n, m, 1.9, 450.0, -0.32, 1800.0) * (1 + misfit * np.log10(n / 1e7))
+            rows += [{"dataset": "d", "n_params": n, "token_multiplier": float(m), "seed": s, "lr": 0.01,
+                      "loss": law * np.exp(rng.normal(0, noise))} for s in range(seeds)]
+    return pd.DataFrame(rows)
+
+
+def test_seeds_set_the_run_noise_and_the_law_interval_is_narrower_than_a_new_runs():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fits, pred = fit_table("overtraining", seeded_runs(), fit_on="token_multiplier IN (20, 80)", by=["dataset"])
+    cal = fits[0].calibration
+    assert cal is not None and cal.noise == pytest.approx(0.004, rel=0.25) and cal.seeds == 3
+    held = pred[pred["role"] == "held_out"]
+    law = held["predicted_loss_law_hi"] - held["predicted_loss_law_lo"]
+    run = held["predicted_loss_hi"] - held["predicted_loss_lo"]
+    assert (law < run).all() and (held["half_width"] > 0.004 * 1.9).all()  # a new run's interval holds its noise
+
+
+def test_extrapolation_folds_calibrate_a_fit_set_without_held_out_runs():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fits, pred = fit_table("overtraining", seeded_runs(seeds=1, misfit=0.01), fit_on="TRUE", by=["dataset"],
+                               targets=[{"n_params": 4e9, "token_multiplier": 20}])
+    cal = fits[0].calibration
+    assert cal is not None and set(cal.source) == {"fold"} and cal.params["kappa_up"] > 0
+    target = pred[pred["role"] == "target"].iloc[0]
+    inner = pred[pred["role"] == "fit"]["half_width"].median()
+    assert target["extrapolation_up"] == pytest.approx(1.0) and target["half_width"] > inner  # wider, further out
+
+
+def test_the_diagnostics_name_what_is_wrong_and_the_runs_that_fix_it():
+    from scaling.diagnostics import diagnose
+    from scaling.result import FitResult
+
+    runs = seeded_runs(seeds=1)
+    sweep = pd.concat([runs, runs.assign(lr=0.005, loss=runs["loss"] * 1.05)])  # best lr 0.01: the sweep's top
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fits, pred = fit_table("overtraining", sweep, fit_on="token_multiplier = 20 OR (n_params = 1e7 AND "
+                               "token_multiplier = 80)", by=["dataset"],
+                               targets=[{"n_params": 1e11, "token_multiplier": 20}])
+    found = " | ".join(fits[0].meta["diagnostics"])
+    assert "7 fit points for 4 parameters" in found and "add 1 or more runs" in found
+    assert "edge of its sweep" in found and "(lr 0.01: try 0.02)" in found
+    assert "extrapolate beyond what was tested" in found and "add runs between the fit set and them" in found
+    assert "below the fitted irreducible loss" not in found and "not identified" not in found
+    points = pred.assign(loss=pred["measured_loss"])
+    low_e = FitResult(**{**fits[0].__dict__, "params": {**fits[0].params, "E": 10.0}})
+    assert any("below the fitted irreducible loss E = 10" in d for d in diagnose(low_e, points, pred["role"] == "fit",
+                                                                                 pred))
+    error_law = FitResult("downstream", "gadre", {"epsilon": 0.6, "k": 2.0, "gamma": 0.5},
+                          {"epsilon": 0.01, "k": 5.0, "gamma": 0.1}, 10, 0.0)
+    found = diagnose(error_law, points, pred["role"] == "fit", pred.iloc[:0], chance_error=0.75)
+    assert any("ceiling ε = 0.6 is below the error of chance (0.75)" in d for d in found)
+    assert any("k not identified" in d for d in found)

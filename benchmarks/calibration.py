@@ -1,0 +1,84 @@
+"""The calibration table of the README: how often the prediction intervals hold, at each nominal level.
+
+    python benchmarks/calibration.py            # every backtest of the table (about 3 minutes on 2 cores)
+    python benchmarks/calibration.py --smoke    # C4 validation loss only, to check the script runs
+
+Backtests on published data, each prediction judged on a value its fit and its calibration never saw:
+
+- Gadre et al. (2024), the paper's fit design (Figure 1's five runs per training set): every other run
+  predicted, on all 8 validation sets × 3 training sets, loss and (C4 only) 17-task error; and the six
+  Figure 1 targets (the 1.4B over-trained and 6.9B runs, C4 validation loss);
+- the Chinchilla points reconstructed by Epoch AI (when ../shared is beside the repository): fitted
+  below 1e21 FLOPs, predicting above.
+
+The intervals are Student-t with ν = 4 in the calibrated error scale s (scaling.calibration), so one set of
+predictions gives every level: a point is inside its level-q interval when |e| ≤ t₄((1+q)/2)·s, with
+e the error in the calibration's space (log loss, or the error fraction) and s its 95% half-width / t₄(0.975).
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from scaling import gadre
+from scaling.calibration import NU
+from scaling.fit import backtest, fit_table, matches
+
+LEVELS = (0.5, 0.8, 0.9, 0.95, 0.99)
+VAL_SETS = ("c4_val", "openlm", "paloma_c4_en", "paloma_dolma_100_programing_languages", "paloma_falcon-refinedweb",
+            "paloma_ptb", "paloma_redpajama", "val_de-en_100")
+CHINCHILLA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "chinchilla" / "points.csv"
+
+
+def row(name: str, pred: pd.DataFrame, q: str = "loss") -> dict:
+    """Coverage at every level, median 95% half-width and mean |relative error| of ``pred``'s measured points."""
+    prefix = "" if q == "loss" else "error_"
+    p = pred[pred[f"measured_{q}"].notna()]
+    y, m = p[f"predicted_{q}"], p[f"measured_{q}"]
+    lo, hi = p[f"predicted_{q}_lo"], p[f"predicted_{q}_hi"]
+    if q == "loss":  # log space, symmetric: the standardized error
+        z = np.abs(np.log(y / m)) / (np.log(hi / y) / stats.t.ppf(0.975, NU))
+    else:
+        z = np.abs(y - m) / ((hi - y) / stats.t.ppf(0.975, NU))
+    out = {"backtest": name, "points": len(p)}
+    for level in LEVELS:
+        out[f"{level:.0%}"] = f"{np.mean(z <= stats.t.ppf(0.5 + level / 2, NU)):.1%}"
+    out["median half-width (95%)"] = f"{p[f'{prefix}half_width'].median():.2%}"
+    out["mean abs. error"] = f"{p[f'{prefix}rel_error'].abs().mean():.2%}"
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="C4 validation loss only")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    val_sets = VAL_SETS[:1] if args.smoke else VAL_SETS
+    runs = pd.concat([gadre.load_runs(val_set=v).assign(val_set=v) for v in val_sets], ignore_index=True)
+    _, pred = fit_table("overtraining", runs, fit_on=gadre.LOSS_FIT_ON, by=["dataset", "val_set"])
+    held = pred[pred["role"] == "held_out"]
+    rows = [row(f"Gadre et al., paper's fit design, {len(val_sets)} validation set(s) × 3 training sets: loss", held)]
+    c4 = held[held["val_set"] == "c4_val"]
+    rows.append(row("… C4 validation loss only", c4))
+    rows.append(row("… the six Figure 1 targets (C4 validation loss)", c4[matches(c4, gadre.TARGETS)]))
+    _, down = fit_table("downstream", gadre.load_runs(), fit_on=gadre.LOSS_FIT_ON, error_fit_on=gadre.ERROR_FIT_ON,
+                        by=["dataset"])
+    rows.append(row("… 17-task top-1 error, chained to the loss law (C4)", down[down["role"] == "held_out"], "error"))
+    if CHINCHILLA.exists() and not args.smoke:
+        points = pd.read_csv(CHINCHILLA)
+        _, chin = backtest("chinchilla", points[~points["epoch_excluded_outlier"]], split=1e21)
+        rows.append(row("Chinchilla points (Epoch AI): fit below 1e21 FLOPs, predict above", chin[chin["role"] == "test"]))
+    table = pd.DataFrame(rows)
+    print("| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns))
+    for r in table.itertuples(index=False):
+        print("| " + " | ".join(map(str, r)) + " |")
+
+
+if __name__ == "__main__":
+    main()
