@@ -169,25 +169,24 @@ def _sql(args):
 
     from scaling.database import ReadOnlyError, open_all, open_study, query
 
-    if args.all:
-        try:
+    try:
+        if args.all:
             con = open_all(args.results)
-        except FileNotFoundError as e:
-            raise SystemExit(f"error: {e}; run `snakemake --cores 2` or `scaling import gadre2024` first")
-    else:
-        db = Path(args.db) if args.db else latest_database(args.results)
-        if not db.exists():
-            raise SystemExit(f"--db: {db} does not exist")
-        con = open_study(db)
+        else:
+            db = Path(args.db) if args.db else latest_database(args.results)
+            if not db.exists():
+                raise SystemExit(f"--db: {db} does not exist")
+            con = open_study(db)
+    except FileNotFoundError as e:
+        raise SystemExit(f"error: {e}; run `snakemake --cores 2` or `scaling import gadre2024` first")
+    except duckdb.Error as e:
+        raise SystemExit(f"error: cannot open the results database: {e}")
     try:
         df = query(con, args.query)
     except ReadOnlyError as e:
         raise SystemExit(f"error: read-only: {e}")
     except duckdb.Error as e:
-        msg = str(e)
-        if "read-only" in msg:
-            msg += "\n(scaling sql opens the database read-only: it runs queries, not statements that write)"
-        raise SystemExit(f"error: {msg}")
+        raise SystemExit(f"error: {e}")
     if df is None:  # a statement with no result (e.g. SET)
         return
     if args.csv:
