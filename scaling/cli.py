@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from scaling import fit_cli
+from scaling.io import WriteError
 
 
 def _prepare(args):
@@ -41,13 +42,14 @@ def _tasks(args):
 
 
 def _evaluate(args):
+    from scaling.collect import RunFileError
     from scaling.evaluate import evaluate_run
     from scaling.tasks import TaskError
 
     try:
         result = evaluate_run(args.run, args.data, json.loads(args.tasks), json.loads(args.task_sets),
                               batch_size=args.batch_size, threads=args.threads)
-    except (TaskError, ValueError) as e:
+    except (TaskError, RunFileError, ValueError) as e:
         raise SystemExit(f"error: {e}")
     for name, r in {**result["tasks"], **result["task_sets"]}.items():
         print(f"{name}: accuracy {r['accuracy']:.4f} (random {r['random_baseline_accuracy']:.4f})")
@@ -303,7 +305,10 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=_report)
 
     args = parser.parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except WriteError as e:  # disk full, no permission: one line, the file and the fix
+        raise SystemExit(f"error: {e}")
 
 
 if __name__ == "__main__":
