@@ -20,7 +20,7 @@ def report_figure(name):
 rule report:
     """Figures (PNG and SVG) and a Markdown summary, from the study's tables alone."""
     input:
-        tables=rules.collect.output.manifest,
+        manifest=rules.collect.output.manifest,
         fits=rules.fit.output.fits,
         predictions=rules.fit.output.predictions,
     output:

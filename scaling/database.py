@@ -97,7 +97,7 @@ def check_read_only(query: str) -> None:
     try:
         kinds = [statement.type.name for statement in duckdb.extract_statements(query)]
     except ValueError:  # a statement type the duckdb module has no name for (UPDATE EXTENSIONS in duckdb 2.0)
-        kinds = ["unnamed"]
+        kinds = ["unrecognized"]
     refused = [kind for kind in kinds if kind not in READ_ONLY_STATEMENTS]
     if refused:
         raise ReadOnlyError(f"{refused[0]} statements are not run (only {', '.join(sorted(READ_ONLY_STATEMENTS))}): "

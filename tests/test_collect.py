@@ -213,8 +213,8 @@ def test_a_full_disk_fails_the_collect_naming_the_table_and_keeps_the_previous_t
 
     monkeypatch.setattr(os, "fsync", full_after_two)
     error = cli_error("collect", "--out", str(tables), *map(str, paths))
-    assert re.fullmatch(rf"error: {re.escape(str(tables))}/\w+\.parquet: could not write it \(No space left on device\); "
-                        r"fix: free disk space, then rerun", error), error
+    assert re.fullmatch(rf"error: {re.escape(str(tables))}/\w+\.parquet: could not write it "
+                        r"\(No space left on device\); fix: free disk space, then rerun", error), error
     assert {p.name: p.read_bytes() for p in tables.iterdir()} == before  # no table replaced, no temporary left
 
 

@@ -133,7 +133,8 @@ def snapshot(root: Path) -> dict[str, str]:
 
 def statement(template: str, root: Path, catalog: str = "scaling") -> str:
     """The statement for study `a` (with --all, its catalog is `a`; alone, `scaling`, as its file)."""
-    return template.format(root=root, study=root / "results/a", catalog=catalog, other=root / "results/b/scaling.duckdb")
+    return template.format(root=root, study=root / "results/a", catalog=catalog,
+                           other=root / "results/b/scaling.duckdb")
 
 
 def run(con: duckdb.DuckDBPyConnection, sql: str) -> None:
