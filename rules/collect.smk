@@ -1,3 +1,5 @@
+# collect's output is its manifest, not the tables beside it: Snakemake deletes a job's outputs before it runs and
+# after it fails, and a failed collect must keep the previous tables (see scaling/collect.py)
 rule collect:
     """Finished runs → Parquet tables `runs`, `curves`, `evals`, `downstream`; only new runs are parsed."""
     input:
@@ -5,10 +7,7 @@ rule collect:
         curves=[f"{RESULTS}/runs/{r.id}/curve.parquet" for r in RUNS],
         downstream=[f"{RESULTS}/runs/{r.id}/downstream.json" for r in RUNS] if TASKS else [],
     output:
-        runs=f"{RESULTS}/tables/runs.parquet",
-        curves=f"{RESULTS}/tables/curves.parquet",
-        evals=f"{RESULTS}/tables/evals.parquet",
-        downstream=f"{RESULTS}/tables/downstream.parquet",
+        manifest=f"{RESULTS}/tables/collect.json",
     params:
         out=f"{RESULTS}/tables",
     log:

@@ -6,8 +6,7 @@ rule fit:
     (when runs are scored on tasks) and the optimal-LR law (when the grid sweeps LR at 2+ multipliers); and how
     each fared on the runs it was not fitted on (the backtest table)."""
     input:
-        runs=rules.collect.output.runs,
-        downstream=rules.collect.output.downstream,
+        rules.collect.output.manifest,
     output:
         overtraining=f"{RESULTS}/fit/overtraining.json",
         downstream=f"{RESULTS}/fit/downstream.json",
@@ -20,9 +19,11 @@ rule fit:
         sizes=json.dumps(S.model_sizes(config), sort_keys=True),
         task=f"--task {DOWNSTREAM_TASK}" if DOWNSTREAM_TASK else "",
         out=lambda wc, output: os.path.dirname(output.overtraining),
+        runs=f"{RESULTS}/tables/runs.parquet",
+        downstream=f"{RESULTS}/tables/downstream.parquet",
     log:
         f"{RESULTS}/logs/fit.log",
     shell:
-        "{SCALING} fit-stage --runs {input.runs} --downstream {input.downstream} --fit-config {params.fit:q} "
+        "{SCALING} fit-stage --runs {params.runs:q} --downstream {params.downstream:q} --fit-config {params.fit:q} "
         "--sizes {params.sizes:q} {params.task} --out-dir {params.out} --fits-table {output.fits} "
         "--predictions {output.predictions} --backtest {output.backtest} > {log} 2>&1"

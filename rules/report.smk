@@ -20,8 +20,7 @@ def report_figure(name):
 rule report:
     """Figures (PNG and SVG) and a Markdown summary, from the study's tables alone."""
     input:
-        runs=rules.collect.output.runs,
-        downstream=rules.collect.output.downstream,
+        manifest=rules.collect.output.manifest,
         fits=rules.fit.output.fits,
         predictions=rules.fit.output.predictions,
     output:

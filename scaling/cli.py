@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from scaling import fit_cli
+from scaling.io import WriteError
 
 
 def _prepare(args):
@@ -41,13 +42,14 @@ def _tasks(args):
 
 
 def _evaluate(args):
+    from scaling.collect import RunFileError
     from scaling.evaluate import evaluate_run
     from scaling.tasks import TaskError
 
     try:
         result = evaluate_run(args.run, args.data, json.loads(args.tasks), json.loads(args.task_sets),
                               batch_size=args.batch_size, threads=args.threads)
-    except (TaskError, ValueError) as e:
+    except (TaskError, RunFileError, ValueError) as e:
         raise SystemExit(f"error: {e}")
     for name, r in {**result["tasks"], **result["task_sets"]}.items():
         print(f"{name}: accuracy {r['accuracy']:.4f} (random {r['random_baseline_accuracy']:.4f})")
@@ -173,25 +175,24 @@ def _sql(args):
 
     from scaling.database import ReadOnlyError, open_all, open_study, query
 
-    if args.all:
-        try:
+    try:
+        if args.all:
             con = open_all(args.results)
-        except FileNotFoundError as e:
-            raise SystemExit(f"error: {e}; run `snakemake --cores 2` or `scaling import gadre2024` first")
-    else:
-        db = Path(args.db) if args.db else latest_database(args.results)
-        if not db.exists():
-            raise SystemExit(f"--db: {db} does not exist")
-        con = open_study(db)
+        else:
+            db = Path(args.db) if args.db else latest_database(args.results)
+            if not db.exists():
+                raise SystemExit(f"--db: {db} does not exist")
+            con = open_study(db)
+    except FileNotFoundError as e:
+        raise SystemExit(f"error: {e}; run `snakemake --cores 2` or `scaling import gadre2024` first")
+    except duckdb.Error as e:
+        raise SystemExit(f"error: cannot open the results database: {e}")
     try:
         df = query(con, args.query)
     except ReadOnlyError as e:
         raise SystemExit(f"error: read-only: {e}")
     except duckdb.Error as e:
-        msg = str(e)
-        if "read-only" in msg:
-            msg += "\n(scaling sql opens the database read-only: it runs queries, not statements that write)"
-        raise SystemExit(f"error: {msg}")
+        raise SystemExit(f"error: {e}")
     if df is None:  # a statement with no result (e.g. SET)
         return
     if args.csv:
@@ -314,7 +315,10 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=_report)
 
     args = parser.parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except WriteError as e:  # disk full, no permission: one line, the file and the fix
+        raise SystemExit(f"error: {e}")
 
 
 if __name__ == "__main__":

@@ -18,13 +18,19 @@ two that become rows of their own tables:
 A run's ``downstream.json`` (written by the evaluate stage beside its
 metrics.json) adds one ``downstream`` row per task and per task set.
 
-Incremental. Snakemake deletes a job's outputs before it reruns the job, so
-the previous tables are kept as hard links in ``<tables>/.collect-cache/``.
-``runs.parquet`` records in its metadata the size and modification time of
-every run's files; the next collect parses only runs that are new or whose
-files changed, and takes every other run's rows from the cache. A cache that is
-missing, unreadable or torn (its tables written by different collects) is
-ignored, and every run is parsed.
+Never without tables. The tables are written only once every run has been read,
+all of them to temporary files first and then renamed into place, so a failed
+collect leaves the previous tables as they were. Then comes the manifest,
+``<tables>/collect.json`` (each table's file and rows, and the collect's id, which
+every table also carries in its metadata): it is what the workflow declares as
+collect's output, not the tables, because Snakemake deletes a job's outputs
+before it runs the job and again when the job fails.
+
+Incremental. ``runs.parquet`` records in its metadata the size and modification
+time of every run's files; the next collect parses only runs that are new or
+whose files changed, and takes every other run's rows from the previous
+tables. Previous tables that are missing, unreadable or torn (written by
+different collects) are ignored, and every run is parsed.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import subprocess
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -47,9 +54,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from scaling import schema
+from scaling.io import atomic_path, write_json
 
 RUN_TABLES = ("runs", "curves", "evals", "downstream")
-CACHE_DIR = ".collect-cache"
+MANIFEST = "collect.json"
 COLLECT_ID_KEY = "scaling.collect_id"
 FINGERPRINTS_KEY = "scaling.collect_fingerprints"
 # read curves' run_id as a dictionary (one entry per run), as collect builds it: 2M strings cost more
@@ -122,20 +130,28 @@ def _flat(value):
     return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
 
 
-def read_run(metrics_path: str | Path) -> Run:
-    """A finished run's rows; raises :class:`RunFileError` naming the file if it is unreadable or incomplete."""
+def read_metrics(metrics_path: str | Path, required: dict[str, bool] = REQUIRED_METRICS) -> dict:
+    """A finished run's ``metrics.json``; raises :class:`RunFileError` naming the file and the fix if it is
+    unreadable or lacks one of the ``required`` fields ({name: may it be null}; by default those of every run)."""
     metrics_path = Path(metrics_path)
-    run_dir, curve_path = metrics_path.parent, metrics_path.with_name("curve.parquet")
+    run_dir = metrics_path.parent
     try:
         metrics = json.loads(metrics_path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise RunFileError(f"{metrics_path}: unreadable ({e}); {_retrain_hint(run_dir)}") from None
     if not isinstance(metrics, dict):
         raise RunFileError(f"{metrics_path}: not a JSON object; {_retrain_hint(run_dir)}")
-    missing = [k for k, nullable in REQUIRED_METRICS.items()
-               if k not in metrics or (metrics[k] is None and not nullable)]
+    missing = [k for k, nullable in required.items() if k not in metrics or (metrics[k] is None and not nullable)]
     if missing:
         raise RunFileError(f"{metrics_path}: lacks the required field(s) {missing}; {_retrain_hint(run_dir)}")
+    return metrics
+
+
+def read_run(metrics_path: str | Path) -> Run:
+    """A finished run's rows; raises :class:`RunFileError` naming the file if it is unreadable or incomplete."""
+    metrics_path = Path(metrics_path)
+    run_dir, curve_path = metrics_path.parent, metrics_path.with_name("curve.parquet")
+    metrics = read_metrics(metrics_path)
     try:
         curve = pq.read_table(curve_path)
     except (OSError, pa.ArrowException) as e:
@@ -192,47 +208,38 @@ def _concat(parts: list[pa.Table]) -> pa.Table:
     return pa.concat_tables(parts, promote_options="permissive")
 
 
-def _load_cache(cache: Path) -> tuple[dict[str, pa.Table], dict[str, list[int]]] | None:
-    """The previous collect's tables and run fingerprints, or None if there is no consistent cache."""
+def _load_previous(out: Path) -> tuple[dict[str, pa.Table], dict[str, list[int]]] | None:
+    """The previous collect's tables and run fingerprints, or None if there are no consistent ones."""
     try:
-        meta = {t: pq.read_schema(cache / f"{t}.parquet").metadata or {} for t in RUN_TABLES}
+        meta = {t: pq.read_schema(out / f"{t}.parquet").metadata or {} for t in RUN_TABLES}
         if len({m.get(COLLECT_ID_KEY.encode()) for m in meta.values()} - {None}) != 1:
             return None
         fingerprints = json.loads(meta["runs"][FINGERPRINTS_KEY.encode()])
-        tables = {t: schema.read_table(cache / f"{t}.parquet", t, **DICTIONARY_IDS.get(t, {})) for t in RUN_TABLES}
+        tables = {t: schema.read_table(out / f"{t}.parquet", t, **DICTIONARY_IDS.get(t, {})) for t in RUN_TABLES}
     except (OSError, KeyError, ValueError, pa.ArrowException):
         return None
     return tables, fingerprints
 
 
-def _refresh_cache(out: Path, cache: Path) -> None:
-    """Hard-link (or copy) the tables just written into the cache, each replaced atomically, runs last."""
-    cache.mkdir(exist_ok=True)
-    for t in (*RUN_TABLES[1:], "runs"):
-        tmp = cache / f".{t}.parquet.tmp"
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(out / f"{t}.parquet", tmp)
-        except OSError:
-            shutil.copyfile(out / f"{t}.parquet", tmp)
-        os.replace(tmp, cache / f"{t}.parquet")
-
-
 def _runs_table(records: list[dict], paths: list[Path]) -> pa.Table:
     try:
         return schema.conform("runs", pd.DataFrame.from_records(records))
-    except schema.SchemaError:  # find the run at fault, to name its file
+    except (schema.SchemaError, pa.ArrowException) as e:  # find the run at fault, to name its file
         for record, path in zip(records, paths):
-            schema.conform("runs", pd.DataFrame.from_records([record]), str(path))
-        raise
+            try:
+                schema.conform("runs", pd.DataFrame.from_records([record]), str(path))
+            except (schema.SchemaError, pa.ArrowException) as bad:
+                raise RunFileError(f"{bad}; {_retrain_hint(path.parent)}") from None
+        raise RunFileError(f"the runs' metrics.json files disagree on the type of a field ({e}); "
+                           f"fix: give that field one type in every run's metrics.json") from None
 
 
 def collect(metrics_paths: list[str | Path], out_dir: str | Path, use_cache: bool = True,
             workers: int | None = None) -> Collected:
-    """Write the run tables for exactly the given runs into ``out_dir``.
+    """Write the run tables for exactly the given runs into ``out_dir``, then its manifest ``collect.json``.
 
     With ``use_cache`` (the default) only runs the previous collect lacks, or whose files changed, are
-    parsed; without it every run is. Either way the tables written become the next collect's cache.
+    parsed; the others' rows come from the previous tables. Without it every run is parsed.
     """
     out = Path(out_dir)
     paths = [Path(p) for p in metrics_paths]
@@ -240,7 +247,7 @@ def collect(metrics_paths: list[str | Path], out_dir: str | Path, use_cache: boo
     if len(fingerprints) != len(paths):
         raise RunFileError("the same run directory is listed twice; fix: list each run's metrics.json once")
 
-    cached = _load_cache(out / CACHE_DIR) if use_cache else None
+    cached = _load_previous(out) if use_cache else None
     old_tables, old_fps = cached if cached else ({}, {})
     keep = {src for src, fp in fingerprints.items() if old_fps.get(src) == fp}
     todo = [p for p in paths if str(p.parent) not in keep]
@@ -276,8 +283,12 @@ def collect(metrics_paths: list[str | Path], out_dir: str | Path, use_cache: boo
 
     collect_id = uuid.uuid4().hex
     meta = {COLLECT_ID_KEY: collect_id}
-    for t in (*RUN_TABLES[1:], "runs"):  # runs last: it holds the fingerprints that make the cache valid
-        extra = {FINGERPRINTS_KEY: json.dumps(fingerprints, sort_keys=True)} if t == "runs" else {}
-        tables[t] = schema.write_table(out / f"{t}.parquet", t, tables[t], {**meta, **extra})
-    _refresh_cache(out, out / CACHE_DIR)
+    with ExitStack() as renames:  # every table to a temporary file; renamed into place once all are written
+        tmp = {t: renames.enter_context(atomic_path(out / f"{t}.parquet")) for t in RUN_TABLES}  # runs renamed last
+        for t in RUN_TABLES:
+            extra = {FINGERPRINTS_KEY: json.dumps(fingerprints, sort_keys=True)} if t == "runs" else {}
+            tables[t] = schema.write_table(tmp[t], t, tables[t], {**meta, **extra})
+    write_json(out / MANIFEST, {"collect_id": collect_id, "tables": {
+        t: {"file": f"{t}.parquet", "rows": tables[t].num_rows} for t in RUN_TABLES}})
+    shutil.rmtree(out / ".collect-cache", ignore_errors=True)  # the cache of earlier versions: now the tables are it
     return Collected(tables, parsed=len(new), cached=len(keep))

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from scaling.collect import read_metrics
 from scaling.data import load_tokenizer
-from scaling.io import read_json, write_json
+from scaling.io import write_json
 from scaling.model import GPT, Shape
 from scaling.tasks import random_baseline, read_task
 
@@ -101,11 +102,12 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, tasks: dict[str, dic
     Each task gets ``accuracy`` (its metric's value), ``accuracy_raw``,
     ``accuracy_norm``, ``n_examples`` and ``random_baseline_accuracy``; each task
     set the unweighted mean of its tasks' accuracies and baselines. A diverged
-    run is not scored (its file says so and has no tasks).
+    run is not scored (its file says so and has no tasks). An unreadable
+    ``metrics.json`` raises :class:`scaling.collect.RunFileError`, naming it and the fix.
     """
     torch.set_num_threads(threads)
     run_dir = Path(run_dir)
-    metrics = read_json(run_dir / "metrics.json")
+    metrics = read_metrics(run_dir / "metrics.json", required={"run_id": False, "status": False})
     result: dict = {"run_id": metrics["run_id"], "status": metrics["status"], "tasks": {}, "task_sets": {}}
     if metrics["status"] == "ok":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

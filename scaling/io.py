@@ -1,11 +1,13 @@
 """Atomic file writes: write to a temporary file beside the target, fsync, rename.
 
-A reader never sees a half-written file: either the old file or the whole new one.
+A reader never sees a half-written file: either the old file or the whole new one. A write that fails
+(disk full, no permission) raises :class:`WriteError`, which names the target and the fix.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -24,12 +26,28 @@ def _file_mode() -> int:
 FILE_MODE = _file_mode()
 
 
+class WriteError(OSError):
+    """A file :func:`atomic_path` could not write; the message names the file (not its temporary) and the fix."""
+
+    def __init__(self, target: Path, cause: OSError):
+        self.target, self.cause = target, cause
+        fix = ("free disk space" if cause.errno in (errno.ENOSPC, errno.EDQUOT)
+               else f"make sure {target.parent} is writable and has room")
+        super().__init__(f"{target}: could not write it ({cause.strerror or cause}); fix: {fix}, then rerun")
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path):
-    """Yield a temporary path in ``target``'s directory; on success, fsync it and rename onto ``target``."""
+    """Yield a temporary path in ``target``'s directory; on success, fsync it and rename onto ``target``.
+
+    An OSError of the write (one that names no other file) becomes a :class:`WriteError` naming ``target``.
+    """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as e:
+        raise WriteError(target, e) from e
     os.close(fd)
     try:
         yield Path(tmp)
@@ -37,6 +55,14 @@ def atomic_path(target: str | Path):
             os.fsync(f.fileno())
         os.chmod(tmp, FILE_MODE)  # mkstemp makes files private (0600); give them the usual permissions
         os.replace(tmp, target)
+    except WriteError as e:
+        if e.target == Path(tmp):  # an atomic_path writing our temporary file: name ours
+            raise WriteError(target, e.cause) from e.cause
+        raise
+    except OSError as e:
+        if e.filename in (None, tmp):
+            raise WriteError(target, e) from e
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

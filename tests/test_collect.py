@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -106,23 +107,26 @@ def test_a_retrained_run_replaces_its_rows_and_a_removed_run_is_dropped(tmp_path
     assert same_tables(again.tables, C.collect(paths[:-1], tmp_path / "full", use_cache=False).tables)
 
 
-def test_the_cache_survives_snakemake_deleting_the_outputs(tmp_path):
+def test_the_manifest_lists_the_tables_and_snakemake_deleting_it_keeps_them(tmp_path):
     _, paths = make_study(tmp_path)
-    C.collect(paths, tmp_path / "tables")
+    done = C.collect(paths, tmp_path / "tables")
+    manifest = json.loads((tmp_path / "tables" / C.MANIFEST).read_text())
+    assert manifest["tables"] == {t: {"file": f"{t}.parquet", "rows": done.tables[t].num_rows} for t in C.RUN_TABLES}
     for t in C.RUN_TABLES:
-        (tmp_path / "tables" / f"{t}.parquet").unlink()  # as snakemake does before rerunning a job
+        meta = pq.read_schema(tmp_path / "tables" / f"{t}.parquet").metadata
+        assert meta[C.COLLECT_ID_KEY.encode()].decode() == manifest["collect_id"]
+    (tmp_path / "tables" / C.MANIFEST).unlink()  # as snakemake does before it reruns collect, and when it fails
     again = C.collect(paths, tmp_path / "tables")
     assert (again.parsed, again.cached) == (0, len(paths))
-    assert again.tables["runs"].num_rows == len(paths)
+    assert json.loads((tmp_path / "tables" / C.MANIFEST).read_text())["collect_id"] != manifest["collect_id"]
 
 
-def test_a_torn_cache_is_ignored(tmp_path):
+def test_torn_previous_tables_are_ignored(tmp_path):
     _, paths = make_study(tmp_path)
     C.collect(paths, tmp_path / "tables")
-    cache = tmp_path / "tables" / C.CACHE_DIR
-    kept = (cache / "curves.parquet").read_bytes()
+    kept = (tmp_path / "tables" / "curves.parquet").read_bytes()
     C.collect(paths[:2], tmp_path / "tables", use_cache=True)
-    (cache / "curves.parquet").write_bytes(kept)  # curves from another collect than runs
+    (tmp_path / "tables" / "curves.parquet").write_bytes(kept)  # curves from another collect than runs
     again = C.collect(paths[:2], tmp_path / "tables")
     assert (again.parsed, again.cached) == (2, 0)
     assert set(again.tables["curves"]["run_id"].to_pylist()) == set(again.tables["runs"]["run_id"].to_pylist())
@@ -137,18 +141,21 @@ def test_a_torn_cache_is_ignored(tmp_path):
     (lambda p: p.with_name("curve.parquet").write_bytes(p.with_name("curve.parquet").read_bytes()[:100]),
      "curve.parquet", "unreadable"),
     (lambda p: p.with_name("curve.parquet").unlink(), "curve.parquet", "missing, so the run is not finished"),
+    (lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "val_loss": "abc"})), "metrics.json",
+     r"runs\.val_loss: cannot read as double .*'abc'"),
 ])
 def test_an_unreadable_run_fails_the_collect_naming_the_file_and_the_fix(tmp_path, damage, culprit, message):
     _, paths = make_study(tmp_path)
     C.collect(paths, tmp_path / "tables")
-    before = {t: (tmp_path / "tables" / f"{t}.parquet").read_bytes() for t in C.RUN_TABLES}
+    before = {p.name: p.read_bytes() for p in (tmp_path / "tables").iterdir()}
     damage(paths[2])
     with pytest.raises(C.RunFileError) as err:
         C.collect(paths, tmp_path / "tables")
     text = str(err.value)
     assert str(paths[2].with_name(culprit)) in text and re.search(message, text) and "fix:" in text
-    # nothing was lost: the previous tables are untouched
-    assert {t: (tmp_path / "tables" / f"{t}.parquet").read_bytes() for t in C.RUN_TABLES} == before
+    assert "\n" not in text
+    # nothing was lost: the previous tables and their manifest are untouched
+    assert {p.name: p.read_bytes() for p in (tmp_path / "tables").iterdir()} == before
 
 
 def test_a_run_in_progress_is_not_read_as_finished(tmp_path):
@@ -160,14 +167,55 @@ def test_a_run_in_progress_is_not_read_as_finished(tmp_path):
     assert not (tmp_path / "tables" / "runs.parquet").exists()
 
 
-def test_the_cli_names_the_corrupt_file_and_exits_non_zero(tmp_path, capsys):
+def cli_error(*argv: str) -> str:
+    """The one-line error `scaling ARGV` exits with."""
     from scaling.cli import main
 
+    with pytest.raises(SystemExit) as exit_:
+        main(list(argv))
+    assert isinstance(exit_.value.code, str) and "\n" not in exit_.value.code
+    return exit_.value.code
+
+
+def test_the_cli_names_the_corrupt_file_and_exits_non_zero(tmp_path):
     _, paths = make_study(tmp_path)
     paths[1].write_text("{")
-    with pytest.raises(SystemExit) as exit_:
-        main(["collect", "--out", str(tmp_path / "tables"), *map(str, paths)])
-    assert str(paths[1]) in str(exit_.value.code) and "fix:" in str(exit_.value.code)
+    error = cli_error("collect", "--out", str(tmp_path / "tables"), *map(str, paths))
+    assert str(paths[1]) in error and "fix:" in error
+
+
+def test_a_value_of_the_wrong_type_is_named_with_its_file(tmp_path):
+    """Among many runs (a full collect), the one whose val_loss is not a number is named, not pyarrow's message."""
+    _, paths = make_study(tmp_path)
+    paths[2].write_text(json.dumps({**json.loads(paths[2].read_text()), "val_loss": "abc"}))
+    error = cli_error("collect", "--out", str(tmp_path / "tables"), *map(str, paths))
+    assert error.startswith("error: runs.val_loss: cannot read as double") and str(paths[2]) in error
+    assert f"fix: delete {paths[2].parent} and rerun snakemake" in error
+    for i, note in ((0, 1), (1, "one")):  # an extra field, a number in one run and text in another
+        paths[i].write_text(json.dumps({**json.loads(paths[i].read_text()), "note": note}))
+    with pytest.raises(C.RunFileError, match="disagree on the type of a field.*column note.*fix: give that field one"):
+        C.collect(paths[:2], tmp_path / "tables")
+
+
+def test_a_full_disk_fails_the_collect_naming_the_table_and_keeps_the_previous_tables(tmp_path, monkeypatch):
+    _, paths = make_study(tmp_path)
+    tables = tmp_path / "tables"
+    C.collect(paths[:-1], tables)
+    before = {p.name: p.read_bytes() for p in tables.iterdir()}
+    fsync = os.fsync
+    written = []
+
+    def full_after_two(fd):  # the disk fills up while the third table is written
+        if len(written) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written.append(fd)
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_after_two)
+    error = cli_error("collect", "--out", str(tables), *map(str, paths))
+    assert re.fullmatch(rf"error: {re.escape(str(tables))}/\w+\.parquet: could not write it "
+                        r"\(No space left on device\); fix: free disk space, then rerun", error), error
+    assert {p.name: p.read_bytes() for p in tables.iterdir()} == before  # no table replaced, no temporary left
 
 
 def test_extra_metrics_are_carried_and_evals_and_downstream_become_rows(tmp_path):

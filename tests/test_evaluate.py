@@ -100,3 +100,17 @@ def test_evaluate_run_writes_tasks_and_set_averages(tmp_path):
     assert all(torch.equal(v, loaded[k]) for k, v in model.state_dict().items())
     (run / "metrics.json").write_text(json.dumps({"run_id": "r", "status": "diverged"}))
     assert evaluate_run(run, data, tasks, {})["tasks"] == {}
+
+
+def test_a_corrupt_metrics_json_is_named_with_the_fix(tmp_path):
+    from scaling.cli import main
+
+    run = tmp_path / "bible" / "xs" / "M20_lr0.01_s0"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text('{"run_id": ')  # cut short
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", "--run", str(run), "--data", str(tmp_path), "--tasks", "{}"])
+    error = exit_.value.code
+    assert error.startswith(f"error: {run / 'metrics.json'}: unreadable") and "\n" not in error
+    assert f"fix: delete {run} and rerun snakemake to retrain the run" in error
+    assert not (run / "downstream.json").exists()

@@ -1,5 +1,6 @@
 """Atomic writes (scaling.io): whole files or nothing, with the usual permissions."""
 
+import errno
 import os
 import stat
 
@@ -24,3 +25,27 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("crash")
     assert target.read_text() == "old" and os.listdir(tmp_path) == ["t.txt"]
+
+
+def test_a_full_disk_names_the_file_and_the_fix_and_keeps_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "t.json"
+    io.write_json(target, {"old": True})
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as fsync or write report a full disk: no file named
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(io.WriteError) as err:
+        io.write_json(target, {"new": True})
+    assert str(err.value) == f"{target}: could not write it (No space left on device); fix: free disk space, then rerun"
+    assert io.read_json(target) == {"old": True} and os.listdir(tmp_path) == ["t.json"]
+    with pytest.raises(io.WriteError, match=rf"^{target}: .*No space left"):  # a write inside another is named by it
+        with io.atomic_path(target) as tmp:
+            io.write_json(tmp, {"nested": True})
+
+
+def test_an_error_naming_another_file_is_left_as_it_is(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        with io.atomic_path(tmp_path / "t.txt") as tmp:
+            tmp.write_text((tmp_path / "missing.txt").read_text())
+    assert os.listdir(tmp_path) == []

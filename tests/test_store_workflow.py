@@ -6,7 +6,10 @@ import re
 import subprocess
 import sys
 
-from conftest import SMOKE, smoke_config, snakemake
+import pyarrow.parquet as pq
+
+from conftest import SMOKE, planned, smoke_config, snakemake
+from scaling import collect as C
 from scaling import database as D
 
 RESULTS = "results/smoke"
@@ -43,3 +46,33 @@ def test_status_of_the_finished_smoke_study(finished_smoke):
                           cwd=finished_smoke, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "6 runs planned; 6 done" in proc.stdout and ", 0 left" in proc.stdout
+
+
+def test_a_failed_collect_keeps_the_tables_and_the_run_after_the_fix_rebuilds_everything(smoke_copy, tmp_path):
+    config, results = smoke_config(), smoke_copy / RESULTS
+    tables = results / "tables"
+    run_tables = {t: tables / f"{t}.parquet" for t in C.RUN_TABLES}
+    before = {t: p.read_bytes() for t, p in run_tables.items()}
+    curve = results / "runs/bible/xs/M20_lr0.01_s0/curve.parquet"
+    subprocess.run(["cp", "-a", curve, tmp_path / "curve.parquet"], check=True)
+    curve.write_bytes(curve.read_bytes()[: curve.stat().st_size // 2])  # truncated
+
+    failed = snakemake(smoke_copy, config, "--cores", "2", check=False)
+    assert failed.returncode != 0
+    log = (results / "logs" / "collect.log").read_text()
+    assert f"{RESULTS}/runs/bible/xs/M20_lr0.01_s0/curve.parquet: unreadable" in log and "fix:" in log
+    assert {t: p.read_bytes() for t, p in run_tables.items()} == before  # the previous tables, byte for byte
+    assert not (tables / C.MANIFEST).exists()  # Snakemake removed the failed job's output, the manifest
+
+    subprocess.run(["cp", "-a", tmp_path / "curve.parquet", curve], check=True)  # restored, with its old mtime
+    downstream = [results / "scaling.duckdb", results / "summary.md", results / "fit" / "overtraining.json"]
+    built = {p: p.stat().st_mtime_ns for p in downstream}
+    jobs = planned(smoke_copy, config)
+    assert {"collect", "fit", "database", "report"} <= set(jobs) and "train" not in jobs
+    snakemake(smoke_copy, config, "--cores", "2")
+    assert "6 from the previous collect" in (results / "logs" / "collect.log").read_text()  # the cache still serves
+    manifest = (tables / C.MANIFEST).read_text()
+    for p in run_tables.values():  # rebuilt: every table carries the new collect's id
+        assert pq.read_schema(p).metadata[C.COLLECT_ID_KEY.encode()].decode() in manifest
+    assert all(p.stat().st_mtime_ns > built[p] for p in downstream)
+    assert planned(smoke_copy, config) == {}
