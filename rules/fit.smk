@@ -16,11 +16,11 @@ rule fit:
     params:
         fit=json.dumps(config["fit"], sort_keys=True),
         sizes=json.dumps(S.model_sizes(config), sort_keys=True),
-        task=f"--task {DOWNSTREAM_TASK}" if DOWNSTREAM_TASK else "",
+        task=["--task", DOWNSTREAM_TASK] if DOWNSTREAM_TASK else [],
         out=lambda wc, output: os.path.dirname(output.overtraining),
     log:
         f"{RESULTS}/logs/fit.log",
     shell:
-        "{SCALING} fit-stage --runs {input.runs} --downstream {input.downstream} --fit-config {params.fit:q} "
-        "--sizes {params.sizes:q} {params.task} --out-dir {params.out} --fits-table {output.fits} "
-        "--predictions {output.predictions} > {log} 2>&1"
+        "{SCALING} fit-stage --runs {input.runs:q} --downstream {input.downstream:q} --fit-config {params.fit:q} "
+        "--sizes {params.sizes:q} {params.task:q} --out-dir {params.out:q} --fits-table {output.fits:q} "
+        "--predictions {output.predictions:q} > {log:q} 2>&1"
