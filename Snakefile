@@ -10,30 +10,27 @@ files, parameters and resources.
 
 import json
 import os
+import shlex
 import sys
 
-from snakemake.exceptions import WorkflowError
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 from scaling import study as S
+from scaling.validate import load
 
 min_version("9.0")
 
-if not workflow.overwrite_configfiles:  # `--configfile` replaces the default study
+if not workflow.configfiles:  # `--configfile` replaces the default study
     configfile: os.path.join(workflow.basedir, "workflow/config.yaml")
 
-SCHEMA = "workflow/schemas/config.schema.yaml"
-try:
-    validate(config, SCHEMA)
-except WorkflowError as e:
-    raise S.explain_schema_error(e, os.path.join(workflow.basedir, SCHEMA)) from None
-S.check(config)
+load(workflow.configfiles, config)  # checks the study before any job (or fails naming the field and the fix)
 
 STUDY = config["study"]
 RESULTS = f"results/{STUDY}"
 RUNS = S.runs(config)
 SPECS = {run.id: S.spec_json(config, run) for run in RUNS}
-SCALING = f"{sys.executable} -m scaling.cli"  # the interpreter running snakemake, venv or not
+PYTHON = shlex.quote(sys.executable)  # the interpreter running snakemake, venv or not
+SCALING = f"{PYTHON} -m scaling.cli"
 
 
 localrules: all, tasks, collect, database, fit, report  # cheap: they run where snakemake runs

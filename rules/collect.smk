@@ -13,7 +13,7 @@ rule collect:
     log:
         f"{RESULTS}/logs/collect.log",
     shell:
-        "{SCALING} collect --out {params.out} {input.metrics} > {log} 2>&1"
+        "{SCALING} collect --out {params.out:q} {input.metrics:q} > {log:q} 2>&1"
 
 
 rule database:
@@ -30,4 +30,4 @@ rule database:
     log:
         f"{RESULTS}/logs/database.log",
     shell:
-        "{SCALING} database --tables {params.tables} --out {output} > {log} 2>&1"
+        "{SCALING} database --tables {params.tables:q} --out {output:q} > {log:q} 2>&1"

@@ -19,8 +19,8 @@ rule tasks:
     log:
         f"{RESULTS}/logs/tasks/{{dataset}}/{{task}}.log",
     shell:
-        "{SCALING} tasks --data {params.data} --kind {params.kind} --examples {params.examples} "
-        "--seed {params.seed} --out {output} > {log} 2>&1"
+        "{SCALING} tasks --data {params.data:q} --kind {params.kind:q} --examples {params.examples:q} "
+        "--seed {params.seed:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule evaluate:
@@ -45,5 +45,5 @@ rule evaluate:
     log:
         f"{RESULTS}/logs/evaluate/{{dataset}}/{{size}}/M{{M}}_lr{{lr}}_s{{seed}}.log",
     shell:
-        "{SCALING} evaluate --run {params.run} --data {params.data} --tasks {params.tasks:q} "
-        "--task-sets {params.task_sets:q} --batch-size {params.batch_size} --threads {threads} > {log} 2>&1"
+        "{SCALING} evaluate --run {params.run:q} --data {params.data:q} --tasks {params.tasks:q} "
+        "--task-sets {params.task_sets:q} --batch-size {params.batch_size:q} --threads {threads:q} > {log:q} 2>&1"

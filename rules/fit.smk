@@ -17,7 +17,7 @@ rule fit:
     params:
         fit=json.dumps(config["fit"], sort_keys=True),
         sizes=json.dumps(S.model_sizes(config), sort_keys=True),
-        task=f"--task {DOWNSTREAM_TASK}" if DOWNSTREAM_TASK else "",
+        task=["--task", DOWNSTREAM_TASK] if DOWNSTREAM_TASK else [],
         out=lambda wc, output: os.path.dirname(output.overtraining),
         runs=f"{RESULTS}/tables/runs.parquet",
         downstream=f"{RESULTS}/tables/downstream.parquet",
@@ -25,5 +25,5 @@ rule fit:
         f"{RESULTS}/logs/fit.log",
     shell:
         "{SCALING} fit-stage --runs {params.runs:q} --downstream {params.downstream:q} --fit-config {params.fit:q} "
-        "--sizes {params.sizes:q} {params.task} --out-dir {params.out} --fits-table {output.fits} "
-        "--predictions {output.predictions} --backtest {output.backtest} > {log} 2>&1"
+        "--sizes {params.sizes:q} {params.task:q} --out-dir {params.out:q} --fits-table {output.fits:q} "
+        "--predictions {output.predictions:q} --backtest {output.backtest:q} > {log:q} 2>&1"

@@ -12,4 +12,4 @@ rule prepare:
     log:
         f"{RESULTS}/logs/prepare/{{dataset}}.log",
     shell:
-        "{SCALING} prepare --dataset {params.dataset:q} --out {params.out} > {log} 2>&1"
+        "{SCALING} prepare --dataset {params.dataset:q} --out {params.out:q} > {log:q} 2>&1"

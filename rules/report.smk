@@ -35,5 +35,5 @@ rule report:
     log:
         f"{RESULTS}/logs/report.log",
     shell:
-        "{SCALING} report --title {params.title:q} --study {params.study} --tables {params.tables} "
-        "--figures {params.figures} --summary {output.summary} > {log} 2>&1"
+        "{SCALING} report --title {params.title:q} --study {params.study:q} --tables {params.tables:q} "
+        "--figures {params.figures:q} --summary {output.summary:q} > {log:q} 2>&1"

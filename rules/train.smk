@@ -11,7 +11,7 @@ RUN_DIR = f"{RESULTS}/runs/{{dataset}}/{{size}}/M{{M}}_lr{{lr}}_s{{seed}}"
 # How runs execute (the `engine` section) is not a param: changing it must retrain nothing.
 # A run's checkpoint, RUN_DIR/ckpt/, is not an output, so a failed job's rerun resumes from it.
 GPUS = config["engine"]["gpus_per_run"]
-TRAIN = (f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node {GPUS} -m scaling.cli train"
+TRAIN = (f"{PYTHON} -m torch.distributed.run --standalone --nproc_per_node {GPUS} -m scaling.cli train"
          if GPUS > 1 else f"{SCALING} train")
 ENGINE = S.engine_args(config)
 
@@ -37,5 +37,5 @@ rule train:
     log:
         f"{RESULTS}/logs/train/{{dataset}}/{{size}}/M{{M}}_lr{{lr}}_s{{seed}}.log",
     shell:
-        "{TRAIN} --spec {params.spec:q} --data {params.data} --out {params.out} "
-        "--threads {threads} {ENGINE} > {log} 2>&1"
+        "{TRAIN} --spec {params.spec:q} --data {params.data:q} --out {params.out:q} "
+        "--threads {threads:q} {ENGINE:q} > {log:q} 2>&1"

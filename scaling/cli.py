@@ -103,11 +103,12 @@ def _database(args):
 
 
 def _status(args):
-    from scaling.status import grid, load_config, report
+    from scaling.status import grid, report
     from scaling.study import ConfigError
+    from scaling.validate import load
 
     try:
-        config = load_config(args.configfile)
+        config = load([args.configfile])
     except ConfigError as e:
         raise SystemExit(f"error: {e}")
     per_run = grid(config, args.results, args.stale_after)

@@ -22,9 +22,11 @@ Zechariah, Ephesians, 1 Peter) are validation, the other 60 train.
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import importlib.util
+import mmap
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +97,13 @@ def resolve_files(patterns: list[str]) -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
+def val_start(data: bytes | mmap.mmap, val_fraction: float) -> int:
+    """Where a file's validation part begins: the last ``val_fraction`` of it, cut at a line break."""
+    cut = int(len(data) * (1.0 - val_fraction))
+    newline = data.rfind(b"\n", 0, cut)
+    return newline + 1 if newline > 0 else cut
+
+
 def text_files_corpus(patterns: list[str], val_fraction: float) -> Split:
     """A user's text files; the last ``val_fraction`` of each file (cut at a line break) is validation."""
     files = resolve_files(patterns)
@@ -103,12 +112,39 @@ def text_files_corpus(patterns: list[str], val_fraction: float) -> Split:
     train, val = [], []
     for f in files:
         data = f.read_bytes()
-        cut = int(len(data) * (1.0 - val_fraction))
-        newline = data.rfind(b"\n", 0, cut)
-        cut = newline + 1 if newline > 0 else cut
+        cut = val_start(data, val_fraction)
         train.append(data[:cut])
         val.append(data[cut:])
     return Split(b"\n\n".join(train), b"\n\n".join(val), "files: " + ", ".join(map(str, files)))
+
+
+def split_sizes(dataset: dict) -> dict[str, int]:
+    """The length of each split of a dataset, without tokenizing it: {"train": n, "val": n}.
+
+    Token arrays count their tokens; text counts its bytes, which are the byte
+    tokenizer's tokens and an upper bound on a BPE tokenizer's. Text files are
+    memory-mapped, so only the text around each cut is read.
+    """
+    if dataset["source"] == "tokens":
+        return {name: len(load_token_file(dataset[name], dataset.get("dtype", "uint16"))) for name in ("train", "val")}
+    if dataset["source"] == "embedded":
+        return dict(_embedded_sizes())
+    files, sizes = resolve_files(dataset["files"]), {"train": 0, "val": 0}
+    for f in files:
+        if f.stat().st_size == 0:  # nothing to map; it adds only its separator
+            continue
+        with open(f, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            cut = val_start(data, dataset["val_fraction"])
+            sizes["train"] += cut
+            sizes["val"] += len(data) - cut
+    joins = 2 * max(0, len(files) - 1)  # the b"\n\n" between the files' parts (text_files_corpus)
+    return {name: n + joins for name, n in sizes.items()}
+
+
+@functools.cache
+def _embedded_sizes() -> dict[str, int]:
+    split = embedded_corpus()
+    return {"train": len(split.train), "val": len(split.val)}
 
 
 def load_split(dataset: dict) -> Split:

@@ -1,8 +1,8 @@
 """A study's grid at a glance: which runs are done, running, failed, diverged or not started.
 
-The planned grid comes from the study config (read and filled with defaults as
-the Snakefile does); each run's state from its files under
-``results/<study>/``:
+The planned grid comes from the study config (loaded and checked by
+:func:`scaling.validate.load`, as the Snakefile does); each run's state from its
+files under ``results/<study>/``:
 
 - ``done`` / ``diverged``: ``runs/<run_id>/metrics.json`` exists (it is written
   last) with that status;
@@ -25,29 +25,10 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from scaling import study as S
 
 STATES = ("done", "running", "failed", "diverged", "not_started")
-SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
-
-
-def load_config(path: str | Path) -> dict:
-    """A study config, validated and filled with the schema's defaults, as the Snakefile reads it."""
-    from snakemake.exceptions import WorkflowError
-    from snakemake.utils import validate
-
-    path = Path(path)
-    if not path.exists():
-        raise S.ConfigError(f"--configfile: {path} does not exist; fix: give the study's YAML file")
-    config = yaml.safe_load(path.read_text())
-    try:
-        validate(config, str(SCHEMA))
-    except WorkflowError as e:
-        raise S.explain_schema_error(e, str(SCHEMA)) from None
-    S.check(config)
-    return config
 
 
 def run_state(run_dir: Path, log: Path, now: float, stale_after: float) -> tuple[str, dict | None]:

@@ -1,9 +1,10 @@
 """A study: its checked config and the runs it defines.
 
-The config's structure is validated by Snakemake against
-``workflow/schemas/config.schema.yaml`` (which also fills defaults); this module
-checks what a schema cannot (names that must refer to each other, files that
-must exist) and expands the grid into runs.
+The config is loaded and checked by :func:`scaling.validate.load`: against
+``workflow/schemas/config.schema.yaml`` (which also fills defaults), then by
+:func:`check` here for what a schema cannot see (names that must refer to each
+other, files that must exist), then for what each run needs. This module also
+expands the grid into runs.
 
 A run is identified by the values that define it — dataset, model name, token
 multiplier M, learning rate, seed — never by its position in a list, so adding
@@ -75,31 +76,53 @@ class Run:
         return f"{self.dataset}/{self.size}/M{fmt(self.token_multiplier)}_lr{fmt(self.lr)}_s{self.seed}"
 
 
-def _field(path) -> str:
+def field_path(path) -> str:
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else f".{part}"
     return out.lstrip(".") or "(top level)"
 
 
-def explain_schema_error(error: Exception, schema_path: str) -> ConfigError:
-    """A one-line :class:`ConfigError` for a failed schema validation (Snakemake's ``validate`` error).
+def _same_kind(value, json_type) -> bool:
+    """Whether ``value`` is of the kind a JSON type names, ignoring range (nan is a number, 2.5 an integer)."""
+    kinds = {"number": (int, float), "integer": (int, float), "string": str, "array": list, "object": dict}
+    return isinstance(value, kinds.get(json_type, ())) and not isinstance(value, bool)
 
-    It names the offending field and, as the fix, the allowed keys or the
-    nearest description along the schema path.
+
+def _number_problem(value, kind: str) -> tuple[str, str] | None:
+    """What is wrong with a value a ``number`` or ``integer`` field refused, and the fix; None if it is no number."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return f"{value} is not a finite number", "give a finite number (YAML's .nan and .inf are not)"
+        return f"{value} is not a whole number", f"write a whole number, e.g. {int(value)}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value} is out of range", "use a smaller value"
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return None
+        return (f"{value!r} is text, not a {kind}",
+                f"write {value} as YAML reads a number: 1.0e+6 (with a dot and a signed exponent) or 1000000")
+    return None
+
+
+def explain_schema_error(error, schema: dict) -> ConfigError:
+    """A one-line :class:`ConfigError` for a ``jsonschema.ValidationError`` of a study against ``schema``.
+
+    It names the offending field and, as the fix, the allowed keys, values or
+    form, and the nearest description along the schema path.
     """
-    import jsonschema
-    import yaml
-
-    cause = error.__cause__ or error.__context__  # Snakemake raises inside `except ValidationError`
-    if not isinstance(cause, jsonschema.ValidationError):
-        return ConfigError(str(error))
-    if cause.validator == "additionalProperties":
-        known = sorted(cause.schema.get("properties", {}))
-        unknown = sorted(set(cause.instance) - set(known))
-        field = _field([*cause.absolute_path, *unknown[:1]])
+    while error.validator in ("oneOf", "anyOf") and error.context:  # explain the alternative the value is nearest
+        error = min(error.context, key=lambda e: 0 if e.validator != "type" else
+                    1 if _same_kind(e.instance, e.validator_value) else 2)
+    field, value, v = field_path(error.absolute_path), error.instance, error.validator_value
+    if error.validator == "additionalProperties":
+        known = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(value) - set(known))
+        field = field_path([*error.absolute_path, *unknown[:1]])
         return ConfigError(f"{field}: unknown key; fix: remove it" + (f", or use one of {known}" if known else ""))
-    v = cause.validator_value
+    message = f"the name {value!r} is not allowed" if "propertyNames" in error.absolute_schema_path else error.message
     fix = {
         "exclusiveMinimum": f"use a value greater than {v}",
         "minimum": f"use a value of at least {v}",
@@ -111,13 +134,19 @@ def explain_schema_error(error: Exception, schema_path: str) -> ConfigError:
         "enum": f"use one of {v}",
         "required": "add it",
         "pattern": f"use a value matching {v}",
-    }.get(cause.validator, "see workflow/schemas/config.schema.yaml")
-    node, hint = yaml.safe_load(open(schema_path)), None
-    for part in list(cause.absolute_schema_path)[:-1]:
-        node = node[part]
+        "maxLength": f"use at most {v} characters",
+    }.get(error.validator, "see workflow/schemas/config.schema.yaml")
+    if error.validator == "type" and v in ("number", "integer"):
+        message, fix = _number_problem(value, v) or (message, fix)
+    if error.validator == "pattern" and v == schema["$defs"]["name"]["pattern"]:
+        fix = "use only letters, digits, '_', '.' and '-', starting with a letter or digit (it becomes part of " \
+              "file paths and commands)"
+    node, hint = schema, None
+    for part in list(error.absolute_schema_path)[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict) and "description" in node:
             hint = " ".join(node["description"].split())
-    return ConfigError(f"{_field(cause.absolute_path)}: {cause.message}; fix: {fix}" + (f" ({hint})" if hint else ""))
+    return ConfigError(f"{field}: {message}; fix: {fix}" + (f" ({hint})" if hint else ""))
 
 
 def check(config: dict) -> None:
@@ -205,7 +234,7 @@ def check(config: dict) -> None:
                     raise ConfigError(f"fit.{key}[{i}].size: unknown size {size!r}; fix: use one of {names}")
     for i, item in enumerate(fit.get("targets", [])):
         if ("size" in item) == ("n_params" in item):
-            raise ConfigError(f"fit.targets[{i}]: give exactly one of `size` or `n_params`")
+            raise ConfigError(f"fit.targets[{i}]: give exactly one of `size` or `n_params`; fix: keep one of them")
     check_downstream(config)
     vocabs = {name: vocab_size(ds) for name, ds in config["datasets"].items()}
     if len(set(vocabs.values())) > 1 and any("size" in t for t in fit.get("targets", [])):
@@ -214,21 +243,21 @@ def check(config: dict) -> None:
 
 
 def check_downstream(config: dict) -> None:
-    """The `downstream` section: each task built-in or a readable file, task sets of known tasks."""
+    """The `downstream` section: each task built-in or a readable file, on text data; task sets of known tasks."""
     ds = config["downstream"]
     tasks = ds["tasks"]
+    tokens = [d for d, spec in config["datasets"].items() if spec["source"] == "tokens"]
     for name, task in tasks.items():
         if ("builtin" in task) == ("path" in task):
             raise ConfigError(f"downstream.tasks.{name}: give exactly one of `builtin` (a task made from held-out "
-                              f"text) or `path` (a JSONL file)")
+                              f"text) or `path` (a JSONL file); fix: keep one of them")
         if "path" in task and not Path(task["path"]).is_file():
             raise ConfigError(f"downstream.tasks.{name}.path: no file {task['path']!r}; fix: give the path of a "
                               f"JSONL task file, relative to the directory snakemake runs in")
-        if "builtin" in task:
-            tokens = [d for d, spec in config["datasets"].items() if spec["source"] == "tokens"]
-            if tokens:
-                raise ConfigError(f"downstream.tasks.{name}: built-in tasks are made from text, and dataset(s) "
-                                  f"{tokens} are pre-tokenized; fix: use `path` tasks, or text datasets")
+        if tokens:
+            raise ConfigError(f"downstream.tasks.{name}: tasks are text, and dataset(s) {tokens} are pre-tokenized, "
+                              f"with no tokenizer to make or score text tasks; fix: remove the downstream tasks, or "
+                              f"train on text datasets")
     for name, members in ds["task_sets"].items():
         if name in tasks:
             raise ConfigError(f"downstream.task_sets.{name}: a task has this name too; fix: rename the set")
@@ -299,12 +328,12 @@ def model_sizes(config: dict) -> dict[str, int]:
     return {model_name(m): count_params(shape_of(m, config["training"], vocab))["n_params"] for m in config["models"]}
 
 
-def engine_args(config: dict) -> str:
+def engine_args(config: dict) -> list[str]:
     """The train command's execution flags from the `engine` section (never part of a run's spec)."""
     engine = config["engine"]
-    return (f"--checkpoint-every {engine['checkpoint_every']}"
-            + (" --keep-checkpoints" if engine["keep_checkpoints"] else "")
-            + ("" if engine["compile"] else " --no-compile"))
+    return (["--checkpoint-every", str(engine["checkpoint_every"])]
+            + (["--keep-checkpoints"] if engine["keep_checkpoints"] else [])
+            + ([] if engine["compile"] else ["--no-compile"]))
 
 
 def dataset_files(config: dict, dataset: str) -> list[str]:
