@@ -23,7 +23,10 @@ min_version("9.0")
 if not workflow.configfiles:  # `--configfile` replaces the default study
     configfile: os.path.join(workflow.basedir, "workflow/config.yaml")
 
-load(workflow.configfiles, config)  # checks the study before any job (or fails naming the field and the fix)
+try:  # checks the study before any job, or fails naming the field and the fix
+    load(workflow.configfiles, config)
+except S.ConfigError as e:
+    sys.exit(f"error in the study: {e}")
 
 STUDY = config["study"]
 RESULTS = f"results/{STUDY}"

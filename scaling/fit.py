@@ -16,8 +16,13 @@ The fit set (``fit_on``) is a DuckDB SQL condition, or a list of column filters
 as in a study's ``fit.fit_on`` (a point is in the fit set when it matches any
 filter). Every point is predicted: role ``fit`` if in the fit set, else
 ``held_out``; ``targets`` add points to predict, trained or not (role
-``target``). Each prediction has an interval (``predicted_*_lo/hi``) and
-whether it ``covered`` the measured value.
+``target``); a backtest's points beyond its cut have role ``test``
+(:func:`backtest`). Each prediction has the interval of a new run
+(``predicted_*_lo/hi``, with ``half_width`` and whether it ``covered`` the
+measured value) and of the law (``predicted_*_law_lo/hi``), calibrated on the
+law's errors at the points it was not fitted on where there are enough
+(:mod:`scaling.calibration`), and its relative error ``rel_error`` =
+predicted / measured − 1. :func:`backtest_summary` aggregates them.
 """
 
 from __future__ import annotations
@@ -228,53 +233,53 @@ def run_noise(pts: pd.DataFrame, q: str) -> tuple[float, float] | None:
     return float(np.sqrt(np.nanmean(pts[col] ** 2))), float(pts.get("seeds", pd.Series([1.0])).mean())
 
 
+def _fit_noise(law, result, pts, mask, q: str) -> float:
+    """The robust scale of the fit's own residuals, in the calibration's space (log loss, or the error)."""
+    fit = result[q]
+    if fit.residual_space == ("log" if q == "loss" else "linear"):
+        return fit.noise_sd
+    return robust_scale(_errors(q, _point_predictions(law, result, pts[mask])[q], pts.loc[mask, q]), len(fit.params))
+
+
 def _calibrations(law, pts, mask, error_mask, test, result, *, method, level) -> dict:
     """The calibration of each predicted quantity of one group (see :mod:`scaling.calibration`), or None each.
 
-    Scores: every measured point outside the fit set and the backtest's test
-    points, predicted by the fit (``held_out``), and every fit-set point beyond
-    the cut of an extrapolation fold, predicted by a refit on the fit-set points
-    at or below it (``fold``).
+    Scores: every measured point that is neither in the fit set nor a
+    backtest's test point, predicted by the fit (``held_out``), and every
+    fit-set point beyond the cut of an extrapolation fold, predicted by a refit
+    on the fit-set points at or below it (``fold``).
     """
     quantities = ["loss"] + (["error"] if law == "downstream" else [])
     inputs = log_inputs(*(pts[c] for c in law_inputs(law)))
-    scores = {q: [] for q in quantities}  # q → [(errors, up, down, source, rows)]
+    flops = pts["flops"].to_numpy()
+    scores = {q: [] for q in quantities}
 
-    def score(sub, train, rows, source):
-        predicted = _point_predictions(law, sub, pts[rows])
+    def score(fitted, train, rows, source):
+        predicted = _point_predictions(law, fitted, pts[rows])
         up, down = displacement(inputs[train], inputs[rows])
+        row = np.flatnonzero(rows) if source == "held_out" else -1  # a held-out point's interval leaves it out
         for q in quantities:
-            e = _errors(q, predicted[q], pts.loc[rows, q])
-            scores[q].append((e, up, down, [source] * len(e),
-                              np.flatnonzero(rows) if source == "held_out" else np.full(len(e), -1)))
-    held_out = ~mask & ~test
-    if held_out.any():
-        score(result, mask, held_out, "held_out")
+            scores[q].append(pd.DataFrame({"error": _errors(q, predicted[q], pts.loc[rows, q]), "up": up,
+                                           "down": down, "source": source, "row": row}))
+    if (~mask & ~test).any():
+        score(result, mask, ~mask & ~test, "held_out")
     loss_law = "overtraining" if law == "downstream" else law
-    for cut in extrapolation_folds(pts.loc[mask, "flops"].to_numpy(), len(LAWS[loss_law].params) + 2):
-        train = mask & (pts["flops"].to_numpy() <= cut)
+    for cut in extrapolation_folds(flops[mask], len(LAWS[loss_law].params) + 2):
+        train = mask & (flops <= cut)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                sub = _fit_one(law, pts, train, None if error_mask is None else error_mask & (pts["flops"] <= cut),
-                               method=method, resamples=0, seed=0, scheme="bayesian", level=level)
+                fold = _fit_one(law, pts, train, None if error_mask is None else error_mask & (flops <= cut),
+                                method=method, resamples=0, seed=0, scheme="bayesian", level=level)
         except (FitError, ValueError):
             continue
-        score(sub, train, mask & ~train, "fold")
+        score(fold, train, mask & ~train, "fold")
     out = {}
     for q in quantities:
-        if not scores[q]:
-            out[q] = None
-            continue
-        e, up, down, source, rows = (np.concatenate(parts) if i != 3 else sum(parts, [])
-                                     for i, parts in enumerate(zip(*scores[q])))
-        seeds = run_noise(pts, q)
-        if seeds is None:  # no seeds: the robust scale of the fit's own residuals, in the calibration's space
-            own = result[q].noise_sd if result[q].residual_space == ("log" if q == "loss" else "linear") else \
-                robust_scale(_errors(q, _point_predictions(law, result, pts[mask])[q], pts.loc[mask, q]),
-                             len(result[q].params))
-            seeds = own, 1.0
-        out[q] = calibrate("log" if q == "loss" else "linear", e, up, down, source, rows, *seeds)
+        s = pd.concat(scores[q], ignore_index=True) if scores[q] else None
+        noise = run_noise(pts, q) or (_fit_noise(law, result, pts, mask, q), 1.0)
+        out[q] = None if s is None else calibrate("log" if q == "loss" else "linear", s["error"], s["up"], s["down"],
+                                                  s["source"].tolist(), s["row"], *noise)
     return out
 
 

@@ -313,6 +313,7 @@ def test_snakemake_stops_a_bad_study_before_any_job_and_runs_nothing(tmp_path, e
     proc = dry_run(workdir, study_file(tmp_path, edit))
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and field in out and "fix:" in out, out
+    assert "error in the study: " in out and 'File "' not in out  # one line, no traceback
     assert "Job stats" not in out and "Shell command" not in out
     assert not list(tmp_path.rglob("PWNED*")) and not list(tmp_path.rglob("escape*"))
     assert {p.name for p in workdir.iterdir()} <= {".snakemake"}  # nothing written but Snakemake's own state
