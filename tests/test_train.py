@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import torch
 
@@ -16,7 +17,7 @@ from scaling.data import load_tokens, prepare
 from scaling.flops import flops_with_attention
 from scaling.model import Shape
 from scaling.preemption import Stopped
-from scaling.train import batch_starts, train
+from scaling.train import FLUSH_EVERY, batch_starts, train
 
 TRAINING = {"seq_len": 32, "batch_tokens": 128, "schedule": "cosine", "warmup_fraction": 0.1, "min_lr_ratio": 0.1,
             "cooldown_fraction": 0.2, "z_loss": 0.0, "qk_layernorm": False, "weight_decay": 0.1,
@@ -98,10 +99,20 @@ def test_a_diverging_run_stops_early_and_says_so(data_dir, tmp_path):
     assert not np.isfinite(c[-1]) or c[-1] > c[0] + 1.0
 
 
-def cli_train(sp, data_dir, out, *flags):
-    return subprocess.Popen([sys.executable, "-m", "scaling.cli", "train", "--spec", json.dumps(sp), "--data",
+def cli_train(sp, data_dir, out, *flags, processes=1):
+    """``scaling train`` in a subprocess (under torchrun when more than one process)."""
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)] if processes > 1 else []
+    return subprocess.Popen([sys.executable, *launcher, "-m", "scaling.cli", "train", "--spec", json.dumps(sp), "--data",
                              str(data_dir), "--out", str(out), *flags],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_checkpoint(proc, out):
+    """Wait until the run in ``proc`` has written its first checkpoint; fail if it ended first."""
+    deadline = time.monotonic() + 120
+    while not checkpoint.path(out).exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert proc.poll() is None, "the run ended before its first checkpoint: make it longer"
 
 
 def test_a_run_killed_mid_way_resumes_to_exactly_the_uninterrupted_losses(data_dir, tmp_path):
@@ -111,10 +122,7 @@ def test_a_run_killed_mid_way_resumes_to_exactly_the_uninterrupted_losses(data_d
     out = tmp_path / "killed"
     proc = cli_train(sp, data_dir, out, "--checkpoint-every", "50")
     ckpt = checkpoint.path(out)
-    deadline = time.monotonic() + 120
-    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert proc.poll() is None, "the run ended before its first checkpoint: make it longer"
+    wait_for_checkpoint(proc, out)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = torch.load(ckpt, weights_only=True)["step"]
@@ -145,12 +153,8 @@ def test_a_signalled_run_checkpoints_the_step_in_progress_and_resumes_to_the_sam
     sp, reference = long_run
     passed = int(np.random.default_rng(int(sig)).integers(500, 1500))
     out = tmp_path / "signalled"
-    # the only periodic checkpoint, at step `passed`, shows the run has passed it
     proc = cli_train(sp, data_dir, out, "--checkpoint-every", str(passed))
-    deadline = time.monotonic() + 120
-    while not checkpoint.path(out).exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.001)
-    assert proc.poll() is None, "the run ended before it was signalled: make it longer"
+    wait_for_checkpoint(proc, out)  # the only periodic checkpoint, at step `passed`: the run has passed it
     proc.send_signal(sig)
     log = proc.communicate(timeout=120)[0]
     assert proc.returncode == 128 + sig, log
@@ -231,11 +235,9 @@ def curve_of(sp, data_dir, out):
 def test_ddp_over_two_cpu_processes_trains_on_the_same_batches_as_one(data_dir, tmp_path):
     sp = spec(tokens=128 * 60)
     single = curve_of(sp, data_dir, tmp_path / "one")
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "scaling.cli",
-         "train", "--spec", json.dumps(sp), "--data", str(data_dir), "--out", str(tmp_path / "two")],
-        capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = cli_train(sp, data_dir, tmp_path / "two", processes=2)
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, log
     metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert metrics["world_size"] == 2
     two = curve(tmp_path / "two")
@@ -252,3 +254,27 @@ def test_a_run_trains_on_bpe_tokens_with_the_vocabulary_in_its_shape(data_dir, t
     assert m["status"] == "ok" and m["vocab_size"] == 300
     assert m["initial_loss"] == pytest.approx(math.log(300), abs=0.2)
     assert m["val_loss"] < m["initial_loss"] - 1.0
+
+
+def test_ddp_processes_stop_at_the_same_step_when_one_is_signalled(data_dir, tmp_path):
+    sp = spec(tokens=128 * 600)
+    proc = cli_train(sp, data_dir, tmp_path / "reference", processes=2)
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, log
+    passed = int(np.random.default_rng(2).integers(200, 400))
+    out = tmp_path / "two"
+    proc = cli_train(sp, data_dir, out, "--checkpoint-every", str(passed), processes=2)
+    wait_for_checkpoint(proc, out)
+    rank1 = [p for p in psutil.Process(proc.pid).children() if p.environ().get("RANK") == "1"]
+    rank1[0].send_signal(signal.SIGTERM)  # rank 0 never gets it: the processes agree at the next loss read
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode != 0 and "exitcode  : 143" in log, log
+    stopped_at = torch.load(checkpoint.path(out), weights_only=True)["step"]
+    assert stopped_at > passed and (stopped_at - passed) % FLUSH_EVERY == 0
+    assert f"SIGTERM: checkpointed at step {stopped_at}/600" in log
+
+    proc = cli_train(sp, data_dir, out, "--checkpoint-every", str(passed), processes=2)
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, log
+    assert f"resumed from its checkpoint at step {stopped_at}/600" in log
+    assert np.array_equal(curve(out), curve(tmp_path / "reference"))
