@@ -4,11 +4,11 @@ A run keeps its two newest checkpoints in ``<run dir>/ckpt/``: ``last.pt`` and t
 one before it, ``prev.pt``. Each holds the run's spec, the number of steps done,
 the model and optimizer state, the per-step losses so far, the training time so
 far and the torch RNG states, all as tensors and plain values so that it loads
-with ``weights_only=True``. A new checkpoint is written to a temporary file beside
-``last.pt`` and fsynced; only then does ``last.pt`` become ``prev.pt`` and the new
-file ``last.pt`` (renames, then the directory is fsynced). So after a crash at any
-instant (even SIGKILL or power loss) the newest complete checkpoint is ``last.pt``,
-or ``prev.pt`` if the crash fell between the two renames.
+with ``weights_only=True``. A new checkpoint is written in full to a temporary
+file beside ``last.pt``; only then does ``last.pt`` become ``prev.pt``, and the new
+file, fsynced, ``last.pt`` (renames, then the directory is fsynced). So after a
+crash at any instant (even SIGKILL or power loss) the newest complete checkpoint
+is ``last.pt``, or ``prev.pt`` if the crash fell between the two renames.
 
 Loading takes ``last.pt`` and falls back to ``prev.pt`` when ``last.pt`` cannot be
 read (truncated or corrupted after it was written: a copy, a full disk, a
@@ -110,10 +110,10 @@ def journal(run_dir: str | Path, log: Callable[[str], None]) -> Callable[[str], 
         for line in kept.read_text().splitlines():
             log(line)
         log("=== this attempt ===")
-    kept.parent.mkdir(parents=True, exist_ok=True)
 
     def say(line: str) -> None:
         log(line)
+        kept.parent.mkdir(parents=True, exist_ok=True)
         with open(kept, "a") as f:
             f.write(line + "\n")
 

@@ -6,12 +6,12 @@ torchrun forwards SIGTERM to its workers and kills them 30 s later; the SLURM
 executor plugin sends it on SLURM's warning and kills 60 s later), or warn it
 with SIGUSR2 before its time limit (``sbatch --signal``). :func:`stop_signals`
 turns both into a flag: the handler only records the signal. The training loop
-(:func:`scaling.train.train`) reads it after each optimizer step, saves a
-checkpoint at that step and raises :class:`Stopped`, and ``scaling train`` exits
-with status 128 + the signal number (143 for SIGTERM, 140 for SIGUSR2), the
-shell's code for "ended by this signal". Snakemake records the job as failed and
-keeps the checkpoint; its next run, or SLURM's requeue of the job, resumes from
-it, having lost no step.
+(:func:`scaling.train.train`) reads it after each optimizer step (a DDP run, whose
+processes must agree, at its next loss read), saves a checkpoint at that step and
+raises :class:`Stopped`, and ``scaling train`` exits with status 128 + the signal
+number (143 for SIGTERM, 140 for SIGUSR2), the shell's code for "ended by this
+signal". Snakemake records the job as failed and keeps the checkpoint; its next
+run, or SLURM's requeue of the job, resumes from it, having lost no step.
 """
 
 from __future__ import annotations

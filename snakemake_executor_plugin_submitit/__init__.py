@@ -109,8 +109,8 @@ class JobCommand(submitit.helpers.Checkpointable):
         self._proc: Optional[subprocess.Popen] = None
 
     def __call__(self) -> None:
-        terminated = []
-        signal.signal(signal.SIGTERM, lambda *_: terminated.append(True))  # replaces submitit's "bypass"
+        terminated = []  # SLURM ends a job by SIGTERM to all its processes; submitit's own handler ignores it
+        signal.signal(signal.SIGTERM, lambda *_: terminated.append(True))
         # SLURM may send its warning signal to every process of the job: the command ignores it
         # (ignored signals stay ignored across exec) and submitit's handler in this process acts.
         self._proc = subprocess.Popen(
