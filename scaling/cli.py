@@ -22,11 +22,17 @@ def _prepare(args):
 
 
 def _train(args):
+    from scaling.preemption import Stopped, stop_signals
     from scaling.train import train
 
-    train(json.loads(args.spec), args.data, args.out, threads=args.threads, checkpoint_every=args.checkpoint_every,
-          keep_checkpoints=args.keep_checkpoints, compile_model=args.compile,
-          log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    with stop_signals() as signalled:
+        try:
+            train(json.loads(args.spec), args.data, args.out, threads=args.threads,
+                  checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+                  compile_model=args.compile, log=lambda msg: print(msg, file=sys.stderr, flush=True),
+                  signalled=signalled)
+        except Stopped as e:
+            raise SystemExit(e.exit_status)
 
 
 def _tasks(args):

@@ -57,6 +57,14 @@ class World:
             t /= self.size
         return t
 
+    def max(self, value: int) -> int:
+        """The largest ``value`` of all processes (``value`` itself in a single process)."""
+        if self.size > 1:
+            t = torch.tensor([value], device=self.device())
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            value = int(t.item())
+        return value
+
     def stop(self) -> None:
         if self.size > 1:
             dist.destroy_process_group()

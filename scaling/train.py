@@ -12,6 +12,10 @@ The engine (nothing in it changes a result on one device):
 - **Checkpoints** every ``checkpoint_every`` steps (:mod:`scaling.checkpoint`);
   a restarted run resumes from the last one and produces the same per-step
   losses, bit for bit on CPU, as a run that was never interrupted.
+- **Preemption** (:mod:`scaling.preemption`): on SIGTERM or SIGUSR2 the run
+  finishes the step in progress, checkpoints there and raises ``Stopped``, so a
+  rerun loses no step. DDP processes must stop at the same step, so they act on
+  the signal at the next loss read below (at most :data:`FLUSH_EVERY` steps on).
 - **Losses** stay on the device and are read every :data:`FLUSH_EVERY` steps,
   at checkpoints and at log lines, so the GPU is not synchronized every step.
 - **Divergence** (:mod:`scaling.stability`): the run stops at the first loss
@@ -36,9 +40,11 @@ from __future__ import annotations
 import contextlib
 import math
 import platform
+import signal
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -50,6 +56,7 @@ from scaling.distributed import World
 from scaling.flops import flops_6nd, flops_per_token, flops_with_attention, gpu_peak_flops
 from scaling.io import atomic_path, write_json, write_parquet
 from scaling.model import GPT, Shape, count_params, lm_loss
+from scaling.preemption import Stopped
 from scaling.schedules import lr_at
 from scaling.stability import first_divergence
 
@@ -99,10 +106,14 @@ def save_model(path: Path, shape: Shape, model: GPT) -> None:
 
 
 def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 1, checkpoint_every: int = 1000,
-          keep_checkpoints: bool = False, compile_model: bool = True, log=print) -> dict | None:
+          keep_checkpoints: bool = False, compile_model: bool = True, log=print,
+          signalled: Callable[[], int] = lambda: 0) -> dict | None:
     """Train the run described by ``spec`` (see :func:`scaling.study.run_spec`) and write its outputs.
 
     Returns the metrics (None on the processes of a DDP run other than rank 0).
+    ``signalled`` returns the stop signal received so far, or 0
+    (:func:`scaling.preemption.stop_signals`); after one, the run checkpoints
+    and raises :class:`~scaling.preemption.Stopped` instead.
     """
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -113,7 +124,7 @@ def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 
     world.start(device)
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    say = log if world.main else (lambda _: None)
+    say = checkpoint.journal(out, log) if world.main else (lambda _: None)
     run_id, cfg, shape = spec["run_id"], spec["training"], Shape(**spec["shape"])
     sizes = count_params(shape)
 
@@ -137,7 +148,7 @@ def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 
             )
 
     losses, start, prior_s = np.full(steps, np.nan), 0, 0.0
-    state = checkpoint.load(out, spec)
+    state = checkpoint.load(out, spec, say)
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -147,6 +158,8 @@ def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 
         start, prior_s = state["step"], state["train_s"]
         losses[:start] = state["losses"].numpy()
         say(f"[{run_id}] resumed from its checkpoint at step {start}/{steps}")
+    else:
+        say(f"[{run_id}] started: {steps} steps on {device.type}")
 
     net = torch.compile(model) if cuda and compile_model else model
     if world.size > 1:
@@ -179,10 +192,11 @@ def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 
         opt.zero_grad(set_to_none=True)
         pending.append(ce.detach())
 
-        # Read the losses at steps every process agrees on (DDP averages them across processes).
+        # Read the losses at steps every process agrees on (DDP averages them across processes),
+        # and after a stop signal (one process: at once; DDP: there, so that all stop at the same step).
         done = step + 1
         ckpt_now = done % checkpoint_every == 0 and done < steps
-        if not (len(pending) == FLUSH_EVERY or ckpt_now or done == steps):
+        if not (len(pending) == FLUSH_EVERY or ckpt_now or done == steps or (world.size == 1 and signalled())):
             continue
         first = done - len(pending)
         losses[first:done] = world.mean(torch.stack(pending).float()).cpu().numpy()
@@ -191,8 +205,14 @@ def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 
         if stop is not None:
             say(f"[{run_id}] diverged at step {stop + 1}: loss {losses[stop]:.4g} (initial {losses[0]:.4g})")
             break
-        if ckpt_now and world.main:
+        signum = world.max(signalled()) if done < steps else 0
+        if (ckpt_now or signum) and world.main:
             save(done, prior_s + time.perf_counter() - loop_t0)
+        if signum:
+            say(f"[{run_id}] {signal.Signals(signum).name}: checkpointed at step {done}/{steps}; stopping "
+                f"(a rerun resumes here)")
+            world.stop()
+            raise Stopped(signum)
         if time.perf_counter() - last_log > LOG_EVERY_S or done == steps:
             last_log = time.perf_counter()
             rate = (done - start) * cfg["batch_tokens"] / (last_log - loop_t0)
@@ -254,11 +274,11 @@ def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 
     }
     save_model(out / "model.pt", shape, model)
     write_json(out / "metrics.json", metrics)
+    say(f"[{run_id}] {status}: val_loss {val_loss:.4f} in {metrics['wall_s']:.1f}s")
     if keep_checkpoints and status == "ok":
         if start < steps:
             save(done, train_s)
     else:
         checkpoint.remove(out)
-    say(f"[{run_id}] {status}: val_loss {val_loss:.4f} in {metrics['wall_s']:.1f}s")
     world.stop()
     return metrics

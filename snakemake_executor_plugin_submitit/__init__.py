@@ -14,10 +14,15 @@ portable between the two:
 
 Preemption and time limits: each job is a :class:`JobCommand`, which submitit
 makes checkpointable. SLURM's warning signal (SIGUSR2, sent ``signal_delay_s``
-before the time limit, or by ``scancel --signal=USR2`` on preemption) stops the
-job's processes with SIGTERM — the trainer checkpoints on it — and requeues the
-same command, which resumes from the checkpoint. After ``max_requeues`` the job
-fails, and the error names its log and shows the log's tail.
+before the time limit, or on preemption where SLURM is set to send it) stops the
+job's processes with SIGTERM — the trainer checkpoints at the step in progress
+and exits (:mod:`scaling.preemption`) — and requeues the same command, which
+resumes from the checkpoint. After ``max_requeues`` the job fails, and the error
+names its log and shows the log's tail. When SLURM itself ends the job with
+SIGTERM (preemption without the warning signal, ``scontrol requeue``,
+``scancel``), the trainer checkpoints the same way and the job leaves no result:
+a requeued job runs its command again, which resumes, and a cancelled one fails
+with its final state.
 
 Settings are profile keys ``submitit-<name>`` (flags ``--submitit-<name>``):
 see :class:`ExecutorSettings`.
@@ -91,7 +96,10 @@ class JobCommand(submitit.helpers.Checkpointable):
 
     On SLURM's warning signal submitit calls :meth:`checkpoint`: the command's
     processes get SIGTERM (and SIGKILL after ``grace_s``), and the same command
-    is requeued.
+    is requeued. A command that fails after SLURM sent this process SIGTERM (its
+    own processes got it too) was ended by SLURM, which decides what comes next:
+    the job exits without a result, so that Snakemake waits for a requeued job
+    and sees a cancelled one fail.
     """
 
     grace_s = 60
@@ -101,12 +109,16 @@ class JobCommand(submitit.helpers.Checkpointable):
         self._proc: Optional[subprocess.Popen] = None
 
     def __call__(self) -> None:
+        terminated = []  # SLURM ends a job by SIGTERM to all its processes; submitit's own handler ignores it
+        signal.signal(signal.SIGTERM, lambda *_: terminated.append(True))
         # SLURM may send its warning signal to every process of the job: the command ignores it
         # (ignored signals stay ignored across exec) and submitit's handler in this process acts.
         self._proc = subprocess.Popen(
             ["bash", "-c", f"trap '' USR2; {self.command}"], cwd=self.cwd, start_new_session=True
         )
         code = self._proc.wait()
+        if code != 0 and terminated:
+            raise SystemExit(code)  # not an Exception: submitit writes no result
         if code != 0:
             raise RuntimeError(f"the job's command exited with status {code}")
 

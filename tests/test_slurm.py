@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import re
 import signal
 import subprocess
 import sys
@@ -151,23 +153,40 @@ def _restarts(job_id: str) -> int:
     return int(out.split("Restarts=")[1].split()[0])
 
 
-def test_a_preempted_job_is_requeued_and_resumes_to_the_same_result(slurm, tmp_path):
+def _logged_step(log: Path) -> int:
+    """The step of the training log's last progress line (0 before the first)."""
+    steps = re.findall(r"\] step (\d+)/", log.read_text()) if log.exists() else []
+    return int(steps[-1]) if steps else 0
+
+
+@pytest.mark.parametrize("preempt", [
+    ["scancel", "--signal=USR2"],  # SLURM's warning signal: submitit stops the command and requeues the job
+    ["scontrol", "requeue"],  # SLURM requeues the job itself: SIGTERM to every process, SIGKILL KillWait s later
+])
+def test_a_preempted_job_is_requeued_and_resumes_to_the_same_result_losing_no_step(slurm, tmp_path, preempt):
     config = one_long_run()
+    config["engine"] = {"checkpoint_every": 1_000_000}  # none on schedule: a checkpoint can only be the preemption's
     slurm_dir = tmp_path / "slurm"
     slurm_dir.mkdir()
     proc = snakemake_slurm(slurm_dir, config, f"{ONE_RUN}/metrics.json", background=True)
-    ckpt = slurm_dir / ONE_RUN / "ckpt" / "last.pt"
+    log = slurm_dir / "results/smoke/logs/train/bible/l/M80_lr0.01_s0.log"
+    passed = random.Random(" ".join(preempt)).randrange(500, 1500)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not (ckpt.exists() and _queued("smk-train")):
-        time.sleep(0.5)
-    assert ckpt.exists(), "the run never checkpointed"
+    while time.monotonic() < deadline and not (_logged_step(log) >= passed and _queued("smk-train")):
+        time.sleep(0.1)
+    reached = _logged_step(log)
+    assert reached >= passed, "the run never got that far"
     job_id = _queued("smk-train")[0].split()[0]
-    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)  # what SLURM sends on preemption
+    subprocess.run([*preempt, job_id], check=True)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
     assert _restarts(job_id) >= 1
     metrics, curve = _run(slurm_dir)
-    assert metrics["resumed_from_step"] and metrics["resumed_from_step"] > 0
+    stopped_at = metrics["resumed_from_step"]
+    assert stopped_at and stopped_at >= reached  # the step it had reached when preempted, or a later one
+    earlier, this = log.read_text().split("=== this attempt ===")
+    assert f"SIGTERM: checkpointed at step {stopped_at}/" in earlier
+    assert f"resumed from its checkpoint at step {stopped_at}/" in this
     reference, reference_curve = uninterrupted(tmp_path, config)
     assert metrics["val_loss"] == reference["val_loss"]
     assert curve == reference_curve

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import torch
 
@@ -15,7 +16,8 @@ from scaling import checkpoint
 from scaling.data import load_tokens, prepare
 from scaling.flops import flops_with_attention
 from scaling.model import Shape
-from scaling.train import batch_starts, train
+from scaling.preemption import Stopped
+from scaling.train import FLUSH_EVERY, batch_starts, train
 
 TRAINING = {"seq_len": 32, "batch_tokens": 128, "schedule": "cosine", "warmup_fraction": 0.1, "min_lr_ratio": 0.1,
             "cooldown_fraction": 0.2, "z_loss": 0.0, "qk_layernorm": False, "weight_decay": 0.1,
@@ -97,10 +99,20 @@ def test_a_diverging_run_stops_early_and_says_so(data_dir, tmp_path):
     assert not np.isfinite(c[-1]) or c[-1] > c[0] + 1.0
 
 
-def cli_train(sp, data_dir, out, *flags):
-    return subprocess.Popen([sys.executable, "-m", "scaling.cli", "train", "--spec", json.dumps(sp), "--data",
-                             str(data_dir), "--out", str(out), *flags],
+def cli_train(sp, data_dir, out, *flags, processes=1):
+    """``scaling train`` in a subprocess (under torchrun when more than one process)."""
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    return subprocess.Popen([sys.executable, *(torchrun if processes > 1 else []), "-m", "scaling.cli", "train",
+                             "--spec", json.dumps(sp), "--data", str(data_dir), "--out", str(out), *flags],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_checkpoint(proc, out):
+    """Wait until the run in ``proc`` has written its first checkpoint; fail if it ended first."""
+    deadline = time.monotonic() + 120
+    while not checkpoint.path(out).exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert proc.poll() is None, "the run ended before its first checkpoint: make it longer"
 
 
 def test_a_run_killed_mid_way_resumes_to_exactly_the_uninterrupted_losses(data_dir, tmp_path):
@@ -110,10 +122,7 @@ def test_a_run_killed_mid_way_resumes_to_exactly_the_uninterrupted_losses(data_d
     out = tmp_path / "killed"
     proc = cli_train(sp, data_dir, out, "--checkpoint-every", "50")
     ckpt = checkpoint.path(out)
-    deadline = time.monotonic() + 120
-    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert proc.poll() is None, "the run ended before its first checkpoint: make it longer"
+    wait_for_checkpoint(proc, out)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = torch.load(ckpt, weights_only=True)["step"]
@@ -127,6 +136,76 @@ def test_a_run_killed_mid_way_resumes_to_exactly_the_uninterrupted_losses(data_d
     assert np.array_equal(curve(out), curve(tmp_path / "reference"))  # bit for bit
     assert resumed["val_loss"] == reference["val_loss"] and resumed["resumed_from_step"] == killed_at
     assert not ckpt.parent.exists()  # a finished run's checkpoint is removed unless kept
+
+
+@pytest.fixture(scope="module")
+def long_run(data_dir, tmp_path_factory):
+    """A run of 2,000 steps (a few seconds) trained without interruption: its spec and directory."""
+    sp = spec(tokens=128 * 2000)
+    out = tmp_path_factory.mktemp("uninterrupted")
+    train(sp, data_dir, out, **QUIET)
+    return sp, out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR2])
+def test_a_signalled_run_checkpoints_the_step_in_progress_and_resumes_to_the_same_losses(data_dir, long_run,
+                                                                                          tmp_path, sig):
+    sp, reference = long_run
+    passed = int(np.random.default_rng(int(sig)).integers(1000, 1500))  # its only periodic checkpoint
+    out = tmp_path / "signalled"
+    proc = cli_train(sp, data_dir, out, "--checkpoint-every", str(passed))
+    wait_for_checkpoint(proc, out)  # the run has passed step `passed`
+    proc.send_signal(sig)
+    log = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 128 + sig, log
+    stopped_at = torch.load(checkpoint.path(out), weights_only=True)["step"]
+    # the step in progress when the signal came is kept: no step is lost
+    assert torch.load(checkpoint.previous_path(out), weights_only=True)["step"] == passed < stopped_at < 2000
+    assert f"{sig.name}: checkpointed at step {stopped_at}/2000" in log
+    assert not (out / "metrics.json").exists()
+
+    proc = cli_train(sp, data_dir, out, "--checkpoint-every", str(passed))
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, log
+    earlier, this = log.split("=== this attempt ===")
+    assert f"{sig.name}: checkpointed at step {stopped_at}/2000" in earlier  # the earlier attempt's lines, replayed
+    assert f"resumed from its checkpoint at step {stopped_at}/2000" in this
+    assert np.array_equal(curve(out), curve(reference))  # bit for bit
+    resumed, uninterrupted = (json.loads((d / "metrics.json").read_text()) for d in (out, reference))
+    assert resumed["val_loss"] == uninterrupted["val_loss"] and resumed["resumed_from_step"] == stopped_at
+
+
+def test_a_run_stops_after_the_step_in_progress_when_signalled(data_dir, tmp_path):
+    def signalled() -> int:  # SIGTERM from the moment the checkpoint of step 40 exists (a real signal: the test above)
+        return signal.SIGTERM if checkpoint.path(tmp_path).exists() else 0
+
+    with pytest.raises(Stopped) as stopped:
+        train(spec(tokens=8000), data_dir, tmp_path, checkpoint_every=40, signalled=signalled, **QUIET)
+    assert stopped.value.exit_status == 128 + signal.SIGTERM
+    assert torch.load(checkpoint.path(tmp_path), weights_only=True)["step"] == 41  # not at the next loss read
+    assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("truncated", [["last"], ["last", "prev"]])
+def test_an_unreadable_checkpoint_falls_back_to_the_previous_one_or_starts_over(data_dir, tmp_path, truncated):
+    sp = spec(tokens=8000)
+    first = train(sp, data_dir, tmp_path / "first", checkpoint_every=20, **QUIET)
+    out = tmp_path / "run"
+    train(sp, data_dir, out, checkpoint_every=20, keep_checkpoints=True, **QUIET)  # last: the final step; prev: 60
+    (out / "metrics.json").unlink()
+    for name in truncated:
+        p = out / "ckpt" / f"{name}.pt"
+        p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    lines = []
+    again = train(sp, data_dir, out, log=lines.append)
+    assert any(f"checkpoint {out / 'ckpt' / 'last.pt'} is unreadable" in line for line in lines)
+    if truncated == ["last"]:
+        assert any("falling back to the previous checkpoint" in line for line in lines)
+        assert again["resumed_from_step"] == 60
+    else:
+        assert any("no readable checkpoint: starting over" in line for line in lines)
+        assert again["resumed_from_step"] is None
+    assert np.array_equal(curve(out), curve(tmp_path / "first")) and again["val_loss"] == first["val_loss"]
 
 
 def test_a_kept_checkpoint_makes_a_rerun_reproduce_the_run_without_training(data_dir, tmp_path):
@@ -156,11 +235,9 @@ def curve_of(sp, data_dir, out):
 def test_ddp_over_two_cpu_processes_trains_on_the_same_batches_as_one(data_dir, tmp_path):
     sp = spec(tokens=128 * 60)
     single = curve_of(sp, data_dir, tmp_path / "one")
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "scaling.cli",
-         "train", "--spec", json.dumps(sp), "--data", str(data_dir), "--out", str(tmp_path / "two")],
-        capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = cli_train(sp, data_dir, tmp_path / "two", processes=2)
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, log
     metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert metrics["world_size"] == 2
     two = curve(tmp_path / "two")
@@ -177,3 +254,27 @@ def test_a_run_trains_on_bpe_tokens_with_the_vocabulary_in_its_shape(data_dir, t
     assert m["status"] == "ok" and m["vocab_size"] == 300
     assert m["initial_loss"] == pytest.approx(math.log(300), abs=0.2)
     assert m["val_loss"] < m["initial_loss"] - 1.0
+
+
+def test_ddp_processes_stop_at_the_same_step_when_one_is_signalled(data_dir, tmp_path):
+    sp = spec(tokens=128 * 600)
+    proc = cli_train(sp, data_dir, tmp_path / "reference", processes=2)
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, log
+    passed = int(np.random.default_rng(2).integers(200, 400))
+    out = tmp_path / "two"
+    proc = cli_train(sp, data_dir, out, "--checkpoint-every", str(passed), processes=2)
+    wait_for_checkpoint(proc, out)
+    rank1 = [p for p in psutil.Process(proc.pid).children() if p.environ().get("RANK") == "1"]
+    rank1[0].send_signal(signal.SIGTERM)  # rank 0 never gets it: the processes agree at the next loss read
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode != 0 and "exitcode  : 143" in log, log
+    stopped_at = torch.load(checkpoint.path(out), weights_only=True)["step"]
+    assert stopped_at > passed and (stopped_at - passed) % FLUSH_EVERY == 0
+    assert f"SIGTERM: checkpointed at step {stopped_at}/600" in log
+
+    proc = cli_train(sp, data_dir, out, "--checkpoint-every", str(passed), processes=2)
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, log
+    assert f"resumed from its checkpoint at step {stopped_at}/600" in log
+    assert np.array_equal(curve(out), curve(tmp_path / "reference"))

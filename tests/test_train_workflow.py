@@ -28,7 +28,8 @@ def test_changing_engine_settings_retrains_nothing(smoke_copy):
     assert planned(smoke_copy, config) == {}
 
 
-def test_a_train_job_killed_mid_run_resumes_when_snakemake_reruns_it(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_train_job_killed_or_stopped_mid_run_resumes_when_snakemake_reruns_it(tmp_path, sig):
     config = smoke_config()
     config["grid"] = [{"sizes": ["xs"], "token_multipliers": [40], "learning_rates": [0.01]}]
     config["fit"] = {"fit_on": [{"size": "xs"}]}
@@ -42,14 +43,20 @@ def test_a_train_job_killed_mid_run_resumes_when_snakemake_reruns_it(tmp_path):
         time.sleep(0.01)
     trainers = [p for p in psutil.Process(smk.pid).children(recursive=True) if "train" in p.cmdline()]
     assert len(trainers) == 1, "the train job ended before its first checkpoint: make it longer"
-    os.kill(trainers[0].pid, signal.SIGKILL)  # the job crashes; Snakemake records it failed
+    # SIGKILL: the job crashes; SIGTERM: it checkpoints the step in progress and stops. Either way it fails.
+    os.kill(trainers[0].pid, sig)
     assert smk.wait(timeout=120) != 0
     assert ckpt.exists() and not (tmp_path / RUN / "metrics.json").exists()
     killed_at = torch.load(ckpt, weights_only=True)["step"]
+    assert killed_at % 100 == 0 if sig == signal.SIGKILL else killed_at > 100  # a periodic one, or the stop's
 
     snakemake(tmp_path, config, "--cores", "1", "--until", "train")
     log = (tmp_path / "results/smoke/logs/train/bible/xs/M40_lr0.01_s0.log").read_text()
-    assert f"resumed from its checkpoint at step {killed_at}/" in log
+    earlier, this = log.split("=== this attempt ===")  # Snakemake deleted the log; the trainer replayed its lines
+    assert "started: " in earlier
+    if sig == signal.SIGTERM:
+        assert f"SIGTERM: checkpointed at step {killed_at}/" in earlier
+    assert f"resumed from its checkpoint at step {killed_at}/" in this
     metrics = json.loads((tmp_path / RUN / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["resumed_from_step"] == killed_at
     assert not ckpt.parent.exists()
