@@ -1,6 +1,6 @@
 """The calibration table of the README: how often the prediction intervals hold, at each nominal level.
 
-    python benchmarks/calibration.py            # every backtest of the table (about 3 minutes on 2 cores)
+    python benchmarks/calibration.py            # every backtest of the table (about a minute on 2 cores)
     python benchmarks/calibration.py --smoke    # C4 validation loss only, to check the script runs
 
 Backtests on published data, each prediction judged on a value its fit and its calibration never saw:
@@ -69,7 +69,8 @@ def main() -> None:
     rows.append(row("… the six Figure 1 targets (C4 validation loss)", c4[matches(c4, gadre.TARGETS)]))
     _, down = fit_table("downstream", gadre.load_runs(), fit_on=gadre.LOSS_FIT_ON, error_fit_on=gadre.ERROR_FIT_ON,
                         by=["dataset"])
-    rows.append(row("… 17-task top-1 error, chained to the loss law (C4)", down[down["role"] == "held_out"], "error"))
+    rows.append(row("… 17-task top-1 error, chained to the loss law (C4)", down[down["error_role"] == "held_out"],
+                    "error"))
     if CHINCHILLA.exists() and not args.smoke:
         points = pd.read_csv(CHINCHILLA)
         _, chin = backtest("chinchilla", points[~points["epoch_excluded_outlier"]], split=1e21)

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from scaling.bootstrap import noise_draws, refits, robust_scale, run_weights
-from scaling.estimators import (FitError, check_data, check_distinct, hoffmann_grid, huber_log, loglinear,
+from scaling.estimators import (FitError, FitWarning, check_data, check_distinct, hoffmann_grid, huber_log, loglinear,
                                 one_blas_thread)
 from scaling.laws import LAWS
 from scaling.result import FitResult
@@ -107,7 +107,7 @@ def far_from_optimal(N, D, params: dict) -> list[str]:
     message = (f"{share:.0%} of the runs train more than 10× away from the fitted compute-optimal tokens per "
                f"parameter, so they, not runs near the optimum, dominate the fit; add runs near the optimal D/N "
                f"(about {np.median((C / 6) / n_opt**2):.3g} tokens per parameter here) at each budget")
-    warnings.warn(message)
+    warnings.warn(message, FitWarning)
     return [message]
 
 
@@ -140,7 +140,7 @@ def envelope(C, L) -> np.ndarray:
     return mask
 
 
-def approach1(N, D, L, *, level: float = 0.95, **_) -> tuple[pd.DataFrame, dict[str, FitResult]]:
+def approach1(N, D, L, *, level: float = 0.95) -> tuple[pd.DataFrame, dict[str, FitResult]]:
     """Approach 1: the envelope runs (C = 6·N·D, N) and power laws N_opt(C), D_opt(C) fitted to them.
 
     Hoffmann et al. take the envelope over every checkpoint of every training
@@ -155,12 +155,13 @@ def approach1(N, D, L, *, level: float = 0.95, **_) -> tuple[pd.DataFrame, dict[
 
 
 def budget_suggestion(C) -> str:
-    """The compute values the runs cluster at, as a --budgets value: the peaks (3 or more runs, no fewer than either
-    neighbour) of the runs' count per 0.1 decade of C."""
-    bins = np.round(np.log10(np.asarray(C, dtype=float)) * 10).astype(int)
+    """The compute values the runs cluster at, as a --budgets value: the median C of the runs in each peak (3 or more
+    runs, no fewer than either neighbour) of their count per 0.1 decade of C."""
+    C = np.asarray(C, dtype=float)
+    bins = np.round(np.log10(C) * 10).astype(int)
     count = {b: int(n) for b, n in zip(*np.unique(bins, return_counts=True))}
     peaks = [b for b, n in count.items() if n >= 3 and n >= count.get(b - 1, 0) and n >= count.get(b + 1, 0)]
-    return ",".join(f"{10 ** (b / 10):.2g}" for b in sorted(peaks))
+    return ",".join(f"{np.median(C[bins == b]):.2g}" for b in sorted(peaks))
 
 
 def isoflop_minima(N, D, L, budgets=HOFFMANN_BUDGETS, tolerance_dex: float = 0.1, window: float = WINDOW,
@@ -208,11 +209,12 @@ def isoflop_minima(N, D, L, budgets=HOFFMANN_BUDGETS, tolerance_dex: float = 0.1
 
 
 def approach2(N, D, L, budgets=HOFFMANN_BUDGETS, *, tolerance_dex: float = 0.1, window: float = WINDOW,
-              level: float = 0.95, resamples: int = 0, seed: int = 0) -> tuple[pd.DataFrame, dict[str, FitResult]]:
+              level: float = 0.95, resamples: int = 0, seed: int = 0,
+              scheme: str = "bayesian") -> tuple[pd.DataFrame, dict[str, FitResult]]:
     """Approach 2: IsoFLOP minima (:func:`isoflop_minima`) and power laws N_opt(C), D_opt(C) fitted to them.
 
-    With ``resamples`` > 0, intervals come from a bootstrap over runs (Bayesian
-    run weights): each resample refits the parabolas and the power laws, and a
+    With ``resamples`` > 0, intervals come from a bootstrap over runs (run
+    weights of ``scheme``, see :mod:`scaling.bootstrap`): each resample refits the parabolas and the power laws, and a
     prediction adds a draw of that resample's scatter of the minima around its
     line (see the module doc); otherwise they are OLS t intervals.
     """
@@ -223,7 +225,7 @@ def approach2(N, D, L, budgets=HOFFMANN_BUDGETS, *, tolerance_dex: float = 0.1, 
         samples = {"n_opt": [], "d_opt": []}
         noise = {"n_opt": [], "d_opt": []}
         rng = np.random.default_rng([seed, 1 + STREAM])
-        for w in run_weights(len(L), resamples, seed):
+        for w in run_weights(len(L), resamples, seed, scheme):
             m = isoflop_minima(N, D, L, budgets, tolerance_dex, window, weights=w, quiet=True)
             for name, y in (("n_opt", m["n_opt"]), ("d_opt", m["d_opt"])):
                 if len(m) < 3:

@@ -10,8 +10,12 @@ add. The checks:
 - an error-law ceiling ε below the error of chance (downstream law);
 - a fit point whose best learning rate is the edge of its sweep;
 - intervals not calibrated on any run outside the fit set;
-- predictions that extrapolate beyond what the calibration tested (or, uncalibrated,
-  more than :data:`FAR` times beyond the fitted compute).
+- predictions that extrapolate beyond the distances the calibration tested, in
+  either direction (or, uncalibrated, more than :data:`FAR` times beyond the
+  fitted compute).
+
+Standard errors come from the bootstrap for Huber fits: without it (``resamples=0``)
+they are NaN, and the identifiability check has nothing to test.
 """
 
 from __future__ import annotations
@@ -80,18 +84,21 @@ def diagnose(fit: FitResult, points: pd.DataFrame, fit_mask, predictions: pd.Dat
     unseen = predictions[predictions["role"] != "fit"]
     if cal is None:
         measured = int(unseen.get("measured_loss", pd.Series(dtype=float)).notna().sum())
-        out.append(f"intervals not calibrated: {measured} run(s) outside the fit set were measured and the fit set "
-                   f"is too small for extrapolation folds, so the intervals assume the law is right (they cover "
-                   f"parameter uncertainty and run noise only); measure at least {max(MIN_SCORES - measured, 1)} "
-                   f"more runs outside the fit set (other M at the fit sizes) to calibrate them")
+        out.append(f"intervals not calibrated: fewer than {MIN_SCORES} errors of the law at points it was not "
+                   f"fitted on ({measured} measured run(s) outside the fit set, and the fit set too small for "
+                   f"enough extrapolation folds), so the intervals assume the law is right (they cover parameter "
+                   f"uncertainty and run noise only); measure at least {max(MIN_SCORES - measured, 1)} more runs "
+                   f"outside the fit set (other M at the fit sizes) to calibrate them")
         far = unseen[unseen["compute_ratio"] > FAR]
     else:
-        far = unseen[unseen["extrapolation_up"] > cal.up.max(initial=0.0) + 1e-9]
+        up, down = cal.up.max(initial=0.0), cal.down.max(initial=0.0)
+        far = unseen[(unseen["extrapolation_up"] > up + 1e-9) | (unseen["extrapolation_down"] > down + 1e-9)]
     if len(far):
         worst = far.loc[far["compute_ratio"].idxmax()]
         tested = ("" if cal is None else
-                  f" (its calibration tested extrapolations up to {cal.up.max(initial=0.0):.2g} decades, "
-                  f"these go {far['extrapolation_up'].min():.2g}–{far['extrapolation_up'].max():.2g})")
+                  f" (its calibration tested distances up to {up:.2g} decades beyond the fit set towards larger "
+                  f"N or M and {down:.2g} towards smaller; these go up to {far['extrapolation_up'].max():.2g} and "
+                  f"{far['extrapolation_down'].max():.2g})")
         out.append(f"{len(far)} prediction(s) extrapolate beyond what was tested{tested}, up to "
                    f"{worst['compute_ratio']:.3g}× the largest fitted compute ({_point(worst)}): treat their "
                    f"intervals as a lower bound; add runs between the fit set and them")

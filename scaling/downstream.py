@@ -70,7 +70,8 @@ def predict_chained(loss_fit: FitResult, error_fit: FitResult, *inputs, level: f
     resamples), resample b predicts the error as Err_b(L̂_b(x) + ε_b) + ε′_b:
     the loss under refit b plus a loss noise draw, mapped through error refit b,
     plus an error noise draw (no draws for the law's interval); the interval is
-    the percentile interval of those. Without either the bounds are NaN.
+    the percentile interval of those. Without either the bounds are NaN. An
+    error is a fraction: the bounds are clipped to [0, 1].
     """
     level = loss_fit.level if level is None else level
     out = pd.DataFrame()
@@ -94,5 +95,5 @@ def predict_chained(loss_fit: FitResult, error_fit: FitResult, *inputs, level: f
             if noise:
                 errors += error_fit.noise[:, None]
             lo, hi = percentile_interval(errors, level)
-        out[f"predicted_error{suffix}_lo"], out[f"predicted_error{suffix}_hi"] = lo, hi
+        out[f"predicted_error{suffix}_lo"], out[f"predicted_error{suffix}_hi"] = np.clip(lo, 0, 1), np.clip(hi, 0, 1)
     return out

@@ -31,6 +31,10 @@ class FitError(ValueError):
     """A fit that cannot be made or did not converge; the message says why."""
 
 
+class FitWarning(UserWarning):
+    """A diagnostic of a fit (:mod:`scaling.diagnostics`), also kept in its ``meta["diagnostics"]``."""
+
+
 def least_squares(f, X, y, starts, *, weights=None, bounds=None, maxfev: int = 10_000):
     """Weighted least squares of ``f(X, *p)`` to ``y`` from each start; return the best.
 

@@ -340,8 +340,8 @@ def relative_residuals(pred: pd.DataFrame, quantity: str) -> pd.DataFrame:
     predicted = p[f"predicted_{quantity}"]
     out = p.assign(residual=100 * (predicted / p[f"measured_{quantity}"] - 1))
     for bound, end in (("lo", "hi"), ("hi", "lo")):
-        col = f"predicted_{quantity}_{end}"
-        out[bound] = 100 * (predicted / p[col] - 1) if col in p else np.nan
+        col = f"predicted_{quantity}_{end}"  # an interval reaching 0 (an error) leaves that end unbounded: NaN
+        out[bound] = 100 * (predicted / p[col].where(p[col] > 0) - 1) if col in p else np.nan
     return out
 
 

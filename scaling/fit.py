@@ -40,7 +40,7 @@ from scaling.calibration import calibrate, displacement, extrapolation_folds, lo
 from scaling.chinchilla import fit_chinchilla
 from scaling.diagnostics import diagnose
 from scaling.downstream import fit_downstream, predict_chained
-from scaling.estimators import FitError
+from scaling.estimators import FitError, FitWarning
 from scaling.flops import flops_6nd
 from scaling.laws import LAWS, overtraining_compute_form
 from scaling.optimal_lr import best_lr_grid, fit_optimal_lr
@@ -49,9 +49,6 @@ from scaling.result import FitResult
 
 TABLE_LAWS = ("overtraining", "downstream", "chinchilla", "optimal_lr")
 
-
-class FitWarning(UserWarning):
-    """A diagnostic of a fit (:mod:`scaling.diagnostics`), also kept in its ``meta["diagnostics"]``."""
 ID_COLUMNS = ("dataset", "size", "model", "run_name")
 
 
@@ -114,6 +111,14 @@ def matches(frame: pd.DataFrame, condition: str | list[dict]) -> np.ndarray:
     return mask
 
 
+def groups(frame: pd.DataFrame, by: list[str]):
+    """``(group, rows, label)`` for each group of ``frame`` by the columns ``by`` (one group of all rows without
+    any): ``group`` is {column: value}, ``label`` the text that names it in messages (empty for all rows)."""
+    for key, rows in (frame.groupby(by, sort=True) if by else [((), frame)]):
+        group = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        yield group, rows, ", ".join(f"{k}={v}" for k, v in group.items())
+
+
 def canonical(runs: pd.DataFrame, *, loss: str | None = None, error: str | None = None,
               ok_only: bool = True) -> pd.DataFrame:
     """The table with ``loss``, ``tokens``, ``token_multiplier`` and ``flops`` columns (``ok`` runs only)."""
@@ -132,8 +137,13 @@ def canonical(runs: pd.DataFrame, *, loss: str | None = None, error: str | None 
         df["tokens"] = df["token_multiplier"] * df["n_params"]
     if "token_multiplier" not in df and "tokens" in df:
         df["token_multiplier"] = df["tokens"] / df["n_params"]
+    for col in ("n_params", "tokens"):
+        bad = np.flatnonzero(~np.isfinite(df[col].to_numpy(dtype=float))) if col in df else []
+        if len(bad):
+            raise FitError(f"{col} is missing or not finite in {len(bad)} row(s) (rows {bad[:5].tolist()}); fix: "
+                           f"drop those runs (--where) or fill in the column")
     if "tokens" in df:
-        df["flops"] = 6.0 * df["n_params"] * df["tokens"]
+        df["flops"] = flops_6nd(df["n_params"], df["tokens"])
     return df.reset_index(drop=True)
 
 
@@ -180,9 +190,14 @@ def default_fit_on(points: pd.DataFrame) -> list[dict]:
 
 
 # -- fitting a table ------------------------------------------------------------------------------------------------
+def loss_law(law: str) -> str:
+    """The law that predicts the loss: the downstream law chains the over-training law."""
+    return "overtraining" if law == "downstream" else law
+
+
 def law_inputs(law: str) -> tuple[str, ...]:
-    """The columns a law of N predicts from (the downstream law: those of the loss law it is chained to)."""
-    return LAWS[law].inputs if law in ("chinchilla", "optimal_lr") else LAWS["overtraining"].inputs
+    """The columns a law predicts from (the downstream law: those of the loss law it is chained to)."""
+    return LAWS[loss_law(law)].inputs
 
 
 def _fit_one(law, pts, mask, error_mask, *, method, resamples, seed, scheme, level):
@@ -225,12 +240,17 @@ def _errors(q: str, predicted, measured) -> np.ndarray:
 
 
 def run_noise(pts: pd.DataFrame, q: str) -> tuple[float, float] | None:
-    """``(sd, seeds)``: the pooled seed-to-seed standard deviation of one run's ``q`` (log loss, or error), and the
-    mean number of seeds per point; None when no point has two seeds."""
+    """``(sd, seeds)``: the seed-to-seed standard deviation of one run's ``q`` (log loss, or error), pooled over the
+    points of ``pts`` with two or more seeds (weighted by their degrees of freedom), and the harmonic mean of their
+    seed counts (the noise of a mean of k runs is sd/√k); None when no point has two seeds."""
     col = f"{q}_seed_sd"
-    if col not in pts or not pts[col].notna().any():
+    if col not in pts or "seeds" not in pts:
         return None
-    return float(np.sqrt(np.nanmean(pts[col] ** 2))), float(pts.get("seeds", pd.Series([1.0])).mean())
+    several = pts[(pts["seeds"] >= 2) & pts[col].notna()]
+    if several.empty:
+        return None
+    dof = several["seeds"] - 1
+    return float(np.sqrt((dof * several[col] ** 2).sum() / dof.sum())), float(len(pts) / (1 / pts["seeds"]).sum())
 
 
 def _fit_noise(law, result, pts, mask, q: str) -> float:
@@ -263,8 +283,9 @@ def _calibrations(law, pts, mask, error_mask, test, result, *, method, level) ->
                                            "down": down, "source": source, "row": row}))
     if (~mask & ~test).any():
         score(result, mask, ~mask & ~test, "held_out")
-    loss_law = "overtraining" if law == "downstream" else law
-    for cut in extrapolation_folds(flops[mask], len(LAWS[loss_law].params) + 2):
+        if law == "downstream":  # the error law's own fit set is not out of sample for the error
+            scores["error"][-1] = scores["error"][-1][~error_mask[~mask & ~test]]
+    for cut in extrapolation_folds(flops[mask], len(LAWS[loss_law(law)].params) + 2):
         train = mask & (flops <= cut)
         try:
             with warnings.catch_warnings():
@@ -277,9 +298,10 @@ def _calibrations(law, pts, mask, error_mask, test, result, *, method, level) ->
     out = {}
     for q in quantities:
         s = pd.concat(scores[q], ignore_index=True) if scores[q] else None
-        noise = run_noise(pts, q) or (_fit_noise(law, result, pts, mask, q), 1.0)
+        noise = run_noise(pts[~test], q) or (_fit_noise(law, result, pts, mask, q), 1.0)
+        fitted = int((mask if q == "loss" else error_mask).sum())
         out[q] = None if s is None else calibrate("log" if q == "loss" else "linear", s["error"], s["up"], s["down"],
-                                                  s["source"].tolist(), s["row"], *noise)
+                                                  s["source"].tolist(), s["row"], *noise, fitted)
     return out
 
 
@@ -345,8 +367,7 @@ def fit_table(law: str, runs: pd.DataFrame, *, fit_on: str | list[dict] | None =
     if law == "downstream" and "error" not in points:
         raise FitError("the downstream law needs an error column (average top-1 error per run)")
     fits, predictions = [], []
-    for key, pts in (points.groupby(by, sort=True) if by else [((), points)]):
-        group = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+    for group, pts, label in groups(points, by):
         pts = pts.reset_index(drop=True)
         is_test = matches(pts, test) if test is not None else np.zeros(len(pts), dtype=bool)
         cond = fit_on if fit_on is not None else (default_fit_on(pts[~is_test])
@@ -354,7 +375,6 @@ def fit_table(law: str, runs: pd.DataFrame, *, fit_on: str | list[dict] | None =
         mask = matches(pts, cond) & ~is_test
         error_mask = (matches(pts, error_fit_on if error_fit_on is not None else cond) & ~is_test
                       if law == "downstream" else None)
-        label = ", ".join(f"{k}={v}" for k, v in group.items())
         if not mask.any():
             raise FitError(f"no point{f' ({label})' if label else ''} is in the fit set {cond!r}")
         result = _fit_one(law, pts, mask, error_mask, method=method, resamples=resamples, seed=seed, scheme=scheme,
@@ -387,8 +407,11 @@ def fit_table(law: str, runs: pd.DataFrame, *, fit_on: str | list[dict] | None =
         p = _predict(law, result, pd.concat([measured, tgt], ignore_index=True))
         fitted_flops = flops_6nd(pts.loc[mask, "n_params"], pts.loc[mask, "tokens"]).max()
         p = p.assign(compute_ratio=p["flops"] / fitted_flops)
+        if law == "downstream":  # the error law's own fit set is no held-out point of the error
+            p["error_role"] = np.where(np.r_[error_mask, np.zeros(len(p) - len(pts), dtype=bool)], "fit", p["role"])
         for name, r in result.items():
-            r.meta["diagnostics"] = diagnose(r, pts, error_mask if name == "error" else mask, p, chance_error)
+            r.meta["diagnostics"] = r.meta.get("diagnostics", []) + diagnose(
+                r, pts, error_mask if name == "error" else mask, p, chance_error)
             for message in r.meta["diagnostics"]:
                 warnings.warn(f"{label or r.law}: {r.law} law: {message}", FitWarning)
         predictions.append(p)
@@ -473,10 +496,10 @@ def backtest(law: str, runs: pd.DataFrame, *, order: str = "flops", split: float
     by = [c for c in (by or []) if c in runs]
     needed = len(LAWS["overtraining" if law == "downstream" else law].params) + 1
     parts = []
-    for key, g in (df.groupby(by, sort=True) if by else [((), df)]):
+    for _, g, label in groups(df, by):
         values = np.unique(g[order].dropna().to_numpy(dtype=float))
         cut = split if split is not None else values[max(0, int(np.ceil(fraction * len(values))) - 1)]
-        label = f" ({', '.join(f'{k}={v}' for k, v in zip(by, np.atleast_1d(key)))})" if by else ""
+        label = f" ({label})" if label else ""
         train, test = g[g[order] <= cut], g[g[order] > cut]
         n_train = len(train.drop_duplicates(["n_params", "tokens"]))
         if test.empty:
@@ -500,14 +523,15 @@ def backtest_summary(pred: pd.DataFrame, by: list[str] = (), roles=("held_out", 
     ``max_compute_ratio`` (C over the fit set's largest C) and ``calibrated``.
     """
     prefix = "" if q in ("loss", "lr") else "error_"
-    p = pred[pred["role"].isin(roles) & pred[f"measured_{q}"].notna()]
+    role = pred[f"{prefix}role"] if f"{prefix}role" in pred else pred["role"]
+    p = pred[role.isin(roles) & pred[f"measured_{q}"].notna()]
     by = [c for c in by if c in p]
     rows = []
-    for key, g in (p.groupby(by, sort=True) if by else [((), p)]):
+    for group, g, _ in groups(p, by):
         if g.empty:
             continue
         rel = g[f"{prefix}rel_error"].abs()
-        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "quantity": q, "n": len(g),
+        rows.append({**group, "quantity": q, "n": len(g),
                      "coverage": float(g[f"{prefix}covered"].astype(float).mean()),
                      "median_half_width": float(g[f"{prefix}half_width"].median()),
                      "mean_abs_rel_error": float(rel.mean()), "median_abs_rel_error": float(rel.median()),

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -44,6 +45,24 @@ def _level(text: str) -> float:
     if not 0 < x < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a level between 0 and 1, e.g. 0.95")
     return x
+
+
+def _positive(text: str) -> float:
+    x = float(text)
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not positive")
+    return x
+
+
+def _budgets(text: str) -> list[float]:
+    try:
+        values = [float(b) for b in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give compute budgets as numbers separated by commas, "
+                                         f"e.g. 6e18,1e19,3e19") from None
+    if not all(v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: budgets are positive FLOP counts")
+    return values
 
 
 def add_fit_arguments(p: argparse.ArgumentParser, backtest: bool = False) -> None:
@@ -83,15 +102,16 @@ def add_fit_arguments(p: argparse.ArgumentParser, backtest: bool = False) -> Non
         g = p.add_argument_group("backtest: fit on the points whose --order is at most a cut, predict the rest")
         g.add_argument("--order", default="flops", metavar="COLUMN",
                        help="the column that orders the points (default: flops, C = 6·N·D)")
-        g.add_argument("--split", type=float, metavar="VALUE", help="the cut: fit on points with --order ≤ VALUE")
+        g.add_argument("--split", type=float, metavar="VALUE", help="the cut: fit on points with --order ≤ VALUE "
+                       "(extrapolation folds and the compute ratio are in compute, whatever --order)")
         g.add_argument("--train-fraction", type=float, metavar="F",
                        help="the cut at this fraction of each group's distinct --order values (default 0.5)")
     else:
         g.add_argument("--approach", type=int, choices=(1, 2, 3), default=3,
                        help="chinchilla: Hoffmann et al.'s approach")
-        g.add_argument("--budgets", metavar="FLOPS", help="chinchilla --approach 2: comma-separated IsoFLOP budgets "
+        g.add_argument("--budgets", type=_budgets, metavar="FLOPS", help="chinchilla --approach 2: comma-separated IsoFLOP budgets "
                        "(default: Hoffmann et al.'s nine, 6e18 … 3e21)")
-        g.add_argument("--window", type=float, metavar="DECADES",
+        g.add_argument("--window", type=_positive, metavar="DECADES",
                        help="chinchilla --approach 2: fit each IsoFLOP parabola to the runs within this many decades "
                             "of N of the budget's lowest loss (default 0.5)")
     g = p.add_argument_group("output")
@@ -133,13 +153,16 @@ def options(args) -> dict:
 
 def fit_command(args, default_data, backtest: bool = False) -> None:
     """Run ``scaling fit`` or ``scaling backtest``; bad data or SQL end it with a one-line error naming the problem."""
-    from scaling.estimators import FitError
+    import warnings
+
+    from scaling.estimators import FitError, FitWarning
 
     try:
-        _fit_command(args, default_data, backtest)
-    except (FitError, ValueError, FileNotFoundError, KeyError) as e:
-        command = "backtest" if backtest else "fit"
-        raise SystemExit(f"scaling {command} {args.law}: error: {e.args[0] if isinstance(e, KeyError) else e}") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FitWarning)  # each fit's diagnostics are printed with it
+            _fit_command(args, default_data, backtest)
+    except (FitError, ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"scaling {'backtest' if backtest else 'fit'} {args.law}: error: {e}") from None
 
 
 def _runs(args, default_data):
@@ -170,10 +193,12 @@ def _runs(args, default_data):
 def _fit_command(args, default_data, backtest: bool) -> None:
     import pandas as pd
 
-    from scaling.fit import backtest_summary, fit_dict, fits_table, records
+    from scaling.fit import backtest_summary, canonical, fit_dict, fits_table, records
     from scaling.io import write_json, write_parquet
 
     raw, runs = _runs(args, default_data)
+    if args.by and args.by != ["none"] and (missing := [c for c in args.by if c not in runs]):
+        raise ValueError(f"--by {missing[0]}: no such column; fix: use one of {sorted(map(str, runs))}")
     by = [c for c in ([] if args.by == ["none"] else (args.by or ["dataset"])) if c in runs]
     opt = options(args)
     extra: dict = {}
@@ -196,7 +221,7 @@ def _fit_command(args, default_data, backtest: bool) -> None:
         if args.law == "optimal_lr" and "initial_loss" in raw:
             from scaling.optimal_lr import sensitivity_table
 
-            extra["sensitivity"] = sensitivity_table(canonical_all(raw, args.loss), by)
+            extra["sensitivity"] = sensitivity_table(canonical(raw, loss=args.loss, ok_only=False), by)
         if args.law != "optimal_lr":
             unseen = ("test",) if backtest else ("held_out", "test")
             quantities = ["loss"] + (["error"] if args.law == "downstream" else [])
@@ -209,7 +234,8 @@ def _fit_command(args, default_data, backtest: bool) -> None:
                 group = ", ".join(f"{k}={v}" for k, v in r.meta.get("group", {}).items())
                 warn = "".join(f"\n  warning: {m}" for m in r.meta.get("diagnostics", []))
                 print(f"== {group}\n{r}{warn}\n" if group else f"{r}{warn}\n")
-    doc = {"law": args.law, "fits": fits, "predictions": records(pred), **{k: records(v) for k, v in extra.items()}}
+    doc = _strict({"law": args.law, "fits": fits, "predictions": records(pred),
+                   **{k: records(v) for k, v in extra.items()}})
     if args.out:
         write_json(args.out, doc)
     if args.fits_table:
@@ -217,7 +243,7 @@ def _fit_command(args, default_data, backtest: bool) -> None:
     if args.predictions:
         write_parquet(args.predictions, pred)
     if args.json:
-        json.dump(doc, sys.stdout, indent=1, allow_nan=True, default=str)
+        json.dump(doc, sys.stdout, indent=1, allow_nan=False, default=str)
         print()
         return
     with pd.option_context("display.max_rows", 500, "display.width", 250, "display.max_columns", 40):
@@ -225,7 +251,8 @@ def _fit_command(args, default_data, backtest: bool) -> None:
             if name != "backtest":
                 print(f"{name}:\n{table.to_string(index=False)}\n")
         if "role" not in pred:  # Chinchilla Approach 1 or 2: the power laws at the points' compute
-            print(f"N_opt(C), D_opt(C) at the points' compute:\n{pred.to_string(index=False)}")
+            print(f"N_opt(C), D_opt(C) at the points' compute (lo/hi: a new budget's optimum; law_lo/law_hi: the "
+                  f"law's):\n{pred.to_string(index=False)}")
             return
         shown = pred[pred["role"] != "fit"]
         if len(shown):
@@ -237,11 +264,15 @@ def _fit_command(args, default_data, backtest: bool) -> None:
             print(_aggregate_lines(extra["backtest"], by))
 
 
-def canonical_all(raw, loss):
-    """Every run, diverged ones too (the LR sensitivity counts them)."""
-    from scaling.fit import canonical
-
-    return canonical(raw, loss=loss, ok_only=False)
+def _strict(value):
+    """``value`` with every NaN or infinite float as None: strict JSON, which any parser reads."""
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _readable(pred):
@@ -271,19 +302,19 @@ def _chinchilla_approach(args, runs, by, opt):
     from scaling.chinchilla import HOFFMANN_BUDGETS, WINDOW, approach1, approach2
     from scaling.fit import fit_dict
 
-    budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else HOFFMANN_BUDGETS
+    budgets = args.budgets or HOFFMANN_BUDGETS
     by = [c for c in by if c in runs]
     fits, preds, found = [], [], []
     for key, g in (runs.groupby(by, sort=True) if by else [((), runs)]):
         group = dict(zip(by, key if isinstance(key, tuple) else (key,)))
         label = ", ".join(f"{k}={v}" for k, v in group.items())
         n, d, loss = g["n_params"], g["tokens"], g["loss"]
-        kwargs = dict(level=opt["level"], resamples=opt["bootstrap"], seed=opt["seed"])
         if args.approach == 1:
-            points, laws = approach1(n, d, loss, **kwargs)
+            points, laws = approach1(n, d, loss, level=opt["level"])
         else:
             points, laws = approach2(n, d, loss, budgets, window=WINDOW if args.window is None else args.window,
-                                     **kwargs)
+                                     level=opt["level"], resamples=opt["bootstrap"], seed=opt["seed"],
+                                     scheme=opt["scheme"])
         for name, r in laws.items():
             r.meta.update(quantity=name, group=group)
             fits.append(fit_dict(r))
@@ -291,10 +322,11 @@ def _chinchilla_approach(args, runs, by, opt):
                 print(f"== {name}(C), Approach {args.approach}{' (' + label + ')' if label else ''}\n{r}\n")
         c = points["flops"].to_numpy()
         pred = pd.DataFrame({**group, "flops": c})
-        for name, r in laws.items():
-            p = r.predict(c)
-            pred[f"predicted_{name}"], pred[f"predicted_{name}_lo"], pred[f"predicted_{name}_hi"] = (
-                p["predicted"], p["lo"], p["hi"])
+        for name, r in laws.items():  # the interval of a new budget's optimum, and of the law
+            for interval, suffix in (("prediction", ""), ("confidence", "_law")):
+                p = r.predict(c, interval=interval)
+                pred[f"predicted_{name}"] = p["predicted"]
+                pred[f"predicted_{name}{suffix}_lo"], pred[f"predicted_{name}{suffix}_hi"] = p["lo"], p["hi"]
         preds.append(pred)
         found.append(points.assign(**group))
     return fits, pd.concat(preds, ignore_index=True), {"points": pd.concat(found, ignore_index=True)}

@@ -197,6 +197,8 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
         ("predicted_error_hi", F64, "(downstream law) upper end of its prediction interval", "fraction"),
         ("error_covered", pa.bool_(), "(downstream law) whether that interval covers the measured error"),
         ("error_rel_error", F64, "(downstream law) predicted / measured − 1 of the error"),
+        ("error_role", STR, "(downstream law) the point's role for the error law, whose fit set may be wider "
+         "than the loss law's (`fit` there)"),
         ("error_half_width", F64, "(downstream law) half the error's new-run interval, relative to the prediction",
          "fraction"),
         ("error_at_measured_loss", F64, "(downstream law) Err(L): the error law at the measured loss", "fraction"),

@@ -78,10 +78,11 @@ def _calibration_text(row) -> str:
     c = json.loads(cal)
     sources = " and ".join({"held_out": "held-out runs", "fold": "extrapolation folds of the fit set"}[s]
                            for s in c["sources"])
+    unit = "%" if c["space"] == "log" else " percentage points"  # errors of log loss are relative; of error, not
     return (f"Prediction intervals are calibrated on the law's errors at {c['n_scores']} points it was not fitted on "
-            f"({sources}): a typical error of {100 * c['s0']:.2g}% within the fit set's range, growing by "
-            f"{100 * c['kappa_up']:.2g}% per decade beyond it towards larger N or M "
-            f"({100 * c['kappa_down']:.2g}% towards smaller), Student-t tails.")
+            f"({sources}): an error scale of {100 * c['s0']:.2g}{unit} within the fit set's range, growing by "
+            f"{100 * c['kappa_up']:.2g}{unit} per decade beyond it towards larger N or M "
+            f"({100 * c['kappa_down']:.2g}{unit} towards smaller), Student-t tails (ν = {c['nu']:g}).")
 
 
 def _names(value) -> list[str]:
@@ -98,7 +99,7 @@ def _names(value) -> list[str]:
 
 def _predictions(p: pd.DataFrame, q: str, level) -> pd.DataFrame:
     """Predicted vs measured ``q`` (loss, error or lr) of held-out points and targets, one row each."""
-    p = p[p["role"] != "fit"]
+    p = p[p["error_role" if q == "error" and "error_role" in p else "role"] != "fit"]
     rel = "rel_error" if q in ("loss", "lr") else "error_rel_error"
     cov = "covered" if q in ("loss", "lr") else "error_covered"
     out = pd.DataFrame({"size": p["size"], "N": p["n_params"], "M": p["token_multiplier"],
