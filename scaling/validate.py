@@ -264,18 +264,18 @@ def training_memory(shape: Shape, tokens: int, gpu: bool) -> tuple[float, float]
     """A lower bound on what one training process holds at its peak, in bytes: (state, activations).
 
     - state: fp32 weights, gradients and AdamW's two moments, 16 bytes a parameter;
-    - activations saved for the backward pass of ``tokens`` tokens: per layer and
-      token 9·d + 2·d_ff values (Korthikanti et al. 2022, without dropout: the two
-      LayerNorms' inputs and outputs, q, k, v, the attention output and its copy,
-      the MLP's hidden values before and after GELU), plus 3·d for the embeddings
-      and the final LayerNorm, in fp32 on a CPU and bf16 (autocast) on a GPU;
-      and the logits with their log-softmax, 2·V fp32 values a token.
+    - activations of ``tokens`` tokens that the backward pass surely needs: the
+      input of every matrix product, which its weight's gradient is made from
+      (per layer and token 3·d + d_ff values: the inputs of the q/k/v, output and
+      two MLP projections; d for the output layer), in fp32 on a CPU and bf16
+      (autocast) on a GPU, and the logits, V fp32 values a token.
 
-    Allocator slack, the runtime and the attention scores of a non-fused kernel
-    come on top: on a CPU the measured peak was 1.1–2.4× this bound.
+    Everything else a step keeps (LayerNorm and GELU inputs, attention, the
+    log-softmax, allocator slack, the runtime) comes on top, so a run this bound
+    does not fit surely fails; on a CPU the measured peak was 2.0–4.1× it (six shapes, d = 32 to 768).
     """
-    per_token = (shape.n_layers * (9 * shape.d_model + 2 * shape.d_ff) + 3 * shape.d_model) * (2 if gpu else 4)
-    return 16.0 * count_params(shape)["n_params"], tokens * (per_token + 2 * shape.vocab_size * 4)
+    per_token = (shape.n_layers * (3 * shape.d_model + shape.d_ff) + shape.d_model) * (2 if gpu else 4)
+    return 16.0 * count_params(shape)["n_params"], tokens * (per_token + shape.vocab_size * 4)
 
 
 def _ram() -> int:

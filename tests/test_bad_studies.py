@@ -293,7 +293,7 @@ def test_the_memory_bound_is_below_the_measured_peak_of_a_training_step(tmp_path
     """)
     peak = int(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout)
     state, activations = training_memory(shape, tokens, gpu=False)
-    assert 0.3 * peak < state + activations < peak
+    assert 0.15 * peak < state + activations < peak  # a lower bound, and not a vacuous one
 
 
 # -- end to end: snakemake -n on a representative handful ---------------------------------------------------------

@@ -71,16 +71,23 @@ def test_smoke_study_runs_as_slurm_gpu_jobs(slurm, tmp_path):
     assert not [j for j in jobs if j["JobName"] in local]  # local rules
 
 
-def test_a_failing_run_reports_its_log_and_the_others_complete(slurm, tmp_path):
-    (tmp_path / "tiny.txt").write_text("too little text to validate on.\n" * 40)
+def test_a_failing_job_reports_its_log_and_the_others_complete(slurm, tmp_path):
+    """A job that fails on the cluster (its dataset's token ids lie outside the vocabulary it declares: found when
+    the data is prepared, since checking every token before submission would read every corpus at every start)."""
+    import numpy as np
+
+    np.save(tmp_path / "train.npy", np.arange(5000) % 300)  # ids up to 299, in a vocabulary of 256
+    np.save(tmp_path / "val.npy", np.arange(500) % 200)
     config = smoke_config()
-    config["datasets"]["tiny"] = {"source": "files", "files": [str(tmp_path / "tiny.txt")], "val_fraction": 0.02}
+    config["downstream"] = {"tasks": {}, "task_sets": {}}  # built-in tasks need text; these are tokens
+    config["datasets"]["tiny"] = {"source": "tokens", "train": str(tmp_path / "train.npy"),
+                                  "val": str(tmp_path / "val.npy"), "vocab_size": 256}
     config["grid"].append({"datasets": ["tiny"], "sizes": ["xs"], "token_multipliers": [20], "learning_rates": [0.01]})
     proc = snakemake_slurm(tmp_path, config)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "fewer than one window" in out  # the job's own error, from the tail of its log
-    assert "job log: " in out and "tiny/xs/M20_lr0.01_s0" in out
+    assert "outside the vocabulary [0, 256)" in out  # the job's own error, from the tail of its log
+    assert "job log: " in out and "prepare" in out
     done = sorted(p.parent.name for p in (tmp_path / "results/smoke/runs/bible").glob("*/*/metrics.json"))
     assert len(done) == 6
 
