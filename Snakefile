@@ -15,8 +15,8 @@ import sys
 
 from snakemake.utils import min_version
 
-from scaling import study as S
-from scaling.validate import load
+from scaling.study import runs as S
+from scaling.study.config import load
 
 min_version("9.0")
 

@@ -4,7 +4,7 @@
     python benchmarks/bench_collect.py --smoke    # 20 runs × 50 steps: does every step work (CI)
 
 It writes a synthetic study in the project's run format (``metrics.json`` and
-``curve.parquet`` per run, see :mod:`scaling.synthetic`) to a temporary
+``curve.parquet`` per run, see :mod:`scaling.testbeds.synthetic`) to a temporary
 directory, then times: a full collect; an incremental collect after ``--new``
 more runs finish; the database build; and each example query of the README's
 "Query the results with SQL" section on the resulting database (the median of
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from scaling import study as S
-from scaling import synthetic
-from scaling.collect import collect
-from scaling.database import build_database, open_study, query
+from scaling.study import runs as S
+from scaling.testbeds import synthetic
+from scaling.store.collect import collect
+from scaling.store.database import build_database, open_study, query
 
 REPO = Path(__file__).resolve().parents[1]
 

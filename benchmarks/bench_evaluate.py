@@ -17,11 +17,11 @@ import time
 
 import torch
 
-from scaling.data import embedded_corpus
-from scaling.evaluate import score_task
-from scaling.model import GPT, Shape
-from scaling.tasks import BUILDERS, build_task
-from scaling.tokenizer import ByteTokenizer
+from scaling.data.prepare import embedded_corpus
+from scaling.evaluate.scoring import score_task
+from scaling.train.model import GPT, Shape
+from scaling.evaluate.tasks import BUILDERS, build_task
+from scaling.data.tokenizer import ByteTokenizer
 
 SHAPES = {"d32": (32, 2, 2), "d64": (64, 2, 2), "d64L3": (64, 3, 4)}
 

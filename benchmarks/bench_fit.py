@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from scaling import gadre
-from scaling.chinchilla import fit_chinchilla
-from scaling.fit import matches
-from scaling.overtraining import METHODS, fit_overtraining
+from scaling.testbeds import gadre
+from scaling.fit.chinchilla import fit_chinchilla
+from scaling.fit.tables import matches
+from scaling.fit.overtraining import METHODS, fit_overtraining
 
 GOAL_S = 10.0
 CHINCHILLA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "chinchilla" / "points.csv"

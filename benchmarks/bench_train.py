@@ -4,7 +4,7 @@ For every model of the default study (workflow/config.yaml, with its training
 settings) it trains the same model for the same number of steps three ways, in
 one process, interleaved over several rounds:
 
-- ``trainer``: :func:`scaling.train.train`, with its schedule, loss buffering,
+- ``trainer``: :func:`scaling.train.loop.train`, with its schedule, loss buffering,
   divergence checks, progress log and a checkpoint half way (more often than the
   default of every 1,000 steps, so its cost is counted);
 - ``plain``: the minimal loop, plain PyTorch: set the LR, take the batch,
@@ -20,7 +20,7 @@ or LRs the speed itself changes by a few percent on CPU, as the values change.)
 
 It prints tokens/s of each (the best of several interleaved rounds, the
 measurement least disturbed by other processes), the ratios, and the trainer's
-achieved FLOP/s (attention and output layer counted, scaling.flops) against
+achieved FLOP/s (attention and output layer counted, scaling.train.flops) against
 this machine's fp32 matrix-multiply peak, measured here with the same number of
 threads. The goal: trainer / plain ≥ 1.0 at every size.
 
@@ -44,12 +44,12 @@ import torch.nn.functional as F
 import yaml
 from snakemake.utils import validate
 
-from scaling import study
-from scaling.data import load_tokens, prepare
-from scaling.flops import flops_per_token
-from scaling.model import GPT, Shape
-from scaling.schedules import lr_at
-from scaling.train import batch, batch_starts, train
+from scaling.study import runs as study
+from scaling.data.prepare import load_tokens, prepare
+from scaling.train.flops import flops_per_token
+from scaling.train.model import GPT, Shape
+from scaling.train.schedules import lr_at
+from scaling.train.loop import batch, batch_starts, train
 
 REPO = Path(__file__).resolve().parents[1]
 GOAL = 1.0

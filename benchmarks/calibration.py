@@ -11,7 +11,7 @@ Backtests on published data, each prediction judged on a value its fit and its c
 - the Chinchilla points reconstructed by Epoch AI (when ../shared is beside the repository): fitted
   below 1e21 FLOPs, predicting above.
 
-The intervals are Student-t with ν = 4 in the calibrated error scale s (scaling.calibration), so one set of
+The intervals are Student-t with ν = 4 in the calibrated error scale s (scaling.fit.calibration), so one set of
 predictions gives every level: a point is inside its level-q interval when |e| ≤ t₄((1+q)/2)·s, with
 e the error in the calibration's space (log loss, or the error fraction) and s its 95% half-width / t₄(0.975).
 """
@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from scaling import gadre
-from scaling.calibration import NU
-from scaling.fit import backtest, fit_table, matches
+from scaling.testbeds import gadre
+from scaling.fit.calibration import NU
+from scaling.fit.tables import backtest, fit_table, matches
 
 LEVELS = (0.5, 0.8, 0.9, 0.95, 0.99)
 VAL_SETS = ("c4_val", "openlm", "paloma_c4_en", "paloma_dolma_100_programing_languages", "paloma_falcon-refinedweb",

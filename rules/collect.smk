@@ -1,5 +1,5 @@
 # collect's output is its manifest, not the tables beside it: Snakemake deletes a job's outputs before it runs and
-# after it fails, and a failed collect must keep the previous tables (see scaling/collect.py)
+# after it fails, and a failed collect must keep the previous tables (see scaling/store/collect.py)
 rule collect:
     """Finished runs → Parquet tables `runs`, `curves`, `evals`, `downstream`; only new runs are parsed."""
     input:

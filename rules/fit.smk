@@ -24,6 +24,6 @@ rule fit:
     log:
         f"{RESULTS}/logs/fit.log",
     shell:
-        "{SCALING} fit-stage --runs {params.runs:q} --downstream {params.downstream:q} --fit-config {params.fit:q} "
+        "{SCALING} fit-study --runs {params.runs:q} --downstream {params.downstream:q} --fit-config {params.fit:q} "
         "--sizes {params.sizes:q} {params.task:q} --out-dir {params.out:q} --fits-table {output.fits:q} "
         "--predictions {output.predictions:q} --backtest {output.backtest:q} > {log:q} 2>&1"

@@ -1,4 +1,4 @@
-# The report's figures, in the order of scaling.report.FIGURES; every one is always written (a figure the study
+# The report's figures, in the order of scaling.report.write.FIGURES; every one is always written (a figure the study
 # has no data for is a placeholder that says so), so the outputs are fixed. The PNG goes into Snakemake's report
 # (`snakemake --report report.html`), with its caption in workflow/report/<name>.rst; the SVG beside it is for papers.
 FIGURES = ["loss_vs_compute", "downstream_vs_loss", "loss_vs_lr", "residuals", "optimal_lr"]

@@ -10,20 +10,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from scaling import fit_cli
+from scaling.fit import command as fit_cli
 from scaling.io import WriteError
 
 
 def _prepare(args):
-    from scaling.data import prepare
+    from scaling.data.prepare import prepare
 
     meta = prepare(json.loads(args.dataset), args.out)
     print(f"prepared {meta['n_train_tokens']:,} train and {meta['n_val_tokens']:,} val tokens from {meta['source']}")
 
 
 def _train(args):
-    from scaling.preemption import Stopped, stop_signals
-    from scaling.train import train
+    from scaling.train.preemption import Stopped, stop_signals
+    from scaling.train.loop import train
 
     with stop_signals() as signalled:
         try:
@@ -36,8 +36,8 @@ def _train(args):
 
 
 def _tasks(args):
-    from scaling.data import held_out_text
-    from scaling.tasks import TaskError, build_task, write_task
+    from scaling.data.prepare import held_out_text
+    from scaling.evaluate.tasks import TaskError, build_task, write_task
 
     try:
         examples = build_task(args.kind, held_out_text(args.data), args.examples, args.seed)
@@ -48,9 +48,9 @@ def _tasks(args):
 
 
 def _evaluate(args):
-    from scaling.collect import RunFileError
-    from scaling.evaluate import evaluate_run
-    from scaling.tasks import TaskError
+    from scaling.io import RunFileError
+    from scaling.evaluate.scoring import evaluate_run
+    from scaling.evaluate.tasks import TaskError
 
     try:
         result = evaluate_run(args.run, args.data, json.loads(args.tasks), json.loads(args.task_sets),
@@ -64,8 +64,9 @@ def _evaluate(args):
 
 
 def _collect(args):
-    from scaling.collect import RunFileError, collect
-    from scaling.schema import SchemaError
+    from scaling.io import RunFileError
+    from scaling.store.collect import collect
+    from scaling.store.schema import SchemaError
 
     try:
         done = collect(args.metrics, args.out, use_cache=not args.full)
@@ -83,9 +84,9 @@ def _backtest(args):
     fit_cli.fit_command(args, default_data=latest_database, backtest=True)
 
 
-def _fit_stage(args):
-    from scaling.estimators import FitError
-    from scaling.fit_stage import fit_study, write_fits
+def _fit_study(args):
+    from scaling.fit.estimators import FitError
+    from scaling.fit.stage import fit_study, write_fits
 
     try:
         fitted = fit_study(pd.read_parquet(args.runs), pd.read_parquet(args.downstream), json.loads(args.fit_config),
@@ -98,8 +99,8 @@ def _fit_stage(args):
 
 
 def _database(args):
-    from scaling.database import build_database
-    from scaling.schema import SchemaError
+    from scaling.store.database import build_database
+    from scaling.store.schema import SchemaError
 
     try:
         rows = build_database(args.tables, args.out)
@@ -109,9 +110,9 @@ def _database(args):
 
 
 def _status(args):
-    from scaling.status import grid, report
-    from scaling.study import ConfigError
-    from scaling.validate import load
+    from scaling.study.status import grid, report
+    from scaling.study.runs import ConfigError
+    from scaling.study.config import load
 
     try:
         config = load([args.configfile])
@@ -126,7 +127,7 @@ def _status(args):
 
 def _pairs(flag: str, items: list[str]) -> dict[str, str]:
     """``COLUMN=VALUE`` arguments as a dict."""
-    from scaling.importers import TestbedError
+    from scaling.testbeds.importers import TestbedError
 
     for item in items:
         if "=" not in item:
@@ -137,7 +138,7 @@ def _pairs(flag: str, items: list[str]) -> dict[str, str]:
 def _import(args):
     import yaml
 
-    from scaling.importers import TestbedError, import_csv, import_gadre2024
+    from scaling.testbeds.importers import TestbedError, import_csv, import_gadre2024
 
     try:
         if args.testbed == "gadre2024":
@@ -156,9 +157,9 @@ def _import(args):
 
 
 def _report(args):
-    from scaling.report import write_report
-    from scaling.study_tables import Tables
-    from scaling.schema import SchemaError
+    from scaling.report.write import write_report
+    from scaling.report.tables import Tables
+    from scaling.store.schema import SchemaError
 
     try:
         tables = Tables.read(args.tables)
@@ -180,7 +181,7 @@ def latest_database(root: str | Path = "results") -> Path:
 def _sql(args):
     import duckdb
 
-    from scaling.database import ReadOnlyError, open_all, open_study, query
+    from scaling.store.database import ReadOnlyError, open_all, open_study, query
 
     try:
         if args.all:
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("tasks", help="(pipeline) build a built-in downstream task from a dataset's held-out text")
     p.add_argument("--data", required=True, help="the prepared dataset (its validation split is the text)")
-    p.add_argument("--kind", required=True, help="the built-in task (see scaling/tasks.py)")
+    p.add_argument("--kind", required=True, help="the built-in task (see scaling/evaluate/tasks.py)")
     p.add_argument("--examples", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="the JSONL file to write")
@@ -295,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     fit_cli.add_fit_arguments(p, backtest=True)
     p.set_defaults(func=_backtest)
 
-    p = sub.add_parser("fit-stage", help="(pipeline) fit every law the study's runs support")
+    p = sub.add_parser("fit-study", help="(pipeline) fit every law the study's runs support")
     p.add_argument("--runs", required=True, help="the study's runs table (Parquet)")
     p.add_argument("--downstream", required=True, help="the study's downstream table (Parquet)")
     p.add_argument("--fit-config", required=True, help="the study's `fit` section, as JSON")
@@ -305,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fits-table", required=True)
     p.add_argument("--predictions", required=True)
     p.add_argument("--backtest", required=True, help="the backtest table to write (Parquet)")
-    p.set_defaults(func=_fit_stage)
+    p.set_defaults(func=_fit_study)
 
     p = sub.add_parser("database", help="(pipeline) tables → DuckDB file")
     p.add_argument("--tables", required=True)

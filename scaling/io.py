@@ -80,3 +80,28 @@ def read_json(path: str | Path):
 def write_parquet(target: str | Path, df: pd.DataFrame) -> None:
     with atomic_path(target) as tmp:
         df.to_parquet(tmp, index=False)
+
+
+class RunFileError(RuntimeError):
+    """A run's file that cannot be read; the message names the file and what to do."""
+
+
+def retrain_hint(run_dir: Path) -> str:
+    return f"fix: delete {run_dir} and rerun snakemake to retrain the run (or restore the file from a backup)"
+
+
+def read_metrics(metrics_path: str | Path, required: dict[str, bool]) -> dict:
+    """A finished run's ``metrics.json``; raises :class:`RunFileError` naming the file and the fix if it is
+    unreadable or lacks one of the ``required`` fields ({name: may it be null})."""
+    metrics_path = Path(metrics_path)
+    run_dir = metrics_path.parent
+    try:
+        metrics = json.loads(metrics_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise RunFileError(f"{metrics_path}: unreadable ({e}); {retrain_hint(run_dir)}") from None
+    if not isinstance(metrics, dict):
+        raise RunFileError(f"{metrics_path}: not a JSON object; {retrain_hint(run_dir)}")
+    missing = [k for k, nullable in required.items() if k not in metrics or (metrics[k] is None and not nullable)]
+    if missing:
+        raise RunFileError(f"{metrics_path}: lacks the required field(s) {missing}; {retrain_hint(run_dir)}")
+    return metrics

@@ -1,6 +1,6 @@
 """Bad study files fail before any job, naming the field (or the file and line) and the fix.
 
-Most cases call the Snakefile's loader, :func:`scaling.validate.load`, in process; a handful run
+Most cases call the Snakefile's loader, :func:`scaling.study.config.load`, in process; a handful run
 ``snakemake -n`` end to end and check that no job ran, no injected command ran, and nothing was written.
 """
 
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import yaml
 
-from scaling import study as S
-from scaling.model import Shape
-from scaling.validate import load, training_memory
+from scaling.study import runs as S
+from scaling.train.model import Shape
+from scaling.study.config import load, training_memory
 
 from conftest import SMOKE, SNAKEMAKE, smoke_config
 
@@ -280,7 +280,7 @@ def test_the_memory_bound_is_below_the_measured_peak_of_a_training_step(tmp_path
     shape, tokens = Shape(d_model=128, n_layers=2, n_heads=2, seq_len=128), 16384
     probe = textwrap.dedent(f"""
         import resource, torch
-        from scaling.model import GPT, Shape, lm_loss
+        from scaling.train.model import GPT, Shape, lm_loss
         torch.set_num_threads(1)
         x = torch.randint(0, 256, ({tokens // 128}, 129))
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -328,7 +328,7 @@ def test_snakemake_quotes_every_value_of_a_shell_line(tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if " -m scaling.cli " in line]
     assert {line.split(" -m scaling.cli ")[1].split()[0] for line in lines} == {
-        "prepare", "train", "tasks", "evaluate", "collect", "fit-stage", "database", "report"}
+        "prepare", "train", "tasks", "evaluate", "collect", "fit-study", "database", "report"}
     assert "--title 'a; touch PWNED $(touch PWNED)'" in proc.stdout
     assert not list(tmp_path.rglob("PWNED*")) and not (tmp_path / "results").exists()
 

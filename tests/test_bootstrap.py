@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from scaling.bootstrap import noise_draws, robust_scale, run_weights
-from scaling.overtraining import fit_overtraining
+from scaling.fit.bootstrap import noise_draws, robust_scale, run_weights
+from scaling.fit.overtraining import fit_overtraining
 from test_fit import noisy
 
 

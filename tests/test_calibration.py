@@ -1,4 +1,4 @@
-"""Calibrated prediction intervals (scaling.calibration), and the backtests that prove them on published data.
+"""Calibrated prediction intervals (scaling.fit.calibration), and the backtests that prove them on published data.
 
 The goal figures of the predictions issue, measured here on the shipped testbed of Gadre et al. (2024):
 every held-out point of the paper's fit design on all 8 validation sets × 3 training sets, the six Figure 1
@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scaling import gadre
-from scaling.calibration import Calibration, calibrate, displacement, extrapolation_folds, fit_scale, log_inputs
-from scaling.fit import backtest, backtest_summary, fit_table, matches
+from scaling.testbeds import gadre
+from scaling.fit.calibration import Calibration, calibrate, displacement, extrapolation_folds, fit_scale, log_inputs
+from scaling.fit.tables import backtest, backtest_summary, fit_table, matches
 from test_chinchilla import POINTS
 
 VAL_SETS = ("c4_val", "openlm", "paloma_c4_en", "paloma_dolma_100_programing_languages", "paloma_falcon-refinedweb",
@@ -195,7 +195,7 @@ def test_scaling_fit_refuses_bad_tables_in_one_line(tmp_path, table, args, messa
 def seeded_runs(seeds=3, noise=0.004, misfit=0.0) -> pd.DataFrame:
     """Runs of the over-training law at 6 sizes × 4 multipliers, each with ``seeds`` seeds of log-normal run noise,
     and a misfit of the law growing with N (relative, ``misfit`` per decade above 1e7)."""
-    from scaling.laws import overtraining_loss
+    from scaling.fit.laws import overtraining_loss
 
     rng = np.random.default_rng(0)
     rows = []
@@ -232,8 +232,8 @@ def test_extrapolation_folds_calibrate_a_fit_set_without_held_out_runs():
 
 
 def test_the_diagnostics_name_what_is_wrong_and_the_runs_that_fix_it():
-    from scaling.diagnostics import diagnose
-    from scaling.result import FitResult
+    from scaling.fit.diagnostics import diagnose
+    from scaling.fit.result import FitResult
 
     runs = seeded_runs(seeds=1)
     sweep = pd.concat([runs, runs.assign(lr=0.005, loss=runs["loss"] * 1.05)])  # best lr 0.01: the sweep's top

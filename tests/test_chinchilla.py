@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scaling.chinchilla import approach1, approach2, envelope, fit_chinchilla, fit_power_law, isoflop_minima
-from scaling.estimators import FitError, hoffmann_grid
-from scaling.laws import chinchilla_loss
+from scaling.fit.chinchilla import approach1, approach2, envelope, fit_chinchilla, fit_power_law, isoflop_minima
+from scaling.fit.estimators import FitError, hoffmann_grid
+from scaling.fit.laws import chinchilla_loss
 
 POINTS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "chinchilla" / "points.csv"
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from scaling import collect as C
-from scaling import schema
-from scaling import study as S
-from scaling import synthetic
+from scaling.io import RunFileError
+from scaling.store import collect as C
+from scaling.store import schema
+from scaling.study import runs as S
+from scaling.testbeds import synthetic
 
 STEPS = 30
 
@@ -88,7 +89,7 @@ def test_cached_runs_are_not_read_again(tmp_path):
     curve.write_bytes(b"x" * st.st_size)
     os.utime(curve, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert C.collect(paths, tmp_path / "tables").parsed == 0
-    with pytest.raises(C.RunFileError, match=re.escape(str(curve))):
+    with pytest.raises(RunFileError, match=re.escape(str(curve))):
         C.collect(paths, tmp_path / "tables", use_cache=False)
 
 
@@ -149,7 +150,7 @@ def test_an_unreadable_run_fails_the_collect_naming_the_file_and_the_fix(tmp_pat
     C.collect(paths, tmp_path / "tables")
     before = {p.name: p.read_bytes() for p in (tmp_path / "tables").iterdir()}
     damage(paths[2])
-    with pytest.raises(C.RunFileError) as err:
+    with pytest.raises(RunFileError) as err:
         C.collect(paths, tmp_path / "tables")
     text = str(err.value)
     assert str(paths[2].with_name(culprit)) in text and re.search(message, text) and "fix:" in text
@@ -162,7 +163,7 @@ def test_a_run_in_progress_is_not_read_as_finished(tmp_path):
     """Training writes curve.parquet, then metrics.json: a run with only its curve is still running."""
     config, paths = make_study(tmp_path)
     paths[0].unlink()
-    with pytest.raises(C.RunFileError, match=f"{re.escape(str(paths[0]))}: missing, so the run is not finished"):
+    with pytest.raises(RunFileError, match=f"{re.escape(str(paths[0]))}: missing, so the run is not finished"):
         C.collect(paths, tmp_path / "tables")
     assert not (tmp_path / "tables" / "runs.parquet").exists()
 
@@ -193,7 +194,7 @@ def test_a_value_of_the_wrong_type_is_named_with_its_file(tmp_path):
     assert f"fix: delete {paths[2].parent} and rerun snakemake" in error
     for i, note in ((0, 1), (1, "one")):  # an extra field, a number in one run and text in another
         paths[i].write_text(json.dumps({**json.loads(paths[i].read_text()), "note": note}))
-    with pytest.raises(C.RunFileError, match="disagree on the type of a field.*column note.*fix: give that field one"):
+    with pytest.raises(RunFileError, match="disagree on the type of a field.*column note.*fix: give that field one"):
         C.collect(paths[:2], tmp_path / "tables")
 
 
@@ -239,11 +240,11 @@ def test_extra_metrics_are_carried_and_evals_and_downstream_become_rows(tmp_path
 
 def test_a_run_listed_twice_or_a_run_id_in_two_directories_is_refused(tmp_path):
     _, paths = make_study(tmp_path)
-    with pytest.raises(C.RunFileError, match="listed twice"):
+    with pytest.raises(RunFileError, match="listed twice"):
         C.collect(paths + paths[:1], tmp_path / "tables")
     copy = tmp_path / "copy" / "run"
     shutil.copytree(paths[0].parent, copy)
-    with pytest.raises(C.RunFileError, match="appears in more than one run directory"):
+    with pytest.raises(RunFileError, match="appears in more than one run directory"):
         C.collect(paths + [copy / "metrics.json"], tmp_path / "tables")
 
 
@@ -272,5 +273,5 @@ def test_downstream_scores_become_rows_and_a_rescored_run_is_read_again(tmp_path
     accuracy = again.tables["downstream"].to_pandas().set_index(["run_id", "task"])["accuracy"]
     assert accuracy[(run_id, "spelling")] == accuracy[(run_id, "core")] == 0.75
     paths[2].with_name("downstream.json").write_text("{")
-    with pytest.raises(C.RunFileError, match="downstream.json: unreadable.*fix: delete it and rerun snakemake"):
+    with pytest.raises(RunFileError, match="downstream.json: unreadable.*fix: delete it and rerun snakemake"):
         C.collect(paths, tmp_path / "tables")

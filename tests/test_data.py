@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from scaling.data import bible_books, embedded_corpus, held_out_text, load_tokens, prepare
-from scaling.tokenizer import BPETokenizer, ByteTokenizer
+from scaling.data.prepare import bible_books, embedded_corpus, held_out_text, load_tokens, prepare
+from scaling.data.tokenizer import BPETokenizer, ByteTokenizer
 
 
 def test_embedded_corpus_is_over_5mb_of_english_and_split_by_book():

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
-from scaling import collect as C
-from scaling import database as D
-from scaling import schema
+from scaling.store import collect as C
+from scaling.store import database as D
+from scaling.store import schema
 from test_collect import make_study
 
 

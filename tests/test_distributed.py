@@ -1,6 +1,6 @@
 import pytest
 
-from scaling.distributed import World
+from scaling.train.distributed import World
 
 
 def test_the_process_layout_comes_from_torchrun_or_slurm_or_is_a_single_process():

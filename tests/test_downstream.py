@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from scaling.bootstrap import run_weights
-from scaling.downstream import fit_downstream, predict_chained
-from scaling.estimators import FitError
-from scaling.laws import downstream_error, overtraining_loss
-from scaling.overtraining import fit_overtraining
+from scaling.fit.bootstrap import run_weights
+from scaling.fit.downstream import fit_downstream, predict_chained
+from scaling.fit.estimators import FitError
+from scaling.fit.laws import downstream_error, overtraining_loss
+from scaling.fit.overtraining import fit_overtraining
 from test_fit import TRUE, noisy
 
 ERR = {"epsilon": 0.85, "k": 20.0, "gamma": 1.6}  # near the paper's fits: ~0.47 error at loss 2.4

@@ -1,4 +1,4 @@
-"""Log-likelihood scoring of multiple-choice tasks (scaling.evaluate)."""
+"""Log-likelihood scoring of multiple-choice tasks (scaling.evaluate.scoring)."""
 
 import json
 import math
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from scaling.evaluate import evaluate_run, load_model, loglikelihoods, score_task
-from scaling.model import GPT, Shape
-from scaling.tokenizer import ByteTokenizer
-from scaling.train import save_model
+from scaling.evaluate.scoring import evaluate_run, load_model, loglikelihoods, score_task
+from scaling.train.model import GPT, Shape
+from scaling.data.tokenizer import ByteTokenizer
+from scaling.train.loop import save_model
 
 
 class Bigram(torch.nn.Module):

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scaling.estimators import FitError, least_squares
-from scaling.fit import best_lr_points, default_fit_on, filters_sql, fit_dict, fit_table, fits_table, matches, records
-from scaling.laws import overtraining_compute_form, overtraining_loss
-from scaling.overtraining import fit_overtraining
-from scaling.result import FitResult
+from scaling.fit.estimators import FitError, least_squares
+from scaling.fit.tables import best_lr_points, default_fit_on, filters_sql, fit_dict, fit_table, fits_table, matches, records
+from scaling.fit.laws import overtraining_compute_form, overtraining_loss
+from scaling.fit.overtraining import fit_overtraining
+from scaling.fit.result import FitResult
 
 TRUE = {"E": 1.9, "a": 450.0, "b": -0.32, "c": 1800.0}
 

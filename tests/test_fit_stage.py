@@ -1,4 +1,4 @@
-"""The pipeline's fit stage (scaling.fit_stage): every law a study supports, from its runs and downstream tables."""
+"""The pipeline's fit stage (scaling.fit.stage): every law a study supports, from its runs and downstream tables."""
 
 import json
 
@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scaling import schema
-from scaling.fit_stage import fit_study, write_fits
-from scaling.laws import downstream_error, optimal_lr, overtraining_loss
+from scaling.store import schema
+from scaling.fit.stage import fit_study, write_fits
+from scaling.fit.laws import downstream_error, optimal_lr, overtraining_loss
 
 LOSS = {"E": 1.5, "a": 100.0, "b": -0.3, "c": 200.0}
 ERROR = {"epsilon": 0.9, "k": 3.0, "gamma": 0.5}

@@ -13,9 +13,9 @@ import sys
 import numpy as np
 import pytest
 
-from scaling import gadre
-from scaling.fit import fit_table, matches
-from scaling.overtraining import METHODS
+from scaling.testbeds import gadre
+from scaling.fit.tables import fit_table, matches
+from scaling.fit.overtraining import METHODS
 
 # Figure 1's relative errors, in percent: (loss, 17-task top-1 error)
 FIGURE1 = {"open_lm_1b": (0.7103, 3.6365), "open_lm_7b": (0.7320, 0.0464)}

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import scaling.datasets
-from scaling import database as D
-from scaling import importers as I
+from scaling.testbeds import gadre
+from scaling.store import database as D
+from scaling.testbeds import importers as I
 
-GADRE = Path(scaling.datasets.__file__).parent / "gadre2024"
+GADRE = gadre.DATA
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_gadre2024_has_every_run_validation_set_and_task(gadre):
 
 
 def test_the_overtraining_fit_runs_on_the_imported_testbed(gadre):
-    from scaling.fit import fit_table
+    from scaling.fit.tables import fit_table
 
     runs = pd.read_parquet(gadre[0] / "tables" / "runs.parquet")
     fits, pred = fit_table("overtraining", runs, by=["dataset"])

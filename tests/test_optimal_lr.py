@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scaling.estimators import FitError
-from scaling.fit import canonical, fit_table
-from scaling.laws import lr_sensitivity, optimal_lr
-from scaling.optimal_lr import best_lr_grid, fit_optimal_lr, sensitivity_table
+from scaling.fit.estimators import FitError
+from scaling.fit.tables import canonical, fit_table
+from scaling.fit.laws import lr_sensitivity, optimal_lr
+from scaling.fit.optimal_lr import best_lr_grid, fit_optimal_lr, sensitivity_table
 
 TRUE = {"c": 20.0, "a": -0.6, "b": 0.25}
 LRS = 2.0 ** np.arange(-16, 0, 0.25)  # a sweep in steps of 2^(1/4)
@@ -79,8 +79,44 @@ def test_lr_sensitivity_follows_wortsman_et_al():
 
 def test_sensitivity_table_counts_diverged_runs_at_their_initial_loss():
     runs = sweep(sizes=(1e6,), ms=(20,))
-    table = sensitivity_table(canonical(runs, ok_only=False), ["dataset"])
+    table = sensitivity_table(canonical(runs, ok_only=False), ["dataset", "n_params", "tokens"])
     row = table.iloc[0]
     ok = runs["status"] == "ok"
     expected = np.mean(np.minimum(np.where(ok, runs["val_loss"], 5.5), 5.5) - runs.loc[ok, "val_loss"].min())
     assert row["lr_sensitivity"] == pytest.approx(expected) and row["n_lrs"] == len(LRS)
+
+
+# -- LR sensitivity (Wortsman et al. 2023) ---------------------------------------------------------------------------
+def size_sensitivity(runs, by="size"):
+    return sensitivity_table(runs.rename(columns={"val_loss": "loss"}), [by] if isinstance(by, str) else by)
+
+
+def two_sizes():
+    # two sizes over the same LR grid; size "b" has a diverged run at the largest LR
+    rows = [("a", 1e-3, 3.2, "ok"), ("a", 3e-3, 3.0, "ok"), ("a", 1e-2, 3.1, "ok"),
+            ("b", 1e-3, 2.9, "ok"), ("b", 3e-3, 2.6, "ok"), ("b", 1e-2, np.nan, "diverged"),
+            ("b", 3e-3, 2.8, "ok")]  # a second seed of b at 3e-3
+    return pd.DataFrame([{"size": s, "lr": lr, "val_loss": v, "status": st, "initial_loss": 5.5}
+                         for s, lr, v, st in rows])
+
+
+def test_lr_sensitivity_is_the_mean_gap_to_the_best_with_diverged_runs_at_the_initial_loss():
+    out = size_sensitivity(two_sizes()).set_index("size")
+    assert out.loc["a", "lr_sensitivity"] == pytest.approx(((3.2 - 3.0) + 0 + (3.1 - 3.0)) / 3)
+    # b: seeds averaged (3e-3 → 2.7), the diverged run counts as 5.5
+    assert out.loc["b", "lr_sensitivity"] == pytest.approx(((2.9 - 2.7) + 0 + (5.5 - 2.7)) / 3)
+    assert out.loc["b", "best_lr"] == 3e-3 and out.loc["b", "best_loss"] == pytest.approx(2.7)
+    assert out.loc["b", "n_diverged"] == 1 and out.loc["a", "n_lrs"] == 3
+
+
+def test_a_run_that_ends_worse_than_it_began_is_capped_at_the_initial_loss():
+    runs = two_sizes()
+    runs.loc[0, "val_loss"] = 9.0
+    a = size_sensitivity(runs).set_index("size").loc["a", "lr_sensitivity"]
+    assert a == pytest.approx(((5.5 - 3.0) + 0 + 0.1) / 3)
+
+
+def test_lr_sensitivity_groups_by_several_columns():
+    runs = pd.concat([two_sizes().assign(dataset="x"), two_sizes().assign(dataset="y", val_loss=lambda d: d.val_loss + 1)])
+    out = size_sensitivity(runs, by=["dataset", "size"])
+    assert len(out) == 4 and set(out["dataset"]) == {"x", "y"}

@@ -2,7 +2,7 @@
 
 The tables are synthetic but made by the real fit code: runs with a known
 over-training law, a known optimal learning rate and tasks whose error follows
-the downstream law, fitted with scaling.fit.fit_table and written with the
+the downstream law, fitted with scaling.fit.tables.fit_table and written with the
 schema's write_table.
 """
 
@@ -19,13 +19,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scaling import figures as F
-from scaling import report as R
-from scaling import study_tables as T
-from scaling import summary as S
-from scaling.fit import fit_dict, fit_table, fits_table
-from scaling.laws import LAWS, downstream_error, optimal_lr, overtraining_loss
-from scaling.schema import empty, write_table
+from scaling.report import figures as F
+from scaling.report import write as R
+from scaling.report import tables as T
+from scaling.report import summary as S
+from scaling.fit.tables import fit_dict, fit_table, fits_table
+from scaling.fit.laws import LAWS, downstream_error, optimal_lr, overtraining_loss
+from scaling.store.schema import empty, write_table
 
 REPO = Path(__file__).resolve().parents[1]
 LOSS_LAW = {"E": 1.9, "a": 100.0, "b": -0.32, "c": 400.0}

@@ -1,6 +1,6 @@
 import pytest
 
-from scaling import schedules as S
+from scaling.train import schedules as S
 
 PEAK, STEPS, WARMUP, R = 1e-2, 110, 10, 0.1
 

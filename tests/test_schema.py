@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import REPO
-from scaling import schema
+from scaling.store import schema
 
 SAMPLES = {
     "runs": {"run_id": "bible/s/M20_lr0.01_s0", "dataset": "bible", "size": "s", "token_multiplier": 20.0, "lr": 0.01,

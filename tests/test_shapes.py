@@ -5,9 +5,9 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from scaling.flops import flops_6nd, flops_per_token, flops_with_attention, gpu_peak_flops
-from scaling.model import GPT, Shape, count_params, lm_loss
-from scaling.shapes import shape_for_params
+from scaling.train.flops import flops_6nd, flops_per_token, flops_with_attention, gpu_peak_flops
+from scaling.train.model import GPT, Shape, count_params, lm_loss
+from scaling.train.shapes import shape_for_params
 
 
 def test_the_sizing_rule_gives_gpt2_small_for_124m_parameters():

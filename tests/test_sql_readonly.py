@@ -12,8 +12,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from scaling import collect as C
-from scaling import database as D
+from scaling.store import collect as C
+from scaling.store import database as D
 from test_collect import make_study
 from test_database import readme_queries
 

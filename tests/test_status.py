@@ -11,9 +11,9 @@ import time
 
 import yaml
 
-from scaling import status as T
-from scaling import study as S
-from scaling import synthetic
+from scaling.study import status as T
+from scaling.study import runs as S
+from scaling.testbeds import synthetic
 
 
 def test_every_state_is_counted_per_size_and_multiplier_with_compute(tmp_path):

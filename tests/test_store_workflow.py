@@ -9,8 +9,8 @@ import sys
 import pyarrow.parquet as pq
 
 from conftest import SMOKE, planned, smoke_config, snakemake
-from scaling import collect as C
-from scaling import database as D
+from scaling.store import collect as C
+from scaling.store import database as D
 
 RESULTS = "results/smoke"
 

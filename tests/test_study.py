@@ -1,7 +1,7 @@
 import pytest
 
-from scaling.model import count_params
-from scaling.study import ConfigError, Run, check, model_sizes, run_spec, runs, spec_json
+from scaling.train.model import count_params
+from scaling.study.runs import ConfigError, Run, check, model_sizes, run_spec, runs, spec_json
 
 from conftest import smoke_config
 

@@ -1,12 +1,12 @@
-"""Built-in downstream tasks (scaling.tasks): reproducible, well formed, and each as documented."""
+"""Built-in downstream tasks (scaling.evaluate.tasks): reproducible, well formed, and each as documented."""
 
 import json
 import re
 
 import pytest
 
-from scaling.data import embedded_corpus
-from scaling.tasks import BUILDERS, TaskError, build_task, random_baseline, read_task, write_task
+from scaling.data.prepare import embedded_corpus
+from scaling.evaluate.tasks import BUILDERS, TaskError, build_task, random_baseline, read_task, write_task
 
 TEXT = embedded_corpus().val.decode("utf-8")
 

@@ -12,12 +12,12 @@ import psutil
 import pytest
 import torch
 
-from scaling import checkpoint
-from scaling.data import load_tokens, prepare
-from scaling.flops import flops_with_attention
-from scaling.model import Shape
-from scaling.preemption import Stopped
-from scaling.train import FLUSH_EVERY, batch_starts, train
+from scaling.train import checkpoint
+from scaling.data.prepare import load_tokens, prepare
+from scaling.train.flops import flops_with_attention
+from scaling.train.model import Shape
+from scaling.train.preemption import Stopped
+from scaling.train.loop import FLUSH_EVERY, batch_starts, train
 
 TRAINING = {"seq_len": 32, "batch_tokens": 128, "schedule": "cosine", "warmup_fraction": 0.1, "min_lr_ratio": 0.1,
             "cooldown_fraction": 0.2, "z_loss": 0.0, "qk_layernorm": False, "weight_decay": 0.1,

@@ -16,8 +16,9 @@ import torch
 from snakemake.utils import validate
 
 from conftest import REPO, SNAKEMAKE, planned, smoke_config, snakemake
-from scaling import checkpoint, study
-from scaling.train import train
+from scaling.train import checkpoint
+from scaling.study import runs as study
+from scaling.train.loop import train
 
 RUN = "results/smoke/runs/bible/xs/M40_lr0.01_s0"
 

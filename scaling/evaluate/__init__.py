@@ -1,0 +1,5 @@
+"""Stage 3, evaluate: every finished run scored on multiple-choice tasks.
+
+- :mod:`~scaling.evaluate.tasks`: the task format and the built-in tasks made from held-out text;
+- :mod:`~scaling.evaluate.scoring`: log-likelihood scoring of a run's final weights.
+"""

@@ -1,0 +1,186 @@
+"""The three estimators every law here is fitted with, each a thin layer over scipy or statsmodels.
+
+- :func:`least_squares`: nonlinear least squares (``scipy.optimize.curve_fit``)
+  from each start of a grid; the lowest weighted sum of squares wins. Gadre et
+  al. (2024) fit their laws this way.
+- :func:`huber_log`: the Huber loss (δ = 1e-3) of log residuals, with the
+  prediction written as a log-sum-exp of power-law terms, minimized by L-BFGS-B
+  from a grid (Hoffmann et al. 2022, Approach 3; Besiroglu et al. 2024).
+- :func:`loglinear`: ordinary least squares of log y on log x
+  (``statsmodels``), for power laws such as N_opt(C) and η*(N, D).
+
+Every estimator takes per-run weights, so a bootstrap is a reweighted refit
+(see :mod:`scaling.fit.bootstrap`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import numpy as np
+from scipy.optimize import OptimizeWarning, curve_fit, minimize
+from threadpoolctl import threadpool_limits
+
+# Fits (and their bootstraps) run with one BLAS thread: the problems are tiny, and on a small machine
+# OpenBLAS's idle threads spin on the cores the fit needs (measured: twice the CPU time for no gain).
+one_blas_thread = threadpool_limits.wrap(limits=1, user_api="blas")
+
+
+class FitError(ValueError):
+    """A fit that cannot be made or did not converge; the message says why."""
+
+
+class FitWarning(UserWarning):
+    """A diagnostic of a fit (:mod:`scaling.fit.diagnostics`), also kept in its ``meta["diagnostics"]``."""
+
+
+def least_squares(f, X, y, starts, *, weights=None, bounds=None, maxfev: int = 10_000):
+    """Weighted least squares of ``f(X, *p)`` to ``y`` from each start; return the best.
+
+    Returns ``(popt, pcov, sse, n_converged)``; ``sse`` is the weighted sum of
+    squared residuals and ``pcov`` curve_fit's covariance at ``popt``. Starts
+    from which curve_fit fails are skipped; a :class:`FitError` is raised when
+    every start fails. Points with weight 0 are left out.
+    """
+    X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
+    w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
+    keep = w > 0
+    X, y, w = X[..., keep], y[keep], w[keep]
+    sigma = None if weights is None else 1.0 / np.sqrt(w)
+    best, converged = None, 0
+    for p0 in starts:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", (OptimizeWarning, RuntimeWarning))
+            try:
+                popt, pcov = curve_fit(f, X, y, p0=p0, sigma=sigma, maxfev=maxfev,
+                                       **({} if bounds is None else {"bounds": bounds}))
+            except (RuntimeError, ValueError):
+                continue
+            sse = float(np.sum(w * (f(X, *popt) - y) ** 2))
+        if not np.isfinite(sse):
+            continue
+        converged += 1
+        if best is None or sse < best[2]:
+            best = (popt, pcov, sse)
+    if best is None:
+        raise FitError(f"the least-squares fit did not converge from any of {len(starts)} starts")
+    return (*best, converged)
+
+
+def lse_huber_objective(theta, logN, logD, logL, weights, delta, shared_exponent):
+    """Summed Huber loss of log residuals, and its gradient, for L = exp(a)·N^−α + exp(b)·D^−β + exp(e).
+
+    ``theta`` is (a, α, b, β, e), or (a, α, b, e) when ``shared_exponent`` ties β = α.
+    The log prediction is the log-sum-exp of the three terms, so the fit works on
+    log scales and keeps every term positive. Huber(r) = r²/2 for |r| ≤ δ, else
+    δ·(|r| − δ/2).
+    """
+    if shared_exponent:
+        a, alpha, b, e = theta
+        beta = alpha
+    else:
+        a, alpha, b, beta, e = theta
+    z1, z2 = a - alpha * logN, b - beta * logD
+    m = np.maximum(np.maximum(z1, z2), e)
+    t1, t2, t3 = np.exp(z1 - m), np.exp(z2 - m), np.exp(e - m)
+    total = t1 + t2 + t3
+    r = m + np.log(total) - logL
+    abs_r = np.abs(r)
+    huber = np.where(abs_r <= delta, 0.5 * r * r, delta * (abs_r - 0.5 * delta))
+    psi = weights * np.clip(r, -delta, delta) / total  # dHuber/dr · d(log-sum-exp)/dz, per term
+    g1, g2 = psi * t1, psi * t2
+    if shared_exponent:
+        grad = [g1.sum(), -(g1 @ logN) - (g2 @ logD), g2.sum(), (psi * t3).sum()]
+    else:
+        grad = [g1.sum(), -(g1 @ logN), g2.sum(), -(g2 @ logD), (psi * t3).sum()]
+    return float(weights @ huber), np.array(grad)
+
+
+def hoffmann_grid(shared_exponent: bool = False) -> np.ndarray:
+    """The initialization grid of Hoffmann et al. (2022), Appendix D.2, in (a, α, b, β, e) order.
+
+    a, b ∈ {0, 5, …, 25}, α, β ∈ {0, 0.5, …, 2}, e ∈ {−1, −0.5, …, 1}: 4,500
+    starts (900 with a shared exponent).
+    """
+    a = b = np.arange(0.0, 30.0, 5.0)
+    alpha = beta = np.arange(0.0, 2.5, 0.5)
+    e = np.arange(-1.0, 1.5, 0.5)
+    axes = (a, alpha, b, e) if shared_exponent else (a, alpha, b, beta, e)
+    return np.array(list(itertools.product(*axes)))
+
+
+def huber_log(logN, logD, logL, starts, *, shared_exponent: bool = False, delta: float = 1e-3,
+              weights=None, screen: int | None = 100):
+    """Minimize :func:`lse_huber_objective` with L-BFGS-B (exponents ≥ 0) from the starts; return ``(theta, objective)``.
+
+    ``screen`` runs L-BFGS-B only from the ``screen`` starts with the lowest
+    objective (all starts with ``screen=None``): on the 240 Chinchilla points the
+    best of Hoffmann's 4,500 starts reaches the same minimum as the full grid. The
+    winner is then polished with tight tolerances.
+    """
+    w = np.ones_like(logL) if weights is None else np.asarray(weights, dtype=float)
+    args = (logN, logD, logL, w, delta, shared_exponent)
+    # exponents are non-negative: loss does not grow with N or D
+    bounds = [(None, None), (0, None), (None, None)] + ([] if shared_exponent else [(0, None)]) + [(None, None)]
+    starts = np.asarray(starts, dtype=float)
+    if screen is not None and len(starts) > screen:
+        start_values = np.array([lse_huber_objective(s, *args)[0] for s in starts])
+        starts = starts[np.argsort(start_values, kind="stable")[:screen]]
+    best = None
+    for s in starts:
+        res = minimize(lse_huber_objective, s, args=args, jac=True, method="L-BFGS-B", bounds=bounds)
+        if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
+            best = res
+    if best is None:
+        raise FitError(f"the Huber fit did not converge from any of {len(starts)} starts")
+    polished = minimize(lse_huber_objective, best.x, args=args, jac=True, method="L-BFGS-B", bounds=bounds,
+                        options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 10_000})
+    return (polished.x, float(polished.fun)) if polished.fun <= best.fun else (best.x, float(best.fun))
+
+
+def loglinear(log_x, log_y, weights=None):
+    """OLS (or WLS) of log y on [1, log x₁, …]: a power law y = k·Πxⱼ^aⱼ; returns the statsmodels result.
+
+    Raises :class:`FitError` when the design is rank deficient (e.g. N and D
+    perfectly collinear because every run has the same M) or leaves no residual
+    degree of freedom.
+    """
+    import statsmodels.api as sm
+
+    X = sm.add_constant(np.column_stack([np.asarray(v, dtype=float) for v in np.atleast_2d(log_x)]),
+                        has_constant="add")
+    if np.linalg.matrix_rank(X) < X.shape[1]:
+        raise FitError("the inputs of the power law are collinear (e.g. N and D with a single token "
+                       "multiplier), so its exponents cannot be told apart; vary the inputs independently")
+    if len(log_y) <= X.shape[1]:
+        raise FitError(f"a power law with {X.shape[1]} coefficients needs more than {X.shape[1]} points, "
+                       f"got {len(log_y)}")
+    model = sm.OLS(log_y, X) if weights is None else sm.WLS(log_y, X, weights=weights)
+    return model.fit()
+
+
+def check_data(positive: bool = True, **columns) -> list[np.ndarray]:
+    """The columns as float arrays, after checking they are finite (and positive), naming what is wrong."""
+    arrays = [np.atleast_1d(np.asarray(v, dtype=float)) for v in columns.values()]
+    if len({len(a) for a in arrays}) > 1:
+        raise FitError(f"{', '.join(columns)} have different lengths: {[len(a) for a in arrays]}")
+    for name, a in zip(columns, arrays):
+        bad = np.flatnonzero(~np.isfinite(a))
+        if len(bad):
+            raise FitError(f"the fit data contain NaN or infinite values in {name} (rows {bad[:5].tolist()}); "
+                           f"drop those runs or fix their measurements")
+        if positive and np.any(a <= 0):
+            rows = np.flatnonzero(a <= 0)[:5].tolist()
+            raise FitError(f"{name} must be positive, but rows {rows} are not")
+    return arrays
+
+
+def check_distinct(law: str, n_params: int, *keys, needed: int | None = None, hint: str = "") -> int:
+    """The number of distinct points (rows of ``keys``); a :class:`FitError` when it is below ``needed``."""
+    needed = n_params + 1 if needed is None else needed
+    distinct = len(set(zip(*(np.asarray(k).tolist() for k in keys))))
+    if distinct < needed:
+        raise FitError(f"the {law} law has {n_params} parameters but the fit set has only {distinct} distinct "
+                       f"points; it needs at least {needed}" + (f": {hint}" if hint else ""))
+    return distinct

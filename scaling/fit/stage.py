@@ -1,0 +1,102 @@
+"""The pipeline's fit stage: every law a study's runs support, with the study's `fit` settings.
+
+- ``overtraining``: the loss law L(N, M) of Gadre et al. (2024), per dataset,
+  on the study's ``fit.fit_on`` (:mod:`scaling.fit.overtraining`).
+- ``downstream``: when runs were scored on downstream tasks, the error law
+  Err(L) = ε − k·exp(−γ·L) on the same fit set, fitted to the average top-1
+  error of ``fit.downstream_task``, and chained to the loss law to predict the
+  error of held-out runs and targets from their predicted loss
+  (:mod:`scaling.fit.downstream`); ``error_at_measured_loss`` is the error law
+  alone, at the measured loss, which separates its miss from the loss law's.
+- ``optimal_lr``: η*(N, D) = c·N^a·D^b on the (N, D) points swept over 3 or
+  more learning rates, when they vary N and D independently
+  (:mod:`scaling.fit.optimal_lr`); otherwise the reason it was skipped.
+
+Each law gets ``<out>/<law>.json`` (fits, predictions, or ``skipped`` and why);
+the fits and predictions of all laws go to one ``fits`` and one
+``predictions`` table, and how each law fared on the runs it was not fitted on
+(coverage of its intervals, their width, its errors) to the ``backtest`` table.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scaling.fit.estimators import FitError
+from scaling.fit.tables import backtest_summary, fit_dict, fit_table, fits_table, records
+from scaling.io import write_json
+from scaling.store.schema import write_table
+
+SWEEP = "n_lrs >= 3"  # the points whose best learning rate is measured, not just the one rate tried
+
+
+def with_error(runs: pd.DataFrame, downstream: pd.DataFrame, task: str) -> pd.DataFrame:
+    """The runs that were scored on ``task`` (a task or task set), with ``error`` = 1 − its accuracy."""
+    scores = downstream.loc[downstream["task"] == task, ["run_id", "accuracy"]]
+    if scores.empty:
+        raise FitError(f"no run has a downstream score for {task!r}; fix: set fit.downstream_task to a task or "
+                       f"task set of the study's `downstream` section")
+    return runs.merge(scores.assign(error=1.0 - scores["accuracy"]).drop(columns="accuracy"), on="run_id")
+
+
+def chance_error(downstream: pd.DataFrame, task: str) -> float | None:
+    """The error of guessing on ``task`` (a task or task set): 1 − its random-baseline accuracy."""
+    if "random_baseline_accuracy" not in downstream:
+        return None
+    rows = downstream.loc[downstream["task"] == task, "random_baseline_accuracy"].dropna()
+    return None if rows.empty else float(1 - rows.mean())
+
+
+def fit_study(runs: pd.DataFrame, downstream: pd.DataFrame, fit: dict, sizes: dict, task: str | None,
+              ) -> dict[str, tuple[list[dict], pd.DataFrame, str | None]]:
+    """{law: (fits, predictions, why it was skipped or None)} for overtraining, downstream and optimal_lr."""
+    common = {"targets": fit.get("targets", []), "by": ["dataset"], "sizes": sizes, "resamples": fit["bootstrap"],
+              "seed": fit["seed"], "scheme": fit["scheme"], "level": fit["level"]}
+    out = {}
+    results, pred = fit_table("overtraining", runs, fit_on=fit.get("fit_on"), method=fit["method"], **common)
+    out["overtraining"] = ([fit_dict(r) for r in results], pred, None)
+    if task is None:
+        out["downstream"] = ([], pd.DataFrame(), "the study scores no downstream tasks")
+    else:
+        results, pred = fit_table("downstream", with_error(runs, downstream, task), fit_on=fit.get("fit_on"),
+                                  method=fit["method"], chance_error=chance_error(downstream, task), **common)
+        # the chained loss fit repeats the over-training fit above: keep the error law only
+        error_fits = [r for r in results if r.law == "downstream"]
+        pred = pred.assign(task=task, error_at_measured_loss=np.nan)
+        for r in error_fits:  # the error law alone, without the loss law's miss
+            rows = (pred["dataset"] == r.meta["group"]["dataset"]).to_numpy()
+            pred.loc[rows, "error_at_measured_loss"] = r.predict(pred.loc[rows, "measured_loss"])["predicted"]
+        out["downstream"] = ([{**fit_dict(r), "task": task} for r in error_fits], pred, None)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the study's single-rate points are left out on purpose
+            results, pred = fit_table("optimal_lr", runs, fit_on=SWEEP, **common)
+        out["optimal_lr"] = ([fit_dict(r) for r in results], pred.assign(predicted_loss=float("nan")), None)
+    except FitError as e:
+        out["optimal_lr"] = ([], pd.DataFrame(), str(e))
+    return out
+
+
+def backtest_table(fitted: dict) -> pd.DataFrame:
+    """How each law's predictions fared on the points it was not fitted on, per dataset (see
+    :func:`scaling.fit.tables.backtest_summary`): the loss of the over-training law, the error of the downstream law."""
+    parts = [backtest_summary(pred, ["dataset"], q=q).assign(law=law)
+             for law, q in (("overtraining", "loss"), ("downstream", "error"))
+             if len(pred := fitted[law][1]) and f"measured_{q}" in pred]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def write_fits(fitted: dict, out_dir: str | Path, fits_path: str | Path, predictions_path: str | Path,
+               backtest_path: str | Path) -> None:
+    """``<out_dir>/<law>.json`` for each law, and the ``fits``, ``predictions`` and ``backtest`` tables of all."""
+    for law, (fits, pred, skipped) in fitted.items():
+        write_json(Path(out_dir) / f"{law}.json", {"law": law, "fits": fits, "predictions": records(pred),
+                                                    "skipped": skipped})
+    write_table(fits_path, "fits", fits_table([f for fits, _, _ in fitted.values() for f in fits]))
+    write_table(predictions_path, "predictions",
+                pd.concat([p for _, p, _ in fitted.values() if len(p)], ignore_index=True))
+    write_table(backtest_path, "backtest", backtest_table(fitted))

@@ -1,0 +1,354 @@
+"""A study: its checked config and the runs it defines.
+
+The config is loaded and checked by :func:`scaling.study.config.load`: against
+``workflow/schemas/config.schema.yaml`` (which also fills defaults), then by
+:func:`check` here for what a schema cannot see (names that must refer to each
+other, files that must exist), then for what each run needs. This module also
+expands the grid into runs.
+
+A run is identified by the values that define it — dataset, model name, token
+multiplier M, learning rate, seed — never by its position in a list, so adding
+to the grid leaves existing runs' ids and paths unchanged.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from scaling.data.prepare import dataset_inputs, resolve_files, vocab_size
+from scaling.train.model import Shape, count_params
+from scaling.train.shapes import shape_for_params
+
+
+class ConfigError(ValueError):
+    """A study config that cannot run; the message names the field and the fix."""
+
+
+SHAPE_KEYS = ("d_model", "n_layers", "n_heads")
+RULE_KEYS = ("aspect_ratio", "head_dim")  # only with `params` (see scaling.train.shapes)
+
+
+def model_name(model: dict) -> str:
+    if "name" in model:
+        return model["name"]
+    ff = model.get("ff_ratio", 4.0)
+    if "params" in model:
+        name = f"n{round(model['params'])}"
+    else:
+        name = f"d{model['d_model']}-L{model['n_layers']}-H{model['n_heads']}"
+    return name if ff == 4.0 else f"{name}-ff{ff:g}"
+
+
+def shape_of(model: dict, training: dict, vocab: int) -> Shape:
+    """A model entry's shape: explicit, or by the rule of :mod:`scaling.train.shapes` from its target `params`."""
+    common = dict(ff_ratio=float(model.get("ff_ratio", 4.0)), vocab_size=vocab, seq_len=training["seq_len"],
+                  qk_layernorm=training.get("qk_layernorm", False))
+    if "params" in model:
+        rule = {k: model[k] for k in RULE_KEYS if k in model}
+        return shape_for_params(model["params"], **rule, **common)
+    return Shape(d_model=model["d_model"], n_layers=model["n_layers"], n_heads=model["n_heads"], **common)
+
+
+def study_vocab(config: dict) -> int:
+    """The vocabulary size model sizes are quoted at: the first dataset's (check() makes `size` targets unambiguous)."""
+    return vocab_size(next(iter(config["datasets"].values())))
+
+
+def fmt(x: float) -> str:
+    """A number as it appears in run ids: shortest round-tripping form (20, 0.003, 1e-05)."""
+    return f"{x:g}" if float(f"{x:g}") == x else repr(float(x))
+
+
+@dataclass(frozen=True)
+class Run:
+    dataset: str
+    size: str
+    token_multiplier: float
+    lr: float
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.dataset}/{self.size}/M{fmt(self.token_multiplier)}_lr{fmt(self.lr)}_s{self.seed}"
+
+
+def field_path(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out.lstrip(".") or "(top level)"
+
+
+def _same_kind(value, json_type) -> bool:
+    """Whether ``value`` is of the kind a JSON type names, ignoring range (nan is a number, 2.5 an integer)."""
+    kinds = {"number": (int, float), "integer": (int, float), "string": str, "array": list, "object": dict}
+    return isinstance(value, kinds.get(json_type, ())) and not isinstance(value, bool)
+
+
+def _number_problem(value, kind: str) -> tuple[str, str] | None:
+    """What is wrong with a value a ``number`` or ``integer`` field refused, and the fix; None if it is no number."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return f"{value} is not a finite number", "give a finite number (YAML's .nan and .inf are not)"
+        return f"{value} is not a whole number", f"write a whole number, e.g. {int(value)}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value} is out of range", "use a smaller value"
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return None
+        return (f"{value!r} is text, not a {kind}",
+                f"write {value} as YAML reads a number: 1.0e+6 (with a dot and a signed exponent) or 1000000")
+    return None
+
+
+def explain_schema_error(error, schema: dict) -> ConfigError:
+    """A one-line :class:`ConfigError` for a ``jsonschema.ValidationError`` of a study against ``schema``.
+
+    It names the offending field and, as the fix, the allowed keys, values or
+    form, and the nearest description along the schema path.
+    """
+    while error.validator in ("oneOf", "anyOf") and error.context:  # explain the alternative the value is nearest
+        error = min(error.context, key=lambda e: 0 if e.validator != "type" else
+                    1 if _same_kind(e.instance, e.validator_value) else 2)
+    field, value, v = field_path(error.absolute_path), error.instance, error.validator_value
+    if error.validator == "additionalProperties":
+        known = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(value) - set(known))
+        field = field_path([*error.absolute_path, *unknown[:1]])
+        return ConfigError(f"{field}: unknown key; fix: remove it" + (f", or use one of {known}" if known else ""))
+    message = f"the name {value!r} is not allowed" if "propertyNames" in error.absolute_schema_path else error.message
+    fix = {
+        "exclusiveMinimum": f"use a value greater than {v}",
+        "minimum": f"use a value of at least {v}",
+        "exclusiveMaximum": f"use a value less than {v}",
+        "maximum": f"use a value of at most {v}",
+        "minItems": f"list at least {v} item(s)",
+        "minProperties": f"give at least {v} entry",
+        "type": f"give a value of type {v}",
+        "enum": f"use one of {v}",
+        "required": "add it",
+        "pattern": f"use a value matching {v}",
+        "maxLength": f"use at most {v} characters",
+    }.get(error.validator, "see workflow/schemas/config.schema.yaml")
+    if error.validator == "type" and v in ("number", "integer"):
+        message, fix = _number_problem(value, v) or (message, fix)
+    if error.validator == "pattern" and v == schema["$defs"]["name"]["pattern"]:
+        fix = "use only letters, digits, '_', '.' and '-', starting with a letter or digit (it becomes part of " \
+              "file paths and commands)"
+    node, hint = schema, None
+    for part in list(error.absolute_schema_path)[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and "description" in node:
+            hint = " ".join(node["description"].split())
+    return ConfigError(f"{field}: {message}; fix: {fix}" + (f" ({hint})" if hint else ""))
+
+
+def check(config: dict) -> None:
+    """Raise :class:`ConfigError` for what the schema cannot catch."""
+    names = [model_name(m) for m in config["models"]]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"models: the name(s) {dupes} appear twice; fix: give each model a unique `name`")
+    training = config["training"]
+    if training["batch_tokens"] % training["seq_len"]:
+        raise ConfigError(
+            f"training.batch_tokens: {training['batch_tokens']} is not a multiple of seq_len={training['seq_len']}; "
+            f"fix: use a multiple, e.g. {max(1, round(training['batch_tokens'] / training['seq_len'])) * training['seq_len']}"
+        )
+    for i, m in enumerate(config["models"]):
+        given = [k for k in SHAPE_KEYS if k in m]
+        where = f"models[{i}]" + (f" ({m['name']})" if "name" in m else "")
+        if "params" in m and given:
+            raise ConfigError(f"{where}: give either `params` or {list(SHAPE_KEYS)}, not both; fix: remove {given}")
+        if "params" not in m:
+            if len(given) < len(SHAPE_KEYS):
+                missing = [k for k in SHAPE_KEYS if k not in m]
+                raise ConfigError(f"{where}: missing {missing}; fix: give all of {list(SHAPE_KEYS)}, "
+                                  f"or a target parameter count `params` instead")
+            if rule := [k for k in RULE_KEYS if k in m]:
+                raise ConfigError(f"{where}: {rule} only apply with `params`; fix: remove them")
+            if m["d_model"] % m["n_heads"]:
+                raise ConfigError(
+                    f"{where}: d_model={m['d_model']} is not divisible by n_heads={m['n_heads']}; "
+                    f"fix: choose n_heads that divides d_model"
+                )
+        else:
+            n = count_params(shape_of(m, training, study_vocab(config)))["n_params"]
+            if not 0.5 <= n / m["params"] <= 2.0:
+                raise ConfigError(
+                    f"{where}.params: the nearest shape of the sizing rule has {n:,} parameters, not about "
+                    f"{m['params']:,.0f}; fix: lower head_dim or aspect_ratio, or give d_model, n_layers and n_heads"
+                )
+    for name, ds in config["datasets"].items():
+        tokenizer = ds.get("tokenizer", "bytes")
+        if ds["source"] == "tokens":
+            for key in ("train", "val", "vocab_size"):
+                if key not in ds:
+                    raise ConfigError(f"datasets.{name}.{key}: required with `source: tokens`; "
+                                      f"fix: add it (train/val: .npy or .bin token arrays; vocab_size: their vocabulary)")
+            if "tokenizer" in ds:
+                raise ConfigError(f"datasets.{name}.tokenizer: pre-tokenized data has no tokenizer to run; fix: remove it")
+            for key in ("train", "val"):
+                if not resolve_files([ds[key]]):
+                    raise ConfigError(f"datasets.{name}.{key}: no file {ds[key]!r}; fix: give the path of a token array "
+                                      f"(.npy or .bin), relative to the directory snakemake runs in")
+        elif tokenizer == "bpe" and ds.get("vocab_size", 0) <= 256:
+            raise ConfigError(f"datasets.{name}.vocab_size: a BPE vocabulary needs more than the 256 byte tokens it "
+                              f"starts from; fix: set vocab_size, e.g. 4096")
+        elif tokenizer == "bytes" and ds.get("vocab_size", 256) != 256:
+            raise ConfigError(f"datasets.{name}.vocab_size: the byte tokenizer's vocabulary is 256; "
+                              f"fix: remove vocab_size, or set `tokenizer: bpe`")
+        for key in ("train", "val", "dtype"):
+            if key in ds and ds["source"] != "tokens":
+                raise ConfigError(f"datasets.{name}.{key}: only used with `source: tokens`; fix: remove it")
+        if ds["source"] == "files":
+            if "files" not in ds:
+                raise ConfigError(f"datasets.{name}: source is `files` but no `files` are listed; fix: add `files: [path/*.txt]`")
+            for pattern in ds["files"]:
+                if not resolve_files([pattern]):
+                    raise ConfigError(
+                        f"datasets.{name}.files: no file matches {pattern!r}; "
+                        f"fix: give a path or glob, relative to the directory snakemake runs in, that exists"
+                    )
+        elif "files" in ds:
+            raise ConfigError(f"datasets.{name}.files: only used with `source: files`; fix: remove it or set `source: files`")
+    for i, block in enumerate(config["grid"]):
+        for field, known in (("sizes", names), ("datasets", list(config["datasets"]))):
+            for j, value in enumerate(block.get(field, [])):
+                if value not in known:
+                    raise ConfigError(
+                        f"grid[{i}].{field}[{j}]: unknown {field[:-1]} {value!r}; fix: use one of {known}"
+                    )
+    fit = config.get("fit", {})
+    for key in ("fit_on", "targets"):
+        for i, item in enumerate(fit.get(key) or []):
+            sizes = item.get("size", [])
+            for size in sizes if isinstance(sizes, list) else [sizes]:
+                if size not in names:
+                    raise ConfigError(f"fit.{key}[{i}].size: unknown size {size!r}; fix: use one of {names}")
+    for i, item in enumerate(fit.get("targets", [])):
+        if ("size" in item) == ("n_params" in item):
+            raise ConfigError(f"fit.targets[{i}]: give exactly one of `size` or `n_params`; fix: keep one of them")
+    check_downstream(config)
+    vocabs = {name: vocab_size(ds) for name, ds in config["datasets"].items()}
+    if len(set(vocabs.values())) > 1 and any("size" in t for t in fit.get("targets", [])):
+        raise ConfigError(f"fit.targets: a size has a different N on each dataset here (vocabularies {vocabs}); "
+                          f"fix: name the targets by `n_params` instead of `size`")
+
+
+def check_downstream(config: dict) -> None:
+    """The `downstream` section: each task built-in or a readable file, on text data; task sets of known tasks."""
+    ds = config["downstream"]
+    tasks = ds["tasks"]
+    tokens = [d for d, spec in config["datasets"].items() if spec["source"] == "tokens"]
+    for name, task in tasks.items():
+        if ("builtin" in task) == ("path" in task):
+            raise ConfigError(f"downstream.tasks.{name}: give exactly one of `builtin` (a task made from held-out "
+                              f"text) or `path` (a JSONL file); fix: keep one of them")
+        if "path" in task and not Path(task["path"]).is_file():
+            raise ConfigError(f"downstream.tasks.{name}.path: no file {task['path']!r}; fix: give the path of a "
+                              f"JSONL task file, relative to the directory snakemake runs in")
+        if tokens:
+            raise ConfigError(f"downstream.tasks.{name}: tasks are text, and dataset(s) {tokens} are pre-tokenized, "
+                              f"with no tokenizer to make or score text tasks; fix: remove the downstream tasks, or "
+                              f"train on text datasets")
+    for name, members in ds["task_sets"].items():
+        if name in tasks:
+            raise ConfigError(f"downstream.task_sets.{name}: a task has this name too; fix: rename the set")
+        for i, t in enumerate(members):
+            if t not in tasks:
+                raise ConfigError(f"downstream.task_sets.{name}[{i}]: unknown task {t!r}; fix: use one of "
+                                  f"{sorted(tasks)}")
+    chosen = config["fit"].get("downstream_task")
+    if chosen is not None and chosen not in (*tasks, *ds["task_sets"]):
+        raise ConfigError(f"fit.downstream_task: unknown task or task set {chosen!r}; fix: use one of "
+                          f"{sorted([*tasks, *ds['task_sets']])}")
+
+
+def task_files(config: dict, results: str, dataset: str) -> dict[str, dict]:
+    """The tasks a run on ``dataset`` is scored on: {name: {"path": JSONL, "metric": …}}."""
+    return {name: {"path": task.get("path") or f"{results}/tasks/{dataset}/{name}.jsonl",
+                   "metric": task.get("metric", "acc_norm")}
+            for name, task in config["downstream"]["tasks"].items()}
+
+
+def downstream_task(config: dict) -> str | None:
+    """The task (set) the downstream law is fitted to: fit.downstream_task, else the first set, else the first task."""
+    ds = config["downstream"]
+    return config["fit"].get("downstream_task") or next(iter(ds["task_sets"]), None) or next(iter(ds["tasks"]), None)
+
+
+def runs(config: dict) -> list[Run]:
+    """All runs of the study (the union of the grid blocks), in a stable order."""
+    out = set()
+    for block in config["grid"]:
+        for ds, size, m, lr, seed in itertools.product(
+            block.get("datasets") or list(config["datasets"]),
+            block["sizes"],
+            block["token_multipliers"],
+            block["learning_rates"],
+            block.get("seeds", [0]),
+        ):
+            out.add(Run(ds, size, float(m), float(lr), int(seed)))
+    return sorted(out, key=lambda r: (r.dataset, r.size, r.token_multiplier, r.lr, r.seed))
+
+
+def run_spec(config: dict, run: Run) -> dict:
+    """Everything that defines a run's training (and nothing else), as a JSON-able dict."""
+    model = next(m for m in config["models"] if model_name(m) == run.size)
+    training = config["training"]
+    shape = shape_of(model, training, vocab_size(config["datasets"][run.dataset]))
+    n = count_params(shape)["n_params"]
+    return {
+        "run_id": run.id,
+        "dataset": run.dataset,
+        "size": run.size,
+        "shape": shape.to_dict(),
+        "token_multiplier": run.token_multiplier,
+        "tokens": int(round(run.token_multiplier * n)),
+        "lr": run.lr,
+        "seed": run.seed,
+        "training": dict(sorted(training.items())),
+    }
+
+
+def spec_json(config: dict, run: Run) -> str:
+    return json.dumps(run_spec(config, run), sort_keys=True)
+
+
+def model_sizes(config: dict) -> dict[str, int]:
+    """Model name → N (all parameters), at the vocabulary of :func:`study_vocab`."""
+    vocab = study_vocab(config)
+    return {model_name(m): count_params(shape_of(m, config["training"], vocab))["n_params"] for m in config["models"]}
+
+
+def engine_args(config: dict) -> list[str]:
+    """The train command's execution flags from the `engine` section (never part of a run's spec)."""
+    engine = config["engine"]
+    return (["--checkpoint-every", str(engine["checkpoint_every"])]
+            + (["--keep-checkpoints"] if engine["keep_checkpoints"] else [])
+            + ([] if engine["compile"] else ["--no-compile"]))
+
+
+def dataset_files(config: dict, dataset: str) -> list[str]:
+    """The input files of a dataset (none for the embedded corpus), so edits to them re-prepare it."""
+    return [str(p) for p in dataset_inputs(config["datasets"][dataset])]
+
+
+def train_runtime_minutes(config: dict, spec: dict) -> int:
+    """SLURM time limit of a train job: margin × 6·N·D / (throughput × GPUs), at least ``min_runtime_minutes``.
+
+    N is counted from the run's shape; the throughput (per GPU) is the study's
+    ``cluster.train_flops_per_second``, the GPUs its ``engine.gpus_per_run``.
+    """
+    cluster = config["cluster"]
+    n = count_params(Shape(**spec["shape"]))["n_params"]
+    rate = cluster["train_flops_per_second"] * config["engine"]["gpus_per_run"]
+    seconds = cluster["runtime_margin"] * 6.0 * n * spec["tokens"] / rate
+    return max(cluster["min_runtime_minutes"], math.ceil(seconds / 60))

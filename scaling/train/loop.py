@@ -1,0 +1,284 @@
+"""Train one run: a GPT of a given shape on D = M·N tokens.
+
+The recipe (everything in the run's spec): AdamW with decoupled weight decay
+(Loshchilov & Hutter 2019), the study's learning-rate schedule
+(:mod:`scaling.train.schedules`), gradient clipping, optional z-loss and qk-layernorm
+(Wortsman et al. 2023), and steps of ``batch_tokens`` tokens: batch_tokens /
+seq_len windows of seq_len + 1 tokens drawn uniformly from the training array.
+The windows of step s are a pure function of (seed, s), :func:`batch_starts`.
+
+The engine (nothing in it changes a result on one device):
+
+- **Checkpoints** every ``checkpoint_every`` steps (:mod:`scaling.train.checkpoint`);
+  a restarted run resumes from the last one and produces the same per-step
+  losses, bit for bit on CPU, as a run that was never interrupted.
+- **Preemption** (:mod:`scaling.train.preemption`): on SIGTERM or SIGUSR2 the run
+  finishes the step in progress, checkpoints there and raises ``Stopped``, so a
+  rerun loses no step. DDP processes must stop at the same step, so they act on
+  the signal at the next loss read below (at most :data:`FLUSH_EVERY` steps on).
+- **Losses** stay on the device and are read every :data:`FLUSH_EVERY` steps,
+  at checkpoints and at log lines, so the GPU is not synchronized every step.
+- **Divergence** (:mod:`scaling.train.stability`): the run stops at the first loss
+  that is NaN/inf or, after warmup, above the initial loss + ``divergence_margin``,
+  records ``status = "diverged"`` and still exits successfully.
+- **Progress**: a log line every :data:`LOG_EVERY_S` seconds with step/total,
+  loss, tokens/s, ETA, and on a GPU the MFU (:mod:`scaling.train.flops`).
+- **GPU**: bf16 autocast, TF32 matmuls, fused AdamW, ``torch.compile``
+  (on CPU they are slower here, so CPU runs use fp32, eager mode and fused AdamW).
+- **DDP** when started as several processes (:mod:`scaling.train.distributed`): every
+  process draws the same global batch and trains on its slice, so the data and
+  the gradient are those of one process and only summation order differs.
+
+Outputs, each written atomically: ``curve.parquet`` (per step: step, tokens,
+lr, train_loss), ``model.pt`` (the final weights and shape) and then
+``metrics.json`` (spec, sizes, both FLOP counts, final
+losses, status, epochs, timing, device).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import platform
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from scaling.train import checkpoint
+from scaling.data.prepare import load_tokens
+from scaling.train.distributed import World
+from scaling.train.flops import flops_6nd, flops_per_token, flops_with_attention, gpu_peak_flops
+from scaling.io import atomic_path, write_json, write_parquet
+from scaling.train.model import GPT, Shape, count_params, lm_loss
+from scaling.train.preemption import Stopped
+from scaling.train.schedules import lr_at
+from scaling.train.stability import first_divergence
+
+FLUSH_EVERY = 32
+LOG_EVERY_S = 5.0
+
+
+def batch_starts(seed: int, step: int, n_tokens: int, seq_len: int, n_seqs: int) -> np.ndarray:
+    """Start offsets of the ``n_seqs`` windows of step ``step``: uniform over the array, seeded by (seed, step)."""
+    return np.random.default_rng([seed, step]).integers(0, n_tokens - seq_len, n_seqs)
+
+
+def batch(data: np.ndarray, starts: np.ndarray, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and next-token targets for windows beginning at ``starts``."""
+    window = torch.from_numpy(data[starts[:, None] + np.arange(seq_len + 1)].astype(np.int64))
+    return window[:, :-1], window[:, 1:]
+
+
+def precision(device: torch.device):
+    """The autocast context of a device: bf16 on CUDA, none (fp32) on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def validation_loss(model: GPT, data: np.ndarray, seq_len: int, n_tokens: int, device: torch.device,
+             batch_size: int = 64) -> float:
+    """Mean loss (nats/token) over evenly spaced windows covering ~``n_tokens`` of ``data``."""
+    n_windows = max(1, min(math.ceil(n_tokens / seq_len), (len(data) - 1) // seq_len))
+    starts = np.linspace(0, len(data) - seq_len - 1, n_windows).astype(np.int64)
+    model.eval()
+    total = 0.0
+    for i in range(0, n_windows, batch_size):
+        x, y = batch(data, starts[i : i + batch_size], seq_len)
+        with precision(device):
+            loss, _ = lm_loss(model(x.to(device)), y.to(device))
+        total += loss.item() * len(x)
+    model.train()
+    return total / n_windows
+
+
+def save_model(path: Path, shape: Shape, model: GPT) -> None:
+    """The final weights and shape (``model.pt``, what evaluation loads), written atomically."""
+    with atomic_path(path) as tmp:
+        torch.save({"shape": shape.to_dict(), "model": {k: v.cpu() for k, v in model.state_dict().items()}}, tmp)
+
+
+def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 1, checkpoint_every: int = 1000,
+          keep_checkpoints: bool = False, compile_model: bool = True, log=print,
+          signalled: Callable[[], int] = lambda: 0) -> dict | None:
+    """Train the run described by ``spec`` (see :func:`scaling.study.runs.run_spec`) and write its outputs.
+
+    Returns the metrics (None on the processes of a DDP run other than rank 0).
+    ``signalled`` returns the stop signal received so far, or 0
+    (:func:`scaling.train.preemption.stop_signals`); after one, the run checkpoints
+    and raises :class:`~scaling.train.preemption.Stopped` instead.
+    """
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    world = World.from_env()
+    device = world.device()
+    cuda = device.type == "cuda"
+    torch.set_num_threads(threads)
+    world.start(device)
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    say = checkpoint.journal(out, log) if world.main else (lambda _: None)
+    run_id, cfg, shape = spec["run_id"], spec["training"], Shape(**spec["shape"])
+    sizes = count_params(shape)
+
+    torch.manual_seed(spec["seed"])
+    model = GPT(shape).to(device)
+    opt = torch.optim.AdamW(model.param_groups(cfg["weight_decay"]), lr=spec["lr"],
+                            betas=(cfg["beta1"], cfg["beta2"]), fused=True)
+    seq_len, n_seqs = shape.seq_len, cfg["batch_tokens"] // shape.seq_len
+    if n_seqs % world.size:
+        raise ValueError(f"{n_seqs} sequences per step do not split over {world.size} processes; "
+                         f"fix: make training.batch_tokens / seq_len a multiple of the number of processes")
+    local = slice(world.rank * n_seqs // world.size, (world.rank + 1) * n_seqs // world.size)
+    steps = max(1, math.ceil(spec["tokens"] / cfg["batch_tokens"]))
+    warmup = round(cfg["warmup_fraction"] * steps)
+    train_data, val_data = load_tokens(data_dir, "train"), load_tokens(data_dir, "val")
+    for name, data in (("train", train_data), ("validation", val_data)):
+        if len(data) < seq_len + 2:
+            raise ValueError(
+                f"the {name} split of {data_dir} has {len(data)} tokens, fewer than one window of seq_len + 1 = "
+                f"{seq_len + 1}; fix: give the dataset more text or a larger val_fraction"
+            )
+
+    losses, start, prior_s = np.full(steps, np.nan), 0, 0.0
+    state = checkpoint.load(out, spec, say)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        if cuda and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        start, prior_s = state["step"], state["train_s"]
+        losses[:start] = state["losses"].numpy()
+        say(f"[{run_id}] resumed from its checkpoint at step {start}/{steps}")
+    else:
+        say(f"[{run_id}] started: {steps} steps on {device.type}")
+
+    net = torch.compile(model) if cuda and compile_model else model
+    if world.size > 1:
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if cuda else None)
+    peak = gpu_peak_flops(torch.cuda.get_device_name(device)) if cuda else None
+    step_flops = flops_per_token(shape) * cfg["batch_tokens"]
+
+    def save(done: int, train_s: float) -> None:
+        checkpoint.save(out, {
+            "spec": spec, "step": done, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "losses": torch.from_numpy(losses[:done].copy()), "train_s": train_s,
+            "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state(device) if cuda else None,
+        })
+
+    pending: list[torch.Tensor] = []
+    stop = None
+    loop_t0 = last_log = time.perf_counter()
+    for step in range(start, steps):
+        lr = lr_at(step, steps, cfg, spec["lr"])
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x, y = batch(train_data, batch_starts(spec["seed"], step, len(train_data), seq_len, n_seqs)[local], seq_len)
+        with precision(device):
+            ce, objective = lm_loss(net(x.to(device, non_blocking=True)), y.to(device, non_blocking=True),
+                                    cfg["z_loss"])
+        objective.backward()
+        if cfg["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        pending.append(ce.detach())
+
+        # Read the losses at steps every process agrees on (DDP averages them across processes),
+        # and after a stop signal (one process: at once; DDP: there, so that all stop at the same step).
+        done = step + 1
+        ckpt_now = done % checkpoint_every == 0 and done < steps
+        if not (len(pending) == FLUSH_EVERY or ckpt_now or done == steps or (world.size == 1 and signalled())):
+            continue
+        first = done - len(pending)
+        losses[first:done] = world.mean(torch.stack(pending).float()).cpu().numpy()
+        pending.clear()
+        stop = first_divergence(losses[first:done], first, losses[0], warmup, cfg["divergence_margin"])
+        if stop is not None:
+            say(f"[{run_id}] diverged at step {stop + 1}: loss {losses[stop]:.4g} (initial {losses[0]:.4g})")
+            break
+        signum = world.max(signalled()) if done < steps else 0
+        if (ckpt_now or signum) and world.main:
+            save(done, prior_s + time.perf_counter() - loop_t0)
+        if signum:
+            say(f"[{run_id}] {signal.Signals(signum).name}: checkpointed at step {done}/{steps}; stopping "
+                f"(a rerun resumes here)")
+            world.stop()
+            raise Stopped(signum)
+        if time.perf_counter() - last_log > LOG_EVERY_S or done == steps:
+            last_log = time.perf_counter()
+            rate = (done - start) * cfg["batch_tokens"] / (last_log - loop_t0)
+            mfu = f" MFU {rate / cfg['batch_tokens'] * step_flops / (peak * world.size):.1%}" if peak else ""
+            say(f"[{run_id}] step {done}/{steps} loss {losses[done - 1]:.4f} {rate:,.0f} tok/s{mfu} "
+                f"ETA {(steps - done) * cfg['batch_tokens'] / rate:.0f}s")
+    train_s = prior_s + time.perf_counter() - loop_t0
+
+    if not world.main:
+        world.stop()
+        return None
+    done = steps if stop is None else stop + 1
+    status = "ok" if stop is None else "diverged"
+    val_loss = validation_loss(model, val_data, seq_len, cfg["eval_tokens"], device) if status == "ok" else float("nan")
+    if status == "ok" and not math.isfinite(val_loss):
+        status = "diverged"
+    tail = losses[max(0, done - max(1, done // 100)) : done]
+    tokens_seen = done * cfg["batch_tokens"]
+    tokens_per_s = tokens_seen / train_s  # the time of lost work (after a crash's last checkpoint) is not counted
+
+    write_parquet(out / "curve.parquet", pd.DataFrame({
+        "step": np.arange(1, done + 1),
+        "tokens": np.arange(1, done + 1) * cfg["batch_tokens"],
+        "lr": [lr_at(s, steps, cfg, spec["lr"]) for s in range(done)],
+        "train_loss": losses[:done],
+    }))
+    achieved = tokens_per_s * flops_per_token(shape)
+    metrics = {
+        **{k: spec[k] for k in ("run_id", "dataset", "size", "token_multiplier", "lr", "seed")},
+        **shape.to_dict(),
+        **sizes,
+        "tokens": spec["tokens"],
+        "tokens_seen": tokens_seen,
+        "epochs": tokens_seen / len(train_data),
+        "steps": steps,
+        "batch_tokens": cfg["batch_tokens"],
+        "flops": flops_6nd(sizes["n_params"], spec["tokens"]),
+        "flops_with_attention": flops_with_attention(shape, spec["tokens"]),
+        "initial_loss": float(losses[0]),
+        "final_train_loss": float(np.mean(tail)),
+        "val_loss": float(val_loss),
+        "status": status,
+        "diverged_step": None if stop is None else int(stop + 1),
+        "resumed_from_step": start or None,
+        "wall_s": prior_s + time.perf_counter() - t0,
+        "train_s": train_s,
+        "tokens_per_s": tokens_per_s,
+        "model_flops_per_s": achieved,
+        "mfu": achieved / (peak * world.size) if peak else None,
+        "device": torch.cuda.get_device_name(device) if cuda else "cpu",
+        "world_size": world.size,
+        "precision": "bf16-autocast" if cuda else "fp32",
+        "compiled": cuda and compile_model,
+        "threads": threads,
+        "host": platform.node(),
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "training": cfg,
+    }
+    save_model(out / "model.pt", shape, model)
+    write_json(out / "metrics.json", metrics)
+    say(f"[{run_id}] {status}: val_loss {val_loss:.4f} in {metrics['wall_s']:.1f}s")
+    if keep_checkpoints and status == "ok":
+        if start < steps:
+            save(done, train_s)
+    else:
+        checkpoint.remove(out)
+    world.stop()
+    return metrics

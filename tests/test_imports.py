@@ -1,0 +1,54 @@
+"""The package's shape: stage subpackages whose imports go one way (scaling.LAYERS), and a light Snakefile."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import scaling
+
+PACKAGE = Path(scaling.__file__).parent
+
+
+def imports(path: Path) -> set[str]:
+    """The scaling modules a file imports, at any depth of the file (function-level imports too)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("scaling"):
+            names = [node.module + "." + a.name for a in node.names] if node.module == "scaling" else [node.module]
+            out.update(names)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.startswith("scaling"))
+    return out
+
+
+def layer(module: str) -> str:
+    """The layer (top-level package or module of scaling) a dotted module name belongs to."""
+    return module.split(".")[1]
+
+
+def test_every_import_goes_down_the_layers():
+    upward = []
+    for path in PACKAGE.rglob("*.py"):
+        own = layer("scaling." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts))
+        if own == "__init__":
+            continue
+        for module in imports(path):
+            other = layer(module)
+            if other != own and other in scaling.LAYERS and \
+                    scaling.LAYERS.index(other) > scaling.LAYERS.index(own):
+                upward.append(f"{path.relative_to(PACKAGE)} imports {module}")
+    assert not upward, "imports that go up the layers of scaling.LAYERS:\n" + "\n".join(sorted(upward))
+
+
+def test_every_module_is_in_a_stage_package_or_shared():
+    top = {p.stem for p in PACKAGE.glob("*.py")} | {p.name for p in PACKAGE.iterdir() if p.is_dir()
+                                                    and (p / "__init__.py").exists()}
+    assert top - {"__init__"} == set(scaling.LAYERS)
+    for pkg in PACKAGE.iterdir():
+        if (pkg / "__init__.py").exists():
+            doc = ast.get_docstring(ast.parse((pkg / "__init__.py").read_text()))
+            assert doc, f"{pkg.name}/__init__.py says nothing of what the stage owns"
+            for module in pkg.glob("*.py"):
+                assert module.stem == "__init__" or f"{pkg.name}.{module.stem}" in doc, \
+                    f"{pkg.name}/__init__.py does not list {module.stem}"
