@@ -1,5 +1,7 @@
+import pandas as pd
 import pytest
 
+from scaling.fit.tables import canonical
 from scaling.train.model import count_params
 from scaling.study.runs import ConfigError, Run, check, model_sizes, run_spec, runs, spec_json
 
@@ -84,3 +86,12 @@ def test_the_vocabulary_and_qk_layernorm_enter_the_shape_and_engine_settings_sta
     before = spec_json(config, run)
     config["engine"].update(checkpoint_every=7, keep_checkpoints=True, compile=False)
     assert spec_json(config, run) == before and "engine" not in spec
+
+
+def test_a_runs_planned_tokens_are_the_tokens_the_fits_derive_from_its_multiplier():
+    config = filled(smoke_config())
+    run = Run("bible", "xs", 7.3, 0.01, 0)  # M·N is not a whole number of tokens
+    n, planned = model_sizes(config)["xs"], run_spec(config, run)["tokens"]
+    assert planned == round(7.3 * n) != 7.3 * n and isinstance(planned, int)
+    fitted = canonical(pd.DataFrame({"n_params": [n], "token_multiplier": [7.3], "val_loss": [3.0]}))
+    assert fitted.loc[0, "tokens"] == planned and fitted.loc[0, "flops"] == 6 * n * planned

@@ -33,6 +33,7 @@ from scaling.fit.estimators import (FitError, FitWarning, check_data, check_dist
                                 one_blas_thread)
 from scaling.fit.laws import LAWS
 from scaling.fit.result import FitResult
+from scaling.train.flops import flops_6nd
 
 PARAMS = LAWS["chinchilla"].params  # E, A, alpha, B, beta
 STREAM = list(LAWS).index("chinchilla")
@@ -98,7 +99,7 @@ def far_from_optimal(N, D, params: dict) -> list[str]:
     to which runs it sees); the fix is runs near the optimal D/N at each budget.
     """
     opt = compute_optimal_allocation(**params)
-    C = 6 * np.asarray(N, dtype=float) * np.asarray(D, dtype=float)
+    C = flops_6nd(np.asarray(N, dtype=float), np.asarray(D, dtype=float))
     n_opt = opt["G"] * (C / 6) ** opt["a"]
     off = np.abs(np.log10((np.asarray(D) / np.asarray(N)) / ((C / 6) / n_opt**2)))
     share = float(np.mean(off > FAR_FROM_OPTIMAL))
@@ -148,7 +149,7 @@ def approach1(N, D, L, *, level: float = 0.95) -> tuple[pd.DataFrame, dict[str, 
     only, as here for data that has no curves. Intervals are OLS t intervals.
     """
     N, D, L = check_data(n_params=N, tokens=D, loss=L)
-    C = 6 * N * D
+    C = flops_6nd(N, D)
     on = envelope(C, L)
     points = pd.DataFrame({"flops": C[on], "n_params": N[on], "tokens": D[on], "loss": L[on]})
     return points, _optimal_laws(points["flops"], points["n_params"], level)
@@ -177,7 +178,7 @@ def isoflop_minima(N, D, L, budgets=HOFFMANN_BUDGETS, tolerance_dex: float = 0.1
     """
     N, D, L = check_data(n_params=N, tokens=D, loss=L)
     w = np.ones_like(L) if weights is None else np.asarray(weights, dtype=float)
-    logC, logB = np.log10(6 * N * D), np.log10(np.asarray(budgets, dtype=float))
+    logC, logB = np.log10(flops_6nd(N, D)), np.log10(np.asarray(budgets, dtype=float))
     nearest = np.abs(logC[:, None] - logB[None, :]).argmin(axis=1)
     close = np.abs(logC - logB[nearest]) <= tolerance_dex
     say = (lambda _: None) if quiet else warnings.warn
@@ -201,7 +202,7 @@ def isoflop_minima(N, D, L, budgets=HOFFMANN_BUDGETS, tolerance_dex: float = 0.1
         rows.append({"flops": float(budget), "n_runs": int(sel.sum()), "n_opt": n_opt,
                      "d_opt": budget / (6 * n_opt), "loss_min": c0 + c1 * x_min + c2 * x_min**2})
     if len(rows) < 3 and not quiet:
-        suggestion = budget_suggestion(6 * N * D)
+        suggestion = budget_suggestion(flops_6nd(N, D))
         raise FitError(f"only {len(rows)} IsoFLOP budgets have a usable minimum; N_opt(C) needs at least 3"
                        + (f"; fix: pass the budgets the runs were trained at, e.g. --budgets {suggestion}"
                           if suggestion else "; fix: train 3 or more runs at each of 3 or more budgets"))

@@ -40,6 +40,7 @@ import yaml
 
 from scaling.study import runs as S
 from scaling.data.prepare import resolve_files, split_sizes, vocab_size
+from scaling.train.flops import planned_tokens
 from scaling.train.model import Shape, count_params
 from scaling.evaluate.tasks import TaskError, read_task
 
@@ -186,7 +187,8 @@ def _block_sizes(config: dict, block: dict) -> list[tuple[int, str]]:
 def check_steps(config: dict) -> None:
     """Every run trains at least one step after its warmup (as scaling/train/loop.py counts them).
 
-    steps = ceil(D / batch_tokens) with D = round(M·N), warmup = round(warmup_fraction · steps).
+    steps = ceil(D / batch_tokens) with D = M·N (:func:`scaling.train.flops.planned_tokens`),
+    warmup = round(warmup_fraction · steps).
     """
     batch, fraction = config["training"]["batch_tokens"], config["training"]["warmup_fraction"]
     least_steps = next(s for s in itertools.count(1) if s >= round(fraction * s) + 1)
@@ -194,13 +196,13 @@ def check_steps(config: dict) -> None:
     for i, block in enumerate(config["grid"]):
         n, size = _block_sizes(config, block)[0]
         for j, m in enumerate(block["token_multipliers"]):
-            tokens = round(m * n)
-            steps = math.ceil(tokens / batch)
+            d = planned_tokens(n, m)
+            steps = math.ceil(d / batch)
             warmup = round(fraction * steps)
             if steps < warmup + 1:
                 raise S.ConfigError(
-                    f"grid[{i}].token_multipliers[{j}]: M = {m:g} gives {size} (N = {n:,}) D = round(M·N) = "
-                    f"{tokens:,} tokens, {steps} step(s) of training.batch_tokens = {batch} with {warmup} of warmup; "
+                    f"grid[{i}].token_multipliers[{j}]: M = {m:g} gives {size} (N = {n:,}) D = M·N = "
+                    f"{d:,} tokens, {steps} step(s) of training.batch_tokens = {batch} with {warmup} of warmup; "
                     f"a run needs at least one step after warmup; fix: use M ≥ {_round(least_tokens / n, math.ceil):g}")
 
 
@@ -354,9 +356,10 @@ def check_devices(config: dict) -> None:
     for i, block in enumerate(config["grid"]):
         n, size = _block_sizes(config, block)[-1]
         for j, m in enumerate(block["token_multipliers"]):
-            if 8 * math.ceil(round(m * n) / batch) > ram:  # the trainer keeps one 8-byte loss a step in memory
+            steps = planned_tokens(n, m) / batch
+            if 8 * math.ceil(steps) > ram:  # the trainer keeps one 8-byte loss a step in memory
                 raise S.ConfigError(
-                    f"grid[{i}].token_multipliers[{j}]: M = {m:g} gives {size} (N = {n:,}) {round(m * n) / batch:.3g} "
+                    f"grid[{i}].token_multipliers[{j}]: M = {m:g} gives {size} (N = {n:,}) {steps:.3g} "
                     f"steps, whose losses (8 bytes a step, kept by the trainer) exceed the {_size(ram)} of this "
                     f"machine's RAM; fix: use M ≤ {_round(ram / 8 * batch / n, math.floor):g}")
 

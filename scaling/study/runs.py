@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scaling.data.prepare import dataset_inputs, resolve_files, vocab_size
+from scaling.train.flops import flops_6nd, planned_tokens
 from scaling.train.model import Shape, count_params
 from scaling.train.shapes import shape_for_params
 
@@ -311,7 +312,7 @@ def run_spec(config: dict, run: Run) -> dict:
         "size": run.size,
         "shape": shape.to_dict(),
         "token_multiplier": run.token_multiplier,
-        "tokens": int(round(run.token_multiplier * n)),
+        "tokens": planned_tokens(n, run.token_multiplier),
         "lr": run.lr,
         "seed": run.seed,
         "training": dict(sorted(training.items())),
@@ -350,5 +351,5 @@ def train_runtime_minutes(config: dict, spec: dict) -> int:
     cluster = config["cluster"]
     n = count_params(Shape(**spec["shape"]))["n_params"]
     rate = cluster["train_flops_per_second"] * config["engine"]["gpus_per_run"]
-    seconds = cluster["runtime_margin"] * 6.0 * n * spec["tokens"] / rate
+    seconds = cluster["runtime_margin"] * flops_6nd(n, spec["tokens"]) / rate
     return max(cluster["min_runtime_minutes"], math.ceil(seconds / 60))

@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from scaling.study import runs as S
+from scaling.train.flops import flops_6nd
 
 STATES = ("done", "running", "failed", "diverged", "not_started")
 
@@ -56,7 +57,7 @@ def grid(config: dict, results_root: str | Path = "results", stale_after: float 
     now, rows = time.time(), []
     for run in S.runs(config):
         n = sizes[run.size]
-        planned = 6.0 * n * S.run_spec(config, run)["tokens"]
+        planned = flops_6nd(n, S.run_spec(config, run)["tokens"])
         state, m = run_state(results / "runs" / run.id, results / "logs" / "train" / f"{run.id}.log", now, stale_after)
         spent = 0.0
         if state == "done":

@@ -19,6 +19,7 @@ import pandas as pd
 from scaling.study import runs as S
 from scaling.io import write_json, write_parquet
 from scaling.fit.laws import overtraining_loss
+from scaling.train.flops import flops_6nd
 
 
 def study_config(name: str, n_sizes: int, multipliers: list[float], learning_rates: list[float],
@@ -63,7 +64,7 @@ def write_run(results: str | Path, config: dict, run: S.Run, n_steps: int, diver
         **{k: spec[k] for k in ("run_id", "dataset", "size", "token_multiplier", "lr", "seed")},
         **shape, "n_params": n, "n_params_nonembed": n - (shape["vocab_size"] + shape["seq_len"]) * shape["d_model"],
         "tokens": spec["tokens"], "tokens_seen": done * tokens_per_step, "epochs": done * tokens_per_step / 7.6e6,
-        "steps": n_steps, "flops": 6.0 * n * spec["tokens"], "initial_loss": initial,
+        "steps": n_steps, "flops": flops_6nd(n, spec["tokens"]), "initial_loss": initial,
         "final_train_loss": float(loss[-max(1, done // 100):].mean()),
         "val_loss": float("nan") if diverged else val, "status": "diverged" if diverged else "ok",
         "diverged_step": done if diverged else None, "wall_s": wall, "tokens_per_s": done * tokens_per_step / wall,

@@ -1,4 +1,10 @@
-"""Training compute, two ways, and model FLOPs utilization (MFU).
+"""A run's budget: its tokens D = M·N and its training compute, two ways; and model FLOPs utilization (MFU).
+
+``tokens`` D = M·N, for N parameters at M tokens per parameter, rounded to a
+whole token (:func:`planned_tokens`): a run trains on whole tokens, and the
+runs table stores D as an integer. The study plans this D, the trainer trains on it and
+the fits derive it the same way for tables that give M but not D, so the
+planned D is the fitted one.
 
 Scaling-law papers count compute differently, so a run records both:
 
@@ -33,12 +39,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:  # a type only: the fits use this module too, and must not import torch
     from scaling.train.model import Shape
 
 
-def flops_6nd(n_params: int, tokens: float) -> float:
-    """C = 6·N·D (Kaplan et al. 2020)."""
+def planned_tokens(n_params, token_multiplier):
+    """D = M·N rounded to a whole token (halves to even, as Python's ``round``): an int for scalars, whole numbers
+    as floats for arrays and Series (NaN stays NaN)."""
+    d = np.rint(np.multiply(n_params, token_multiplier))
+    return int(d) if np.ndim(d) == 0 else d
+
+
+def flops_6nd(n_params, tokens):
+    """C = 6·N·D (Kaplan et al. 2020), of scalars, arrays or Series."""
     return 6.0 * n_params * tokens
 
 
