@@ -21,6 +21,7 @@ rule database:
     input:
         rules.collect.output,
         f"{RESULTS}/tables/fits.parquet",
+        f"{RESULTS}/tables/parameters.parquet",
         f"{RESULTS}/tables/predictions.parquet",
         f"{RESULTS}/tables/backtest.parquet",
     output:

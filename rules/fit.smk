@@ -12,6 +12,7 @@ rule fit:
         downstream=f"{RESULTS}/fit/downstream.json",
         optimal_lr=f"{RESULTS}/fit/optimal_lr.json",
         fits=f"{RESULTS}/tables/fits.parquet",
+        parameters=f"{RESULTS}/tables/parameters.parquet",
         predictions=f"{RESULTS}/tables/predictions.parquet",
         backtest=f"{RESULTS}/tables/backtest.parquet",
     params:
@@ -26,4 +27,5 @@ rule fit:
     shell:
         "{SCALING} fit-study --runs {params.runs:q} --downstream {params.downstream:q} --fit-config {params.fit:q} "
         "--sizes {params.sizes:q} {params.task:q} --out-dir {params.out:q} --fits-table {output.fits:q} "
-        "--predictions {output.predictions:q} --backtest {output.backtest:q} > {log:q} 2>&1"
+        "--parameters {output.parameters:q} --predictions {output.predictions:q} --backtest {output.backtest:q} "
+        "> {log:q} 2>&1"

@@ -1,20 +1,13 @@
-# The report's figures, in the order of scaling.report.write.FIGURES; every one is always written (a figure the study
-# has no data for is a placeholder that says so), so the outputs are fixed. The PNG goes into Snakemake's report
+# The report's figures (scaling.report.FIGURES: name → title, category); every one is always written (a figure the
+# study has no data for is a placeholder that says so), so the outputs are fixed. The PNG goes into Snakemake's report
 # (`snakemake --report report.html`), with its caption in workflow/report/<name>.rst; the SVG beside it is for papers.
-FIGURES = ["loss_vs_compute", "downstream_vs_loss", "loss_vs_lr", "residuals", "optimal_lr"]
-FIGURE_REPORT = {  # name: (category, label)
-    "loss_vs_compute": ("Scaling laws", "Loss vs compute"),
-    "downstream_vs_loss": ("Scaling laws", "Downstream error vs loss"),
-    "residuals": ("Scaling laws", "Fit residuals"),
-    "loss_vs_lr": ("Learning rate", "Loss vs learning rate"),
-    "optimal_lr": ("Learning rate", "Optimal learning rate"),
-}
+from scaling.report import FIGURES
 
 
 def report_figure(name):
-    category, label = FIGURE_REPORT[name]
+    title, category = FIGURES[name]
     return report(f"{RESULTS}/figures/{name}.png", caption=f"../workflow/report/{name}.rst", category=category,
-                  labels={"figure": label})
+                  labels={"figure": title})
 
 
 rule report:
@@ -22,6 +15,7 @@ rule report:
     input:
         manifest=rules.collect.output.manifest,
         fits=rules.fit.output.fits,
+        parameters=rules.fit.output.parameters,
         predictions=rules.fit.output.predictions,
     output:
         **{name: report_figure(name) for name in FIGURES},

@@ -87,13 +87,15 @@ def _backtest(args):
 def _fit_study(args):
     from scaling.fit.estimators import FitError
     from scaling.fit.stage import fit_study, write_fits
+    from scaling.store.schema import read_table
 
     try:
-        fitted = fit_study(pd.read_parquet(args.runs), pd.read_parquet(args.downstream), json.loads(args.fit_config),
-                           json.loads(args.sizes), args.task)
+        runs = read_table(args.runs, "runs").to_pandas()  # migrated to the current schema, as every table is read
+        downstream = read_table(args.downstream, "downstream").to_pandas()
+        fitted = fit_study(runs, downstream, json.loads(args.fit_config), json.loads(args.sizes), args.task)
     except (FitError, ValueError) as e:
         raise SystemExit(f"error: {e}")
-    write_fits(fitted, args.out_dir, args.fits_table, args.predictions, args.backtest)
+    write_fits(fitted, args.out_dir, args.fits_table, args.parameters, args.predictions, args.backtest)
     for law, (fits, _, skipped) in fitted.items():
         print(f"{law}: {skipped and 'skipped: ' + skipped or f'{len(fits)} fit(s)'}")
 
@@ -304,6 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--task", help="the task (set) whose error the downstream law is fitted to (none: no such fit)")
     p.add_argument("--out-dir", required=True, help="where <law>.json go")
     p.add_argument("--fits-table", required=True)
+    p.add_argument("--parameters", required=True, help="the parameters table to write (Parquet)")
     p.add_argument("--predictions", required=True)
     p.add_argument("--backtest", required=True, help="the backtest table to write (Parquet)")
     p.set_defaults(func=_fit_study)

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from scaling.fit.estimators import FitError, least_squares
-from scaling.fit.tables import best_lr_points, default_fit_on, filters_sql, fit_dict, fit_table, fits_table, matches, records
+from scaling.fit.tables import (best_lr_points, default_fit_on, filters_sql, fit_dict, fit_table, fits_table, matches,
+                                 parameters_table, records)
 from scaling.fit.laws import overtraining_compute_form, overtraining_loss
 from scaling.fit.overtraining import fit_overtraining
 from scaling.fit.result import FitResult
@@ -150,7 +151,11 @@ def test_fit_table_predicts_held_out_runs_and_targets_with_intervals():
     assert target["predicted_loss_lo"] <= target["predicted_loss"] <= target["predicted_loss_hi"]
     assert np.isnan(target["measured_loss"]) and pd.isna(target["covered"])
     table = fits_table([fit_dict(f) for f in fits])
-    assert table.loc[0, "dataset"] == "d" and table.loc[0, "E_lo"] <= table.loc[0, "E"] <= table.loc[0, "E_hi"]
+    assert table.loc[0, "dataset"] == "d" and table.loc[0, "n_points"] == 5 and "E" not in table
+    params = parameters_table([fit_dict(f) for f in fits]).set_index("parameter")
+    assert list(params.index) == ["E", "a", "b", "c"] and (params["law"] == "overtraining").all()
+    assert (params["dataset"] == "d").all() and (params["lo"] <= params["value"]).all()
+    assert (params["value"] <= params["hi"]).all() and params.loc["E", "value"] == fits[0].params["E"]
     assert json.loads(json.dumps(records(pred)))[-1]["covered"] is None
 
 

@@ -56,13 +56,15 @@ def test_a_fit_config_file_states_the_fit_set_and_flags_override_it(files):
                                     "method: bounded\nbootstrap: 0\n")
     out = scaling_fit("overtraining", "--data", files / "runs.parquet", "--fit-config", files / "fit.yaml",
                       "--method", "gadre", "--out", files / "fit.json", "--predictions", files / "pred.parquet",
-                      "--fits-table", files / "fits.parquet", cwd=files)
+                      "--fits-table", files / "fits.parquet", "--parameters", files / "parameters.parquet", cwd=files)
     assert "fitted by gadre on 5 points" in out.stdout and "95% lo" in out.stdout
     doc = json.loads((files / "fit.json").read_text())
     assert doc["fits"][0]["method"] == "gadre" and doc["fits"][0]["interval_method"] == "none"
     pred = pd.read_parquet(files / "pred.parquet")
     assert set(pred.loc[pred["role"] == "fit", "token_multiplier"]) == {20.0, 80.0}
     assert pd.read_parquet(files / "fits.parquet").loc[0, "method"] == "gadre"
+    params = pd.read_parquet(files / "parameters.parquet").set_index("parameter")
+    assert params["value"].to_dict() == doc["fits"][0]["params"] and (params["dataset"] == "d").all()
 
 
 def test_sql_that_does_not_run_is_reported_with_its_error(files):

@@ -87,14 +87,19 @@ def test_unknown_task_is_a_clear_error():
 def test_every_law_gets_its_json_and_the_tables_fit_the_schema(tmp_path):
     runs, scores = study()
     fitted = fit_study(runs, scores, {**FIT, "bootstrap": 0}, SIZES, "core")
-    write_fits(fitted, tmp_path / "fit", tmp_path / "fits.parquet", tmp_path / "predictions.parquet",
-               tmp_path / "backtest.parquet")
+    write_fits(fitted, tmp_path / "fit", tmp_path / "fits.parquet", tmp_path / "parameters.parquet",
+               tmp_path / "predictions.parquet", tmp_path / "backtest.parquet")
     for law in ("overtraining", "downstream", "optimal_lr"):
         doc = json.loads((tmp_path / "fit" / f"{law}.json").read_text())
         assert doc["law"] == law and doc["skipped"] is None and doc["fits"] and doc["predictions"]
     fits = schema.read_table(tmp_path / "fits.parquet", "fits").to_pandas().set_index("law")
     assert sorted(fits.index) == ["downstream", "optimal_lr", "overtraining"]
-    assert fits.loc["downstream", "task"] == "core" and np.isfinite(fits.loc["downstream", "gamma"])
+    assert fits.loc["downstream", "task"] == "core"
+    params = schema.read_table(tmp_path / "parameters.parquet", "parameters").to_pandas()
+    assert params.groupby("law")["parameter"].apply(list).to_dict() == {
+        "downstream": ["epsilon", "k", "gamma"], "optimal_lr": ["c", "a", "b"], "overtraining": ["E", "a", "b", "c"]}
+    gamma = params[params["parameter"] == "gamma"].iloc[0]
+    assert gamma["task"] == "core" and gamma["value"] == fitted["downstream"][0][0]["params"]["gamma"]
     pred = schema.read_table(tmp_path / "predictions.parquet", "predictions").to_pandas()
     assert pred.groupby("law").size().to_dict() == {"downstream": 10, "optimal_lr": 10, "overtraining": 10}  # 9 points + 1 target
     backtest = schema.read_table(tmp_path / "backtest.parquet", "backtest").to_pandas().set_index("law")

@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scaling.fit.estimators import FitError
-from scaling.fit.tables import canonical, fit_table
+from scaling.fit.estimators import FitError, FitWarning
+from scaling.fit.tables import best_lr_points, canonical, fit_table
 from scaling.fit.laws import lr_sensitivity, optimal_lr
-from scaling.fit.optimal_lr import best_lr_grid, fit_optimal_lr, sensitivity_table
+from scaling.fit.optimal_lr import fit_optimal_lr, sensitivity_table
 
 TRUE = {"c": 20.0, "a": -0.6, "b": 0.25}
 LRS = 2.0 ** np.arange(-16, 0, 0.25)  # a sweep in steps of 2^(1/4)
@@ -41,8 +41,8 @@ def test_the_power_law_is_recovered_with_intervals_that_hold_the_truth():
 
 
 def test_the_best_rates_of_a_sweep_give_the_exponents():
-    best = best_lr_grid(canonical(sweep()), ["dataset"])
-    assert len(best) == 16 and not best["lr_at_edge"].any()
+    best = best_lr_points(sweep(), ["dataset"])
+    assert len(best) == 16 and (best["lr_edge"] == "").all()
     fit = fit_optimal_lr(best["n_params"], best["tokens"], best["lr"])
     assert fit.params["a"] == pytest.approx(TRUE["a"], abs=0.1)
     assert fit.params["b"] == pytest.approx(TRUE["b"], abs=0.1)
@@ -57,17 +57,20 @@ def test_fit_table_predicts_the_optimal_lr_of_every_point():
 
 
 def test_a_single_token_multiplier_cannot_separate_n_from_d():
-    best = best_lr_grid(canonical(sweep(ms=(20,))), [])
+    best = best_lr_points(sweep(ms=(20,)), [])
     with pytest.raises(FitError, match="collinear"):
         fit_optimal_lr(best["n_params"], best["tokens"], best["lr"])
 
 
 def test_a_best_lr_on_the_edge_of_the_sweep_draws_a_warning():
-    runs = canonical(sweep())
-    runs = runs[runs["lr"] <= 2.0**-12]  # cut the sweep below most optima
-    with pytest.warns(UserWarning, match="edge of the sweep"):
-        best = best_lr_grid(runs, [])
-    assert best["lr_at_edge"].any()
+    runs = sweep()
+    runs = runs[runs["lr"] <= 2.0**-12]  # cut the sweep below every optimum
+    best = best_lr_points(runs, [])
+    assert (best["lr_edge"] == "high").all() and (best["lr"] == 2.0**-12).all()
+    with pytest.warns(FitWarning, match=r"best learning rate of \d+ fit point\(s\) is the edge of its sweep, so η\* "
+                                        r"may lie beyond it: n1e\+06 at M=10 \(lr 0.000244141: try 0.000488281\)"):
+        fits, _ = fit_table("optimal_lr", runs)
+    assert any("edge of its sweep" in d for d in fits[0].meta["diagnostics"])
 
 
 def test_lr_sensitivity_follows_wortsman_et_al():

@@ -8,7 +8,6 @@ schema's write_table.
 
 from __future__ import annotations
 
-import re
 import struct
 import subprocess
 import sys
@@ -19,11 +18,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scaling.report import FIGURES
 from scaling.report import figures as F
 from scaling.report import write as R
 from scaling.report import tables as T
 from scaling.report import summary as S
-from scaling.fit.tables import fit_dict, fit_table, fits_table
+from scaling.fit.tables import fit_dict, fit_table, fits_table, parameters_table
 from scaling.fit.laws import LAWS, downstream_error, optimal_lr, overtraining_loss
 from scaling.store.schema import empty, write_table
 
@@ -77,36 +77,44 @@ def synthetic_downstream(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def fitted_tables(runs: pd.DataFrame, downstream: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """fits and predictions as the fit stage writes them: over-training, downstream (task set `core`), optimal LR."""
+def fitted_tables(runs: pd.DataFrame, downstream: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """fits, parameters and predictions as the fit stage writes them: over-training, downstream (task set `core`),
+    optimal LR."""
     kw = dict(by=["dataset"], sizes=SIZES, resamples=RESAMPLES, seed=0)
     fits, preds = [], []
     ot, p = fit_table("overtraining", runs, fit_on=FIT_ON, targets=TARGETS, **kw)
-    fits.append(fits_table([fit_dict(f) for f in ot]))
+    fits += [fit_dict(f) for f in ot]
     preds.append(p)
     if len(downstream):
         core = downstream[downstream["task"] == "core"][["run_id", "accuracy"]]
         with_error = runs.merge(core.assign(error=1 - core["accuracy"]), on="run_id", how="left")
         ds, p = fit_table("downstream", with_error, fit_on=FIT_ON, targets=TARGETS, **kw)
-        fits.append(fits_table([fit_dict(f) for f in ds if f.law == "downstream"]).assign(task="core"))
+        fits += [{**fit_dict(f), "task": "core"} for f in ds if f.law == "downstream"]
         preds.append(p.assign(task="core"))
     if runs.groupby(["n_params", "token_multiplier"])["lr"].nunique().max() > 1 and \
             runs["token_multiplier"].nunique() > 1:
         lr, p = fit_table("optimal_lr", runs, targets=TARGETS[:1], by=["dataset"], sizes=SIZES)
-        fits.append(fits_table([fit_dict(f) for f in lr]))
+        fits += [fit_dict(f) for f in lr]
         preds.append(p)
-    return pd.concat(fits, ignore_index=True), pd.concat(preds, ignore_index=True)
+    return fits_table(fits), parameters_table(fits), pd.concat(preds, ignore_index=True)
 
 
 def write_study(directory: Path, *, downstream: bool = True, **grid) -> T.Tables:
-    """Write the four tables under ``directory`` with the schema's writer; return them as the report reads them."""
+    """Write the five tables under ``directory`` with the schema's writer; return them as the report reads them."""
     runs = synthetic_runs(**grid)
     ds = synthetic_downstream(runs) if downstream else pd.DataFrame(
         {"run_id": [], "task": [], "kind": [], "accuracy": [], "random_baseline_accuracy": [], "n_examples": []})
-    fits, pred = fitted_tables(runs, ds)
-    for name, df in (("runs", runs), ("downstream", ds), ("fits", fits), ("predictions", pred)):
+    fits, parameters, pred = fitted_tables(runs, ds)
+    for name, df in (("runs", runs), ("downstream", ds), ("fits", fits), ("parameters", parameters),
+                     ("predictions", pred)):
         write_table(directory / f"{name}.parquet", name, df)
     return T.Tables.read(directory)
+
+
+def law_params(t: T.Tables, law: str) -> dict[str, float]:
+    """The fitted parameters of the study's first fit of ``law``, from the parameters table."""
+    rows = t.parameters[t.parameters["law"] == law]
+    return dict(zip(rows["parameter"], rows["value"]))
 
 
 @pytest.fixture(scope="module")
@@ -161,22 +169,21 @@ def test_every_figure_is_written_as_a_real_png_and_svg(which, request, tmp_path)
     assert not list((tmp_path / "figures").glob(".*"))  # no temporary files left behind
 
 
-def test_the_rule_declares_exactly_the_figures_the_report_writes():
-    smk = (REPO / "rules" / "report.smk").read_text()
-    names = re.search(r"^FIGURES = \[(.*?)\]", smk, re.S | re.M).group(1)
-    assert re.findall(r'"(\w+)"', names) == list(F.FIGURES)
-    for name in F.FIGURES:
+def test_the_report_draws_the_figures_of_its_list_in_order_each_with_a_caption(no_downstream):
+    assert list(F.figures(no_downstream)) == list(FIGURES)  # the list the report rule declares its outputs from
+    for name in FIGURES:
         assert (REPO / "workflow" / "report" / f"{name}.rst").read_text().strip(), name
+    plt.close("all")
 
 
 # -- the figures ----------------------------------------------------------------------------------------------------
 def test_loss_vs_compute_draws_the_fitted_law_per_m_and_the_prediction_intervals(study):
-    fig = F.plot_loss_vs_compute(study.runs, study.fits, study.predictions)
+    fig = F.plot_loss_vs_compute(study.runs, study.fits, study.parameters, study.predictions)
     ax = fig.axes[0]
     assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
     assert "FLOPs" in ax.get_xlabel() and "loss" in ax.get_ylabel() and ax.get_legend() is not None
-    fit = study.fits[study.fits["law"] == "overtraining"].iloc[0]
-    law = {p: fit[p] for p in LAWS["overtraining"].params}
+    law = law_params(study, "overtraining")
+    assert sorted(law) == sorted(LAWS["overtraining"].params)
     ms = sorted(study.predictions.loc[study.predictions["law"] == "overtraining", "token_multiplier"].unique())
     assert [ln.get_label() for ln in lines(ax, "M = ")] == [f"M = {m:g}" for m in ms]
     for m, line in zip(ms, lines(ax, "M = ")):
@@ -191,12 +198,11 @@ def test_loss_vs_compute_draws_the_fitted_law_per_m_and_the_prediction_intervals
 
 
 def test_downstream_figure_shows_the_law_the_points_chance_and_every_task(study):
-    fig = F.plot_downstream_vs_loss(study.runs, study.downstream, study.fits, study.predictions)
+    fig = F.plot_downstream_vs_loss(study.runs, study.downstream, study.fits, study.parameters, study.predictions)
     avg, tasks = fig.axes[:2]
-    fit = study.fits[study.fits["law"] == "downstream"].iloc[0]
     (curve,) = lines(avg, "Err(L)")
     L, err = curve.get_data()
-    assert np.allclose(err, downstream_error(L, fit["epsilon"], fit["k"], fit["gamma"]))
+    assert np.allclose(err, downstream_error(L, **law_params(study, "downstream")))
     chance = 1 - np.mean([1 - c for c, _ in TASKS.values()])
     (dashed,) = lines(avg, "random chance")
     assert dashed.get_ydata()[0] == pytest.approx(chance) and dashed.get_linestyle() == "--"
@@ -212,7 +218,7 @@ def test_downstream_figure_shows_the_law_the_points_chance_and_every_task(study)
 
 def test_without_downstream_rows_the_downstream_figure_is_a_placeholder(no_downstream):
     t = no_downstream
-    fig = F.plot_downstream_vs_loss(t.runs, t.downstream, t.fits, t.predictions)
+    fig = F.plot_downstream_vs_loss(t.runs, t.downstream, t.fits, t.parameters, t.predictions)
     assert F.is_placeholder(fig)
     assert "No downstream tasks" in " ".join(txt.get_text() for txt in fig.axes[0].texts)
     assert len(F.plot_residuals(t.runs, t.predictions).axes) == 1  # the loss law only
@@ -249,11 +255,10 @@ def test_residuals_are_predicted_over_measured_minus_one_in_percent(study):
 
 
 def test_optimal_lr_plots_the_best_rates_the_law_and_the_sweep_edges(study):
-    fig = F.plot_optimal_lr(study.runs, study.fits, study.predictions)
+    fig = F.plot_optimal_lr(study.runs, study.fits, study.parameters, study.predictions)
     ax = fig.axes[0]
     assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log") and ax.get_legend() is not None
-    fit = study.fits[study.fits["law"] == "optimal_lr"].iloc[0]
-    law = {p: fit[p] for p in LAWS["optimal_lr"].params}
+    law = law_params(study, "optimal_lr")
     for m, line in zip((20, 80), lines(ax, "η*")):
         n, lr = line.get_data()
         assert np.allclose(lr, optimal_lr(n, m * n, **law))
@@ -262,21 +267,21 @@ def test_optimal_lr_plots_the_best_rates_the_law_and_the_sweep_edges(study):
     points = sum(len(c.get_offsets()) for c in ax.collections if str(c.get_gid()).startswith("best_lr"))
     assert points == len(best)
     # s5 diverged at the top rate, so its best of the rest may sit on the top edge; the figure marks what the fit sees
-    assert sum(len(c.get_offsets()) for c in gid(ax, "best_lr_high")) == (best["edge"] == "high").sum()
+    assert sum(len(c.get_offsets()) for c in gid(ax, "best_lr_high")) == (best["lr_edge"] == "high").sum()
 
 
 def test_a_cut_sweep_is_marked_on_its_edge():
     runs = synthetic_runs(lrs=LRS[:2])  # both rates below every optimum
     best = T.lr_sweep_points(runs)
-    assert (best["edge"] == "high").all()
-    fig = F.plot_optimal_lr(runs, empty("fits").to_pandas(), empty("predictions").to_pandas())
+    assert (best["lr_edge"] == "high").all()
+    fig = F.plot_optimal_lr(runs, *(empty(t).to_pandas() for t in ("fits", "parameters", "predictions")))
     assert sum(len(c.get_offsets()) for c in gid(fig.axes[0], "best_lr_high")) == len(best)
     assert "no η* law fitted" in fig.axes[0].get_title()
 
 
 def test_without_a_sweep_the_optimal_lr_figure_is_a_placeholder(no_downstream):
     t = no_downstream
-    assert F.is_placeholder(F.plot_optimal_lr(t.runs, t.fits, t.predictions))
+    assert F.is_placeholder(F.plot_optimal_lr(t.runs, t.fits, t.parameters, t.predictions))
 
 
 # -- the summary ----------------------------------------------------------------------------------------------------
@@ -286,11 +291,13 @@ def test_summary_has_every_law_its_parameters_and_the_held_out_numbers(study):
     assert md.startswith("# A title") and n_bad
     assert f"`web-study`: {len(study.runs)} runs ({n_bad} diverged, {len(study.runs) - n_bad} ok)" in md
     for law in ("overtraining", "downstream", "optimal_lr"):
-        fit = study.fits[study.fits["law"] == law].iloc[0]
-        assert fit["formula"] in md
-        for p in LAWS[law].params:
-            assert f"| {p} | {fit[p]:.4g} | {fit[p + '_stderr']:.4g} | [{fit[p + '_lo']:.4g}, {fit[p + '_hi']:.4g}] |" \
-                in md, (law, p)
+        assert study.fits.loc[study.fits["law"] == law, "formula"].iloc[0] in md
+        rows = study.parameters[study.parameters["law"] == law]
+        assert list(rows["parameter"]) == list(LAWS[law].params)
+        for p in rows.itertuples():
+            assert f"| {p.parameter} | {p.value:.4g} | {p.stderr:.4g} | [{p.lo:.4g}, {p.hi:.4g}] |" in md, (law, p)
+    b = law_params(study, "overtraining")["b"]
+    assert f"η = −b/2 = {-b / 2:.4f}" in md
     pred = study.predictions
     held = pred[(pred["law"] == "overtraining") & (pred["role"] == "held_out")].iloc[0]
     assert (f"| {held['predicted_loss']:.4g} | [{held['predicted_loss_lo']:.4g}, {held['predicted_loss_hi']:.4g}] "
@@ -326,7 +333,8 @@ def test_summary_without_downstream_or_sweep_says_so(no_downstream):
 
 def test_a_warning_when_the_fit_stage_says_a_parameter_ended_on_its_bound(study):
     fits = study.fits.assign(at_bound=np.where(study.fits["law"] == "overtraining", '["E", "c"]', None))
-    md = S.summary_markdown("T", "s", T.Tables(study.runs, study.downstream, fits, study.predictions))
+    md = S.summary_markdown("T", "s", T.Tables(study.runs, study.downstream, fits, study.parameters,
+                                                study.predictions))
     assert md.count("**Warning:**") == 1 and "**Warning:** E, c ended on the bound" in md
 
 
@@ -337,7 +345,8 @@ def two_datasets(t: T.Tables) -> T.Tables:
         if run_id:
             other["run_id"] = "books/" + other["run_id"]
         return pd.concat([df, other], ignore_index=True)
-    return T.Tables(twice(t.runs, True), twice(t.downstream, True), twice(t.fits), twice(t.predictions))
+    return T.Tables(twice(t.runs, True), twice(t.downstream, True), twice(t.fits), twice(t.parameters),
+                    twice(t.predictions))
 
 
 def test_every_dataset_gets_its_own_panels_and_sections(study):

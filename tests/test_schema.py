@@ -21,8 +21,9 @@ SAMPLES = {
                "grad_norm": 0.7},
     "evals": {"run_id": "r", "val_set": "val", "loss": 2.5, "val_tokens": 65536, "loss_upper95": 2.6},
     "downstream": {"run_id": "r", "task": "hellaswag", "accuracy": 0.31, "in_17task_subset": True},
-    "fits": {"law": "overtraining", "dataset": "bible", "n_points": 5, "E": 1.0, "a": 2.0, "b": -0.3, "c": 3.0,
-             "E_lower95": 0.8},
+    "fits": {"law": "overtraining", "dataset": "bible", "n_points": 5, "level": 0.95, "interval_method": "bootstrap"},
+    "parameters": {"law": "overtraining", "dataset": "bible", "parameter": "E", "value": 1.0, "stderr": 0.1,
+                   "lo": 0.8, "hi": 1.2, "lower90": 0.85},
     "predictions": {"law": "overtraining", "dataset": "bible", "n_params": 10**6, "token_multiplier": 20.0,
                     "role": "target", "predicted_loss": 2.0, "predicted_upper95": 2.1},
     "backtest": {"law": "overtraining", "dataset": "bible", "quantity": "loss", "n": 2, "coverage": 0.5,
@@ -105,6 +106,18 @@ def test_version_1_relative_errors_become_signed(tmp_path):
     pq.write_table(v1.replace_schema_metadata({schema.VERSION_KEY: b"1"}), path)
     back = schema.read_table(path, "predictions").to_pandas()
     assert back["rel_error"].tolist() == pytest.approx([0.1, -0.25])  # predicted / measured − 1
+
+
+def test_a_version_2_fits_file_keeps_its_parameter_columns_as_extra_columns(tmp_path):
+    """Version 3 moved the parameters to their own table; a version-2 file's parameter columns are carried."""
+    path = tmp_path / "fits.parquet"
+    v2 = pa.table({"law": ["overtraining", "downstream"], "dataset": ["d", "d"], "E": [1.5, None],
+                   "a": [100.0, None], "epsilon": [None, 0.9], "task": [None, "core"]})
+    pq.write_table(v2.replace_schema_metadata({schema.VERSION_KEY: b"2"}), path)
+    back = schema.read_table(path, "fits")
+    core = [c.name for c in schema.columns("fits")]
+    assert "E" not in core and back.column_names == core + ["E", "a", "epsilon"]
+    assert back.column("E").to_pylist() == [1.5, None] and back.column("task").to_pylist() == [None, "core"]
 
 
 def test_the_readme_documents_every_column_of_every_table():

@@ -117,7 +117,9 @@ def add_fit_arguments(p: argparse.ArgumentParser, backtest: bool = False) -> Non
     g = p.add_argument_group("output")
     g.add_argument("--json", action="store_true", help="print the fits and predictions as JSON")
     g.add_argument("--out", metavar="FILE", help="write the JSON to FILE")
-    g.add_argument("--fits-table", metavar="FILE", help="write the fits as a Parquet table")
+    g.add_argument("--fits-table", metavar="FILE", help="write the fits as a Parquet table (one row per fit)")
+    g.add_argument("--parameters", metavar="FILE", help="write the fits' parameters as a Parquet table (one row per "
+                   "fit × parameter: value, stderr, lo, hi)")
     g.add_argument("--predictions", metavar="FILE", help="write the predictions as a Parquet table")
 
 
@@ -193,7 +195,7 @@ def _runs(args, default_data):
 def _fit_command(args, default_data, backtest: bool) -> None:
     import pandas as pd
 
-    from scaling.fit.tables import backtest_summary, canonical, fit_dict, fits_table, records
+    from scaling.fit.tables import backtest_summary, canonical, fit_dict, fits_table, parameters_table, records
     from scaling.io import write_json, write_parquet
 
     raw, runs = _runs(args, default_data)
@@ -241,6 +243,8 @@ def _fit_command(args, default_data, backtest: bool) -> None:
         write_json(args.out, doc)
     if args.fits_table:
         write_parquet(args.fits_table, fits_table(fits))
+    if args.parameters:
+        write_parquet(args.parameters, parameters_table(fits))
     if args.predictions:
         write_parquet(args.predictions, pred)
     if args.json:

@@ -8,7 +8,8 @@ add. The checks:
 - fewer than two fit points per parameter;
 - a measured loss below the fitted irreducible loss E (loss laws);
 - an error-law ceiling ε below the error of chance (downstream law);
-- a fit point whose best learning rate is the edge of its sweep;
+- a fit point whose best learning rate is the edge of its sweep (loss laws: its loss may be too high;
+  the optimal-LR law: η* may lie beyond it);
 - intervals not calibrated on any run outside the fit set;
 - predictions that extrapolate beyond the distances the calibration tested, in
   either direction (or, uncalibrated, more than :data:`FAR` times beyond the
@@ -67,13 +68,14 @@ def diagnose(fit: FitResult, points: pd.DataFrame, fit_mask, predictions: pd.Dat
             out.append(f"{len(below)} measured loss(es) below the fitted irreducible loss E = {fit.params['E']:.4g} "
                        f"(lowest {below['loss'].min():.4g}): the fit set cannot pin E down; add larger models or "
                        f"longer runs to the fit set")
-        if "lr_edge" in fitted:
-            edge = fitted[fitted["lr_edge"].isin(["high", "low"])]
-            if len(edge):
-                beyond = ", ".join(f"{_point(r)} (lr {r['lr']:g}: try {r['lr'] * (2 if r['lr_edge'] == 'high' else 0.5):g})"
-                                   for _, r in edge.iterrows())
-                out.append(f"the best learning rate of {len(edge)} fit point(s) is the edge of its sweep, so their "
-                           f"loss may be too high: {beyond}; extend the sweep there")
+    if law in ("overtraining", "chinchilla", "optimal_lr") and "lr_edge" in fitted:
+        edge = fitted[fitted["lr_edge"].isin(["high", "low"])]
+        if len(edge):
+            beyond = ", ".join(f"{_point(r)} (lr {r['lr']:g}: try {r['lr'] * (2 if r['lr_edge'] == 'high' else 0.5):g})"
+                               for _, r in edge.iterrows())
+            cost = "η* may lie beyond it" if law == "optimal_lr" else "their loss may be too high"
+            out.append(f"the best learning rate of {len(edge)} fit point(s) is the edge of its sweep, so {cost}: "
+                       f"{beyond}; extend the sweep there")
     if law == "downstream" and chance_error is not None and fit.params["epsilon"] < chance_error:
         out.append(f"the error law's ceiling ε = {fit.params['epsilon']:.3g} is below the error of chance "
                    f"({chance_error:.3g}): the law says a model that knows nothing beats guessing; add runs of "

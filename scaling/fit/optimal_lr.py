@@ -1,8 +1,9 @@
-"""The learning rate: the best rate per (N, D) of a sweep, a power law η*(N, D), and LR sensitivity.
+"""The learning rate: a power law η*(N, D) fitted to the best rates of sweeps, and LR sensitivity.
 
-- :func:`best_lr_grid`: per (group, N, D), the rate of the sweep with the
-  lowest seed-averaged loss, and whether it lies on the edge of the sweep (then
-  the true optimum may lie beyond it, and the point only bounds η*).
+The best rate of each (N, D) and whether it lies on the edge of its sweep (then
+the true optimum may lie beyond it, and the point only bounds η*) are
+:func:`scaling.fit.tables.best_lr_points`, the points of every law.
+
 - :func:`fit_optimal_lr`: η*(N, D) = c·N^a·D^b (:func:`scaling.fit.laws.optimal_lr`)
   by OLS of log η* on log N and log D (statsmodels), with t intervals.
 - :func:`sensitivity_table`: the LR sensitivity of Wortsman et al. (2023)
@@ -12,8 +13,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 
@@ -22,29 +21,6 @@ from scaling.fit.laws import LAWS, lr_sensitivity
 from scaling.fit.result import FitResult
 
 PARAMS = LAWS["optimal_lr"].params  # c, a, b
-
-
-def best_lr_grid(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """One row per (group, N, D): the best ``lr`` (seeds averaged), its ``loss``, the sweep's size and edge flag.
-
-    ``runs`` must have n_params, tokens, lr and loss columns, ``ok`` runs only
-    (see :func:`scaling.fit.tables.canonical`).
-    """
-    keys = [c for c in by if c in runs] + ["n_params", "tokens"]
-    per_lr = runs.groupby(keys + ["lr"], as_index=False).agg(
-        loss=("loss", "mean"), token_multiplier=("token_multiplier", "first"),
-        **({"size": ("size", "first")} if "size" in runs and "size" not in keys else {}))
-    rows = []
-    for key, g in per_lr.groupby(keys):
-        best = g.loc[g["loss"].idxmin()]
-        at_edge = len(g) > 1 and best["lr"] in (g["lr"].min(), g["lr"].max())
-        rows.append({**best.to_dict(), "n_lrs": len(g), "lr_at_edge": bool(at_edge)})
-    out = pd.DataFrame(rows)
-    edge = out[out["lr_at_edge"]]
-    if len(edge):
-        warnings.warn(f"{len(edge)} of {len(out)} (N, D) points have their best learning rate at the edge of the "
-                      f"sweep; widen the sweep there, since η* may lie beyond it")
-    return out
 
 
 def fit_optimal_lr(N, D, lr, *, level: float = 0.95) -> FitResult:

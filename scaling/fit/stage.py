@@ -13,9 +13,10 @@
   (:mod:`scaling.fit.optimal_lr`); otherwise the reason it was skipped.
 
 Each law gets ``<out>/<law>.json`` (fits, predictions, or ``skipped`` and why);
-the fits and predictions of all laws go to one ``fits`` and one
-``predictions`` table, and how each law fared on the runs it was not fitted on
-(coverage of its intervals, their width, its errors) to the ``backtest`` table.
+the fits, their parameters and the predictions of all laws go to one
+``fits``, one ``parameters`` and one ``predictions`` table, and how each law
+fared on the runs it was not fitted on (coverage of its intervals, their width,
+its errors) to the ``backtest`` table.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from scaling.fit.estimators import FitError
-from scaling.fit.tables import backtest_summary, fit_dict, fit_table, fits_table, records
+from scaling.fit.tables import backtest_summary, fit_dict, fit_table, fits_table, parameters_table, records
 from scaling.io import write_json
 from scaling.store.schema import write_table
 
@@ -90,13 +91,16 @@ def backtest_table(fitted: dict) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def write_fits(fitted: dict, out_dir: str | Path, fits_path: str | Path, predictions_path: str | Path,
-               backtest_path: str | Path) -> None:
-    """``<out_dir>/<law>.json`` for each law, and the ``fits``, ``predictions`` and ``backtest`` tables of all."""
+def write_fits(fitted: dict, out_dir: str | Path, fits_path: str | Path, parameters_path: str | Path,
+               predictions_path: str | Path, backtest_path: str | Path) -> None:
+    """``<out_dir>/<law>.json`` for each law, and the ``fits``, ``parameters``, ``predictions`` and ``backtest``
+    tables of all."""
     for law, (fits, pred, skipped) in fitted.items():
         write_json(Path(out_dir) / f"{law}.json", {"law": law, "fits": fits, "predictions": records(pred),
                                                     "skipped": skipped})
-    write_table(fits_path, "fits", fits_table([f for fits, _, _ in fitted.values() for f in fits]))
+    every_fit = [f for fits, _, _ in fitted.values() for f in fits]
+    write_table(fits_path, "fits", fits_table(every_fit))
+    write_table(parameters_path, "parameters", parameters_table(every_fit))
     write_table(predictions_path, "predictions",
                 pd.concat([p for _, p, _ in fitted.values() if len(p)], ignore_index=True))
     write_table(backtest_path, "backtest", backtest_table(fitted))

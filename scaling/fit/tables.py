@@ -3,14 +3,17 @@
 A table has one row per run. Columns used, by name:
 
 - ``n_params`` (N), ``tokens`` (D) and/or ``token_multiplier`` (M = D/N; either
-  of D and M is derived from the other), ``loss`` (or ``val_loss``, as in a
-  study's ``runs`` table), ``error`` (downstream law), ``lr`` and ``seed``;
+  of D and M is derived from the other, D = M·N rounded to a whole token as a
+  study plans it: :func:`scaling.train.flops.planned_tokens`), ``loss`` (or
+  ``val_loss``, as in a study's ``runs`` table), ``error`` (downstream law),
+  ``lr`` and ``seed``;
 - ``status``: when present, only ``ok`` runs are used;
 - any other columns (``dataset``, ``size``, ``model`` …) can be used to group
   (``by``) and to choose rows, and are carried into the predictions.
 
-Rows sharing (group, N, D) are one point: the learning rate with the lowest
-loss after averaging seeds (a no-op for tables with one run per point).
+Rows sharing (group, N, M) are one point: the learning rate with the lowest
+loss after averaging seeds (a no-op for tables with one run per point), for
+every law (:func:`best_lr_points`).
 
 The fit set (``fit_on``) is a DuckDB SQL condition, or a list of column filters
 as in a study's ``fit.fit_on`` (a point is in the fit set when it matches any
@@ -41,9 +44,9 @@ from scaling.fit.chinchilla import fit_chinchilla
 from scaling.fit.diagnostics import diagnose
 from scaling.fit.downstream import fit_downstream, predict_chained
 from scaling.fit.estimators import FitError, FitWarning
-from scaling.train.flops import flops_6nd
+from scaling.train.flops import flops_6nd, planned_tokens
 from scaling.fit.laws import LAWS, overtraining_compute_form
-from scaling.fit.optimal_lr import best_lr_grid, fit_optimal_lr
+from scaling.fit.optimal_lr import fit_optimal_lr
 from scaling.fit.overtraining import fit_overtraining
 from scaling.fit.result import FitResult
 
@@ -134,7 +137,7 @@ def canonical(runs: pd.DataFrame, *, loss: str | None = None, error: str | None 
     if "n_params" not in df:
         raise FitError("the data have no n_params column (N, the parameter count of each run)")
     if "tokens" not in df and "token_multiplier" in df:
-        df["tokens"] = df["token_multiplier"] * df["n_params"]
+        df["tokens"] = planned_tokens(df["n_params"], df["token_multiplier"])
     if "token_multiplier" not in df and "tokens" in df:
         df["token_multiplier"] = df["tokens"] / df["n_params"]
     for col in ("n_params", "tokens"):
@@ -360,10 +363,7 @@ def fit_table(law: str, runs: pd.DataFrame, *, fit_on: str | list[dict] | None =
         raise ValueError(f"unknown law {law!r}; use one of {TABLE_LAWS}")
     by = [c for c in (by or []) if c in runs]
     sizes = sizes or {}
-    if law == "optimal_lr":
-        points = best_lr_grid(canonical(runs), by)
-    else:
-        points = best_lr_points(runs, by)
+    points = best_lr_points(runs, by)
     if law == "downstream" and "error" not in points:
         raise FitError("the downstream law needs an error column (average top-1 error per run)")
     fits, predictions = [], []
@@ -444,8 +444,8 @@ def _score(rows: pd.DataFrame, name: str, prefix: str) -> None:
 
 def _predict(law: str, result: dict[str, FitResult], rows: pd.DataFrame) -> pd.DataFrame:
     rows = rows.copy()
-    if "tokens" not in rows or rows["tokens"].isna().any():
-        rows["tokens"] = rows["n_params"] * rows["token_multiplier"]
+    planned = planned_tokens(rows["n_params"], rows["token_multiplier"])  # a target's D
+    rows["tokens"] = rows["tokens"].fillna(planned) if "tokens" in rows else planned
     rows["flops"] = flops_6nd(rows["n_params"], rows["tokens"])
     at = rows.pop("_row").to_numpy() if "_row" in rows else None
     if law == "optimal_lr":
@@ -550,23 +550,19 @@ def fit_dict(fit: FitResult) -> dict:
     return d
 
 
+def _fit_key(f: dict) -> dict:
+    """The columns that name a fit: its law, its group (e.g. the dataset), and its task or quantity if it has one."""
+    return {"law": f["law"], **f.get("group", {}), **{k: f[k] for k in ("task", "quantity") if k in f}}
+
+
 def fits_table(fits: list[dict]) -> pd.DataFrame:
-    """One row per fit: parameters, standard errors and interval bounds as columns, the rest as JSON."""
+    """One row per fit: what was fitted, how and how well (its parameters: :func:`parameters_table`)."""
     rows = []
     for f in fits:
-        names = LAWS[f["law"]].params
-        group = f.get("group", {})
         cal = f.get("calibration")
         rows.append({
-            "law": f["law"], **group, "formula": f["formula"], "method": f["method"], "n_points": f["n_points"],
-            "objective": f["objective"],
-            **{p: f["params"][p] for p in names},
-            **{f"{p}_stderr": f["stderr"][p] for p in names},
-            **{f"{p}_lo": f["interval"][p][0] for p in names},
-            **{f"{p}_hi": f["interval"][p][1] for p in names},
-            **({"eta": f["compute_form"]["eta"]} if "compute_form" in f else {}),
-            "level": f["level"], "fit_on": json.dumps(f.get("fit_on")),
-            **({"task": f["task"]} if "task" in f else {}),
+            **_fit_key(f), "formula": f["formula"], "method": f["method"], "n_points": f["n_points"],
+            "objective": f["objective"], "level": f["level"], "fit_on": json.dumps(f.get("fit_on")),
             "at_bound": json.dumps(f.get("at_bound") or []),
             "calibrated": bool(f.get("calibrated")),
             "calibration": None if not cal else json.dumps({k: v for k, v in cal.items() if k not in
@@ -574,6 +570,14 @@ def fits_table(fits: list[dict]) -> pd.DataFrame:
             "diagnostics": json.dumps(f.get("diagnostics") or []),
         })
     return pd.DataFrame(rows)
+
+
+def parameters_table(fits: list[dict]) -> pd.DataFrame:
+    """One row per fit × parameter of its law: value, standard error and interval at the fit's level, named by the
+    columns that name the fit in :func:`fits_table`."""
+    return pd.DataFrame([{**_fit_key(f), "parameter": p, "value": f["params"][p], "stderr": f["stderr"][p],
+                          "lo": f["interval"][p][0], "hi": f["interval"][p][1]}
+                         for f in fits for p in LAWS[f["law"]].params])
 
 
 def records(table: pd.DataFrame) -> list[dict]:

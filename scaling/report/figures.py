@@ -23,20 +23,14 @@ from matplotlib.ticker import FormatStrFormatter, FuncFormatter, NullFormatter, 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from scaling.fit.laws import LAWS  # noqa: E402
 from scaling.fit.tables import best_lr_points  # noqa: E402
 from scaling.io import atomic_path  # noqa: E402
-from scaling.fit.laws import LAWS  # noqa: E402
+from scaling.report import FIGURES  # noqa: E402
 from scaling.report.tables import (Tables, downstream_runs, law_fits, law_predictions, lr_sweep_points,  # noqa: E402
                                   params)
+from scaling.train.flops import flops_6nd, planned_tokens  # noqa: E402
 
-# name → title; the order is the report's
-FIGURES = {
-    "loss_vs_compute": "Loss vs compute",
-    "downstream_vs_loss": "Downstream error vs loss",
-    "loss_vs_lr": "Loss vs learning rate",
-    "residuals": "Fit residuals",
-    "optimal_lr": "Optimal learning rate",
-}
 FORMATS = ("png", "svg")
 DPI = 150
 PANEL = (6.0, 4.5)  # inches per panel: a PNG panel is 900 × 675 pixels
@@ -160,7 +154,8 @@ def is_placeholder(fig: Figure) -> bool:
 
 # -- the figures --------------------------------------------------------------------------------------------------
 @_styled
-def plot_loss_vs_compute(runs: pd.DataFrame, fits: pd.DataFrame, pred: pd.DataFrame) -> Figure:
+def plot_loss_vs_compute(runs: pd.DataFrame, fits: pd.DataFrame, parameters: pd.DataFrame,
+                         pred: pd.DataFrame) -> Figure:
     """Best-LR validation loss vs compute, one colour per M, with the fitted over-training law per M.
 
     Measured points are filled (fit set) or open (held out); a held-out run's and
@@ -179,8 +174,8 @@ def plot_loss_vs_compute(runs: pd.DataFrame, fits: pd.DataFrame, pred: pd.DataFr
             color, at_m = colors[m], p[p["token_multiplier"] == m]
             if len(fit):
                 n = np.geomspace(p["n_params"].min() / 1.5, p["n_params"].max() * 1.5, 200)
-                ax.plot(6 * m * n * n, LAWS["overtraining"](n, m, **params(fit.iloc[0], "overtraining")),
-                        color=color, lw=1.2, alpha=0.85, label=f"M = {m:g}")
+                law = LAWS["overtraining"](n, m, **params(parameters, fit.iloc[0]))
+                ax.plot(flops_6nd(n, planned_tokens(n, m)), law, color=color, lw=1.2, alpha=0.85, label=f"M = {m:g}")
             _roles(ax, at_m, "flops", "measured_loss", color)
             _predicted(ax, at_m, "flops", "predicted_loss", color)
         ax.set(xscale="log", yscale="log", xlabel=COMPUTE, ylabel=LOSS,
@@ -196,7 +191,7 @@ def plot_loss_vs_compute(runs: pd.DataFrame, fits: pd.DataFrame, pred: pd.DataFr
 
 @_styled
 def plot_downstream_vs_loss(runs: pd.DataFrame, downstream: pd.DataFrame, fits: pd.DataFrame,
-                            pred: pd.DataFrame) -> Figure:
+                            parameters: pd.DataFrame, pred: pd.DataFrame) -> Figure:
     """Downstream top-1 error vs validation loss; a placeholder when the study has no downstream rows.
 
     Per dataset, one panel per fitted task set (its average error: every run in
@@ -221,7 +216,8 @@ def plot_downstream_vs_loss(runs: pd.DataFrame, downstream: pd.DataFrame, fits: 
                 fit = fit[fit["task"] == task_set]
             if "task" in p:
                 p = p[p["task"] == task_set]
-            _average_panel(ax, ds, task_set, d[(d["kind"] == "average") & (d["task"] == task_set)], fit, p)
+            _average_panel(ax, ds, task_set, d[(d["kind"] == "average") & (d["task"] == task_set)], fit,
+                           parameters, p)
         _tasks_panel(row[-1], ds, d[d["kind"] == "task"])
         for ax in row[len(sets[ds]):-1]:
             ax.set_axis_off()
@@ -235,7 +231,8 @@ def _task_sets(df: pd.DataFrame, fits: pd.DataFrame) -> list[str]:
     return sorted(df.loc[df["kind"] == "average", "task"].unique())
 
 
-def _average_panel(ax, ds: str, task_set: str, runs: pd.DataFrame, fit: pd.DataFrame, pred: pd.DataFrame) -> None:
+def _average_panel(ax, ds: str, task_set: str, runs: pd.DataFrame, fit: pd.DataFrame, parameters: pd.DataFrame,
+                   pred: pd.DataFrame) -> None:
     """One task set's average error vs loss: runs, best-LR points, the law, predictions, chance."""
     color = "C0"
     ax.scatter(runs["val_loss"], runs["error"], s=12, color="0.7", zorder=2, label="every run")
@@ -244,7 +241,7 @@ def _average_panel(ax, ds: str, task_set: str, runs: pd.DataFrame, fit: pd.DataF
     if len(fit) and len(xs):
         span = xs.max() - xs.min()
         L = np.linspace(xs.min() - 0.05 * span, xs.max() + 0.05 * span, 200)
-        law = params(fit.iloc[0], "downstream")
+        law = params(parameters, fit.iloc[0])
         ax.plot(L, LAWS["downstream"](L, **law), color=color, lw=1.3,
                 label=f"Err(L) = {law['epsilon']:.3g} − {law['k']:.3g}·exp(−{law['gamma']:.3g}·L)")
     _predicted(ax, pred, "predicted_loss", "predicted_error", color)
@@ -397,7 +394,7 @@ def _residual_panel(ax, ds: str, law: str, task: str, pred: pd.DataFrame, colors
 
 
 @_styled
-def plot_optimal_lr(runs: pd.DataFrame, fits: pd.DataFrame, pred: pd.DataFrame) -> Figure:
+def plot_optimal_lr(runs: pd.DataFrame, fits: pd.DataFrame, parameters: pd.DataFrame, pred: pd.DataFrame) -> Figure:
     """Best learning rate per (size, M) vs N, log-log, with the fitted η*(N, D = M·N) per M.
 
     Points whose best rate is the largest (▲) or smallest (▼) rate of their
@@ -420,10 +417,10 @@ def plot_optimal_lr(runs: pd.DataFrame, fits: pd.DataFrame, pred: pd.DataFrame) 
             color, at_m = colors[m], b[b["token_multiplier"] == m]
             if len(fit):
                 n = np.geomspace(n_all.min() / 1.5, n_all.max() * 1.5, 100)
-                ax.plot(n, LAWS["optimal_lr"](n, m * n, **params(fit.iloc[0], "optimal_lr")), color=color, lw=1.2,
-                        label=f"η*(N, D = {m:g}·N)")
+                law = LAWS["optimal_lr"](n, planned_tokens(n, m), **params(parameters, fit.iloc[0]))
+                ax.plot(n, law, color=color, lw=1.2, label=f"η*(N, D = {m:g}·N)")
             for edge, marker in (("", "o"), ("high", "^"), ("low", "v")):
-                sel = at_m[at_m["edge"] == edge]
+                sel = at_m[at_m["lr_edge"] == edge]
                 if len(sel):
                     ax.scatter(sel["n_params"], sel["lr"], marker=marker, s=45, zorder=3, lw=1.2, edgecolors=color,
                                color=color if edge == "" else "none", gid=f"best_lr{'_' + edge if edge else ''}")
@@ -439,11 +436,11 @@ def plot_optimal_lr(runs: pd.DataFrame, fits: pd.DataFrame, pred: pd.DataFrame) 
             handles = [Line2D([], [], color=colors[m], marker="o", ls="none", label=f"M = {m:g}")
                        for m in sorted(b["token_multiplier"].unique())]
         k = dict(color="k", ls="none")
-        if (b["edge"] == "").any():
+        if (b["lr_edge"] == "").any():
             handles.append(Line2D([], [], marker="o", label="best rate of the sweep", **k))
-        if (b["edge"] == "high").any():
+        if (b["lr_edge"] == "high").any():
             handles.append(Line2D([], [], marker="^", mfc="none", label="at the sweep's top: η* may be higher", **k))
-        if (b["edge"] == "low").any():
+        if (b["lr_edge"] == "low").any():
             handles.append(Line2D([], [], marker="v", mfc="none", label="at the sweep's bottom: η* may be lower", **k))
         if len(tgt):
             handles.append(Line2D([], [], marker="*", ms=11, label="target (predicted, with interval)", **k))
@@ -454,11 +451,11 @@ def plot_optimal_lr(runs: pd.DataFrame, fits: pd.DataFrame, pred: pd.DataFrame) 
 def figures(t: Tables) -> dict[str, Figure]:
     """Every figure of :data:`FIGURES`, drawn from ``t`` (placeholders where the study has no data for one)."""
     return {
-        "loss_vs_compute": plot_loss_vs_compute(t.runs, t.fits, t.predictions),
-        "downstream_vs_loss": plot_downstream_vs_loss(t.runs, t.downstream, t.fits, t.predictions),
+        "loss_vs_compute": plot_loss_vs_compute(t.runs, t.fits, t.parameters, t.predictions),
+        "downstream_vs_loss": plot_downstream_vs_loss(t.runs, t.downstream, t.fits, t.parameters, t.predictions),
         "loss_vs_lr": plot_loss_vs_lr(t.runs),
         "residuals": plot_residuals(t.runs, t.predictions),
-        "optimal_lr": plot_optimal_lr(t.runs, t.fits, t.predictions),
+        "optimal_lr": plot_optimal_lr(t.runs, t.fits, t.parameters, t.predictions),
     }
 
 

@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pandas as pd
 
-from scaling.report.figures import FIGURES
+from scaling.fit.laws import overtraining_compute_form
 from scaling.fit.tables import backtest_summary, best_lr_points
-from scaling.fit.laws import LAWS
-from scaling.report.tables import Tables, downstream_runs, law_fits, law_predictions, lr_sweep_points
+from scaling.report import FIGURES
+from scaling.report.tables import Tables, downstream_runs, fit_parameters, law_fits, law_predictions, lr_sweep_points
 
 
 def _table(df: pd.DataFrame) -> str:
@@ -42,21 +42,21 @@ def _pct(level) -> str:
     return f"{level:.0%}" if pd.notna(level) else ""
 
 
-def _params_table(row, law: str) -> str:
-    names = LAWS[law].params
+def _params_table(p: pd.DataFrame, level) -> str:
+    """A fit's parameters (:func:`scaling.report.tables.fit_parameters`) with standard errors and intervals."""
     return _table(pd.DataFrame({
-        "parameter": list(names),
-        "value": [row[p] for p in names],
-        "std. error": [row.get(f"{p}_stderr", np.nan) for p in names],
-        f"{_pct(row.get('level'))} interval": [_interval_text(row.get(f"{p}_lo"), row.get(f"{p}_hi")) for p in names],
+        "parameter": p.index, "value": p["value"], "std. error": p["stderr"],
+        f"{_pct(level)} interval": [_interval_text(lo, hi) for lo, hi in zip(p["lo"], p["hi"])],
     }))
 
 
-def _fit_head(row, points: str) -> list[str]:
+def _fit_head(row, parameters: pd.DataFrame, points: str) -> list[str]:
+    p = fit_parameters(parameters, row)
     out = [f"`{row['formula']}`, fitted by `{row['method']}` on {int(row['n_points'])} {points}:", "",
-           _params_table(row, row["law"]), ""]
-    if row["law"] == "overtraining" and pd.notna(row.get("eta")):
-        out += [f"Compute exponent at fixed M: η = −b/2 = {row['eta']:.4f}.", ""]
+           _params_table(p, row.get("level")), ""]
+    if row["law"] == "overtraining":
+        eta = overtraining_compute_form(p.loc["b", "value"], p.loc["a", "value"])["eta"]
+        out += [f"Compute exponent at fixed M: η = −b/2 = {eta:.4f}.", ""]
     at_bound = _names(row.get("at_bound"))
     if at_bound:
         out += [f"**Warning:** {', '.join(at_bound)} ended on the bound of its physical range; the fit set is too "
@@ -118,12 +118,13 @@ def _predictions(p: pd.DataFrame, q: str, level) -> pd.DataFrame:
     return out
 
 
-def _section(title: str, fits: pd.DataFrame, pred: pd.DataFrame, q: str, points: str, note: str) -> list[str]:
+def _section(title: str, fits: pd.DataFrame, parameters: pd.DataFrame, pred: pd.DataFrame, q: str, points: str,
+             note: str) -> list[str]:
     out = []
     for _, row in fits.iterrows():
         task = row.get("task") if "task" in fits else None
         heading = f"{title} on `{row['dataset']}`" + (f", task set `{task}`" if isinstance(task, str) else "")
-        out += [f"## {heading}", "", *_fit_head(row, points)]
+        out += [f"## {heading}", "", *_fit_head(row, parameters, points)]
         p = pred[pred["dataset"] == row["dataset"]]
         if isinstance(task, str) and "task" in p:
             p = p[p["task"] == task]
@@ -170,37 +171,38 @@ def summary_markdown(title: str, study: str, t: Tables, figures_dir: str | None 
            f"{runs['flops'].sum():.3g} FLOPs of training, {runs['wall_s'].sum() / 60:.1f} CPU-minutes.", ""]
     if figures_dir is not None:
         out += ["Figures (PNG; SVG beside them): " + ", ".join(
-            f"[{name}]({figures_dir}/{stem}.png)" for stem, name in FIGURES.items()) + ".", ""]
-    out += _section("Over-training law", law_fits(t.fits, "overtraining"), law_predictions(pred, "overtraining"),
-                    "loss", "best-LR points", "validation loss")
-    out += _section("Downstream error law", law_fits(t.fits, "downstream"), law_predictions(pred, "downstream"),
-                    "error", "runs", "average top-1 error (predicted from the predicted loss)")
+            f"[{title}]({figures_dir}/{name}.png)" for name, (title, _) in FIGURES.items()) + ".", ""]
+    out += _section("Over-training law", law_fits(t.fits, "overtraining"), t.parameters,
+                    law_predictions(pred, "overtraining"), "loss", "best-LR points", "validation loss")
+    out += _section("Downstream error law", law_fits(t.fits, "downstream"), t.parameters,
+                    law_predictions(pred, "downstream"), "error", "runs",
+                    "average top-1 error (predicted from the predicted loss)")
     if t.downstream.empty:
         out += ["## Downstream tasks", "", "No downstream tasks in this study.", ""]
     else:
         out += ["## Downstream accuracy per task", "",
                 "Top-1 accuracy (%) of the best-learning-rate run of each (size, M); `chance` is random guessing.",
                 "", _table(accuracy_table(runs, t.downstream)), ""]
-    out += _optimal_lr_section(runs, t.fits, pred)
+    out += _optimal_lr_section(runs, t.fits, t.parameters, pred)
     return "\n".join(out) + "\n"
 
 
-def _optimal_lr_section(runs: pd.DataFrame, fits: pd.DataFrame, pred: pd.DataFrame) -> list[str]:
+def _optimal_lr_section(runs: pd.DataFrame, fits: pd.DataFrame, parameters: pd.DataFrame,
+                        pred: pd.DataFrame) -> list[str]:
     lr_fits = law_fits(fits, "optimal_lr")
     best = lr_sweep_points(runs)
     if best.empty and lr_fits.empty:
         return ["## Optimal learning rate", "", "No learning-rate sweep in this study.", ""]
-    out = _section("Optimal learning rate", lr_fits, law_predictions(pred, "optimal_lr"), "lr",
+    out = _section("Optimal learning rate", lr_fits, parameters, law_predictions(pred, "optimal_lr"), "lr",
                    "best learning rates", "best learning rate")
     if lr_fits.empty:
         out += ["## Optimal learning rate", "", "No η*(N, D) law was fitted: the sweep does not separate N from D "
                 "(it needs best rates at two or more token multipliers).", ""]
     if best.empty:
         return out
-    sizes = runs.groupby(["dataset", "n_params"])["size"].first()
     out += ["Best learning rate per (size, M) of the sweep; `edge`: the best rate is the sweep's highest or lowest, "
             "so η* may lie beyond it.", "", _table(pd.DataFrame({
-                "dataset": best["dataset"], "size": [sizes.get((d, n)) for d, n in zip(best["dataset"], best["n_params"])],
-                "N": best["n_params"].astype("int64"), "M": best["token_multiplier"], "best lr": best["lr"],
-                "rates tried": best["n_lrs"].astype("int64"), "loss": best["loss"], "edge": best["edge"]})), ""]
+                "dataset": best["dataset"], "size": best["size"], "N": best["n_params"].astype("int64"),
+                "M": best["token_multiplier"], "best lr": best["lr"], "rates tried": best["n_lrs"].astype("int64"),
+                "loss": best["loss"], "edge": best["lr_edge"]})), ""]
     return out

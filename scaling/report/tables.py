@@ -1,23 +1,21 @@
 """A finished study's tables, and the views of them that its figures and summary draw on.
 
 :class:`Tables` reads ``runs``, ``downstream`` (may have no rows), ``fits`` (one
-row per fitted law: ``overtraining``, ``downstream``, ``optimal_lr``) and
-``predictions`` (one row per predicted point, column ``law``) from
-``results/<study>/tables/``, conformed to :mod:`scaling.store.schema`.
+row per fitted law: ``overtraining``, ``downstream``, ``optimal_lr``),
+``parameters`` (one row per fitted law × parameter) and ``predictions`` (one
+row per predicted point, column ``law``) from ``results/<study>/tables/``,
+conformed to :mod:`scaling.store.schema`.
 """
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from scaling.fit.tables import canonical
 from scaling.fit.laws import LAWS
-from scaling.fit.optimal_lr import best_lr_grid
+from scaling.fit.tables import best_lr_points
 from scaling.store.schema import read_table
 
 
@@ -28,14 +26,14 @@ class Tables:
     runs: pd.DataFrame
     downstream: pd.DataFrame
     fits: pd.DataFrame
+    parameters: pd.DataFrame
     predictions: pd.DataFrame
 
     @classmethod
     def read(cls, directory: str | Path) -> "Tables":
-        """``runs``, ``downstream``, ``fits`` and ``predictions`` from ``directory/<table>.parquet``."""
+        """Each table from ``directory/<table>.parquet``."""
         d = Path(directory)
-        return cls(*(read_table(d / f"{t}.parquet", t).to_pandas() for t in ("runs", "downstream", "fits",
-                                                                              "predictions")))
+        return cls(*(read_table(d / f"{t.name}.parquet", t.name).to_pandas() for t in fields(cls)))
 
 
 # -- selecting from the tables ------------------------------------------------------------------------------------
@@ -51,9 +49,18 @@ def law_predictions(pred: pd.DataFrame, law: str) -> pd.DataFrame:
     return pred[pred["law"] == law]
 
 
-def params(row, law: str) -> dict[str, float]:
-    """The fitted parameters of a ``fits`` row, by the law's parameter names."""
-    return {p: float(row[p]) for p in LAWS[law].params}
+def fit_parameters(parameters: pd.DataFrame, fit) -> pd.DataFrame:
+    """The rows of ``parameters`` of one ``fits`` row (the same law, dataset and task), indexed by parameter in the
+    law's order: ``value``, ``stderr``, ``lo``, ``hi``."""
+    rows = parameters[(parameters["law"] == fit["law"]) & (parameters["dataset"] == fit["dataset"])]
+    task = fit.get("task")
+    rows = rows[rows["task"].isna() if pd.isna(task) else rows["task"] == task]
+    return rows.set_index("parameter").reindex(list(LAWS[fit["law"]].params))
+
+
+def params(parameters: pd.DataFrame, fit) -> dict[str, float]:
+    """The fitted values of one ``fits`` row's parameters, by the law's parameter names."""
+    return fit_parameters(parameters, fit)["value"].astype(float).to_dict()
 
 
 def downstream_runs(runs: pd.DataFrame, downstream: pd.DataFrame) -> pd.DataFrame:
@@ -68,20 +75,7 @@ def downstream_runs(runs: pd.DataFrame, downstream: pd.DataFrame) -> pd.DataFram
 
 
 def lr_sweep_points(runs: pd.DataFrame) -> pd.DataFrame:
-    """The best learning rate of every (dataset, N, D) trained at two or more rates, with ``edge``.
-
-    ``edge`` is ``high`` or ``low`` when the best rate is the largest or smallest
-    rate that trained (the optimum may lie beyond the sweep), else empty;
-    the same points and edge test as the optimal-LR fit (:func:`scaling.fit.optimal_lr.best_lr_grid`).
-    """
-    ok = canonical(runs)
-    if ok.empty or "lr" not in ok:
-        return pd.DataFrame(columns=["dataset", "n_params", "tokens", "token_multiplier", "lr", "n_lrs", "edge"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the figure marks those points instead
-        best = best_lr_grid(ok, ["dataset"])
-    best = best[best["n_lrs"] >= 2].reset_index(drop=True)
-    top = ok.groupby(["dataset", "n_params", "tokens"])["lr"].max()
-    is_top = [np.isclose(r.lr, top[(r.dataset, r.n_params, r.tokens)]) for r in best.itertuples()]
-    best["edge"] = np.where(best["lr_at_edge"], np.where(is_top, "high", "low"), "")
-    return best
+    """The best-LR points of every (dataset, N, M) trained at two or more rates: the points, with their edge flag
+    ``lr_edge``, that the fits use (:func:`scaling.fit.tables.best_lr_points`)."""
+    best = best_lr_points(runs)
+    return best[best["n_lrs"] >= 2].reset_index(drop=True)

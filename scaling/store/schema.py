@@ -8,6 +8,7 @@ table of the same name in ``results/<study>/scaling.duckdb``:
 - ``evals``: one row per run × validation set;
 - ``downstream``: one row per run × downstream task (empty when there are none);
 - ``fits``: one row per fitted law;
+- ``parameters``: one row per fitted law × parameter;
 - ``predictions``: one row per point a fitted law predicts;
 - ``backtest``: per law and dataset, how its predictions fared on the points it was not fitted on.
 
@@ -38,7 +39,7 @@ import pyarrow.parquet as pq
 
 from scaling.io import atomic_path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 VERSION_KEY = b"scaling.schema_version"
 TABLE_KEY = b"scaling.table"
 
@@ -83,7 +84,7 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
         ("seq_len", I64, "context length", "tokens"),
         ("n_params", I64, "N, all parameters including embeddings", "parameters", REQ),
         ("n_params_nonembed", I64, "parameters without the token and position embeddings", "parameters"),
-        ("tokens", I64, "D = M·N, the planned training tokens", "tokens", REQ),
+        ("tokens", I64, "D = M·N rounded to a whole token, the planned training tokens", "tokens", REQ),
         ("tokens_seen", I64, "tokens actually trained on (fewer than `tokens` if the run diverged)", "tokens"),
         ("epochs", F64, "tokens_seen / size of the training split", "epochs"),
         ("steps", I64, "planned optimizer steps", "steps"),
@@ -139,23 +140,12 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
     "fits": ("one row per fitted law", _cols(
         ("law", STR, "the law, e.g. `overtraining`", "", REQ),
         ("dataset", STR, "the dataset fitted", "", REQ),
-        ("formula", STR, "the law as a formula"),
+        ("task", STR, "(downstream law) the task or task set whose average top-1 error is fitted"),
+        ("formula", STR, "the law as a formula; its parameters are in the `parameters` table"),
         ("n_points", I64, "points in the fit set"),
         ("method", STR, "fitting method: `huber-log` (default), `bounded` or `gadre` (the paper's)"),
         ("objective", F64, "the method's objective at the optimum (Huber loss of log residuals, or squared error)"),
-        ("E", F64, "irreducible loss", "nats/token"),
-        ("a", F64, "coefficient of the N term (`optimal_lr`: the exponent of N)"),
-        ("b", F64, "exponent (shared by N and D terms; `optimal_lr`: the exponent of D)"),
-        ("c", F64, "coefficient of the D term (`optimal_lr`: the prefactor of η* = c·N^a·D^b)"),
-        ("E_stderr", F64, "standard error of E"),
-        ("a_stderr", F64, "standard error of a"),
-        ("b_stderr", F64, "standard error of b"),
-        ("c_stderr", F64, "standard error of c"),
-        ("eta", F64, "η = −b/2, the compute exponent of L(C, M) = E + (a′·M^η + c·M^−η)·C^−η"),
-        ("epsilon", F64, "(downstream law Err(L) = ε − k·exp(−γ·L)) the error as L grows", "fraction"),
-        ("k", F64, "(downstream law) the scale of the exponential term", "fraction"),
-        ("gamma", F64, "(downstream law) the rate at which error falls with loss", "1/(nats/token)"),
-        ("task", STR, "(downstream law) the task or task set whose average top-1 error is fitted"),
+        ("level", F64, "the level of the parameters' and predictions' intervals", "fraction"),
         ("fit_on", STR, "the fit-set filters, as JSON"),
         ("at_bound", STR, "the parameters that ended on the bound of their physical range, as a JSON list"),
         ("calibrated", pa.bool_(), "whether the prediction intervals are calibrated on runs the law was not fitted "
@@ -163,6 +153,18 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
         ("calibration", STR, "the error model of the calibration, as JSON: s0 (error inside the fit set's range), "
          "kappa_up/kappa_down (growth per decade beyond it), noise, n_scores, sources"),
         ("diagnostics", STR, "what is wrong with the fit and which runs would fix it, as a JSON list of sentences"),
+    )),
+    "parameters": ("one row per fitted law × parameter", _cols(
+        ("law", STR, "the law (joins `fits.law`)", "", REQ),
+        ("dataset", STR, "the dataset (joins `fits.dataset`)", "", REQ),
+        ("task", STR, "(downstream law) the task or task set (joins `fits.task`)"),
+        ("parameter", STR, "the parameter's name in the law's formula (`fits.formula`): `E` (nats/token), `a`, `b`, "
+         "`c` of the over-training law; `epsilon`, `k` (fractions), `gamma` (1/(nats/token)) of the downstream law; "
+         "`c`, `a`, `b` of the optimal-LR law", "", REQ),
+        ("value", F64, "the fitted value", "", PRESENT),
+        ("stderr", F64, "its standard error (bootstrap, or OLS; null without either)"),
+        ("lo", F64, "lower end of its interval at the fit's `level` (bootstrap percentiles, or Student-t)"),
+        ("hi", F64, "upper end of that interval"),
     )),
     "predictions": ("one row per point a fitted law predicts", _cols(
         ("law", STR, "the law (joins `fits.law`)", "", REQ),
@@ -176,7 +178,7 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
         ("measured_loss", F64, "best-LR validation loss, seeds averaged (null when not trained)", "nats/token"),
         ("predicted_loss", F64, "the law's prediction", "nats/token", PRESENT),
         ("rel_error", F64, "relative error of the prediction: predicted / measured − 1"),
-        ("tokens", F64, "D = M·N", "tokens"),
+        ("tokens", F64, "D, the point's training tokens (a target's: M·N rounded to a whole token)", "tokens"),
         ("flops", F64, "C = 6·N·D", "FLOPs"),
         ("predicted_loss_lo", F64, "lower end of the interval of a new run's loss", "nats/token"),
         ("predicted_loss_hi", F64, "upper end of the interval of a new run's loss", "nats/token"),
@@ -291,7 +293,15 @@ def _v1_to_v2(table: str, data: pa.Table) -> pa.Table:
     return data
 
 
-MIGRATIONS: dict[int, Callable[[str, pa.Table], pa.Table]] = {0: _v0_to_v1, 1: _v1_to_v2}
+def _v2_to_v3(table: str, data: pa.Table) -> pa.Table:
+    """Version 3 moved the fits' parameters to the ``parameters`` table, one row per parameter, since the columns
+    ``a``, ``b``, ``c`` meant different things for different laws. A version-2 ``fits`` file keeps its parameter
+    columns (``E``, ``a``, ``b``, ``c``, ``epsilon``, ``k``, ``gamma``, ``eta`` and their ``_stderr``, ``_lo``,
+    ``_hi``) as extra columns: unchanged, so nothing to do; refitting writes the ``parameters`` table."""
+    return data
+
+
+MIGRATIONS: dict[int, Callable[[str, pa.Table], pa.Table]] = {0: _v0_to_v1, 1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def version_of(metadata: dict | None) -> int:

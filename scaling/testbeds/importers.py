@@ -19,12 +19,12 @@ import shutil
 from importlib.resources import files
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from scaling.store import schema
 from scaling.store.database import build_database
 from scaling.study.runs import fmt
+from scaling.train.flops import flops_6nd, planned_tokens
 
 GADRE2024 = {
     "mapping": {"run_id": "run_name", "size": "model", "n_params_nonembed": "n_params_no_embed",
@@ -60,11 +60,11 @@ def runs_from_csv(df: pd.DataFrame, mapping: dict[str, str], constants: dict | N
         df[k] = v
     df["status"] = df["status"] if "status" in df else "ok"
     if "tokens" not in df and {"n_params", "token_multiplier"} <= set(df.columns):
-        df["tokens"] = np.round(df["n_params"] * df["token_multiplier"]).astype("int64")
+        df["tokens"] = planned_tokens(df["n_params"], df["token_multiplier"]).astype("int64")
     if "token_multiplier" not in df and {"n_params", "tokens"} <= set(df.columns):
         df["token_multiplier"] = df["tokens"] / df["n_params"]
     if "flops" not in df and {"n_params", "tokens"} <= set(df.columns):
-        df["flops"] = 6.0 * df["n_params"] * df["tokens"]
+        df["flops"] = flops_6nd(df["n_params"], df["tokens"])
     needed = [c.name for c in schema.columns("runs") if c.required and c.default is None and c.name != "run_id"]
     absent = [c for c in needed if c not in df]
     if absent:
@@ -118,7 +118,7 @@ def import_csv(csv_path: str | Path, study: str, results: str | Path = "results"
                                                        [*raw.columns, *mapping])
         out = Path(results) / study
         for name in schema.TABLES:
-            if name not in ("fits", "predictions"):
+            if name not in ("fits", "parameters", "predictions"):
                 schema.write_table(out / "tables" / f"{name}.parquet", name, tables.get(name, schema.empty(name)))
     except schema.SchemaError as e:
         raise TestbedError(f"{csv_path}: {e}; fix: map the right CSV column with --map") from None
