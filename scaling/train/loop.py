@@ -210,12 +210,10 @@ def setup(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int, c
                 f"the {name} split of {data_dir} has {len(data)} tokens, fewer than one window of seq_len + 1 = "
                 f"{shape.seq_len + 1}; fix: give the dataset more text or a larger val_fraction"
             )
-    return Training(
-        spec=spec, out=out, world=world, device=device, model=model, opt=opt, train_data=train_data,
-        val_data=val_data, steps=steps, losses=np.full(steps, np.nan),
-        say=say, threads=threads,
-        compiled=cuda and compile_model, peak=gpu_peak_flops(torch.cuda.get_device_name(device)) if cuda else None,
-    )
+    return Training(spec=spec, out=out, world=world, device=device, model=model, opt=opt, train_data=train_data,
+                    val_data=val_data, steps=steps, losses=np.full(steps, np.nan), say=say, threads=threads,
+                    compiled=cuda and compile_model,
+                    peak=gpu_peak_flops(torch.cuda.get_device_name(device)) if cuda else None)
 
 
 def resume(run: Training) -> tuple[int, float]:
@@ -278,7 +276,7 @@ def train_steps(run: Training, start: int, prior_s: float, checkpoint_every: int
         opt.zero_grad(set_to_none=True)
         pending.append(ce.detach())
 
-        done = step + 1
+        done = step + 1  # the losses are read only at steps every process agrees on (see above)
         ckpt_now = done % checkpoint_every == 0 and done < steps
         if not (len(pending) == FLUSH_EVERY or ckpt_now or done == steps or (world.size == 1 and signalled())):
             continue
