@@ -8,15 +8,13 @@ workflow/schemas/). All logic lives in the `scaling` package; rules only name
 files, parameters and resources.
 """
 
-import json
 import os
-import shlex
 import sys
 
 from snakemake.utils import min_version
 
-from scaling.study import runs as S
 from scaling.study.config import load
+from scaling.study.runs import ConfigError
 
 min_version("9.0")
 
@@ -25,15 +23,17 @@ if not workflow.configfiles:  # `--configfile` replaces the default study
 
 try:  # checks the study before any job, or fails naming the field and the fix
     load(workflow.configfiles, config)
-except S.ConfigError as e:
+except ConfigError as e:
     sys.exit(f"error in the study: {e}")
 
-STUDY = config["study"]
-RESULTS = f"results/{STUDY}"
-RUNS = S.runs(config)
-SPECS = {run.id: S.spec_json(config, run) for run in RUNS}
-PYTHON = shlex.quote(sys.executable)  # the interpreter running snakemake, venv or not
-SCALING = f"{PYTHON} -m scaling.cli"
+
+include: "rules/common.smk"  # what the stages share; each stage's file after it uses only that and its own names
+include: "rules/prepare.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+include: "rules/collect.smk"
+include: "rules/fit.smk"
+include: "rules/report.smk"
 
 
 localrules: all, tasks, collect, database, fit, report  # cheap: they run where snakemake runs
@@ -42,18 +42,10 @@ localrules: all, tasks, collect, database, fit, report  # cheap: they run where 
 rule all:
     default_target: True
     input:
-        f"{RESULTS}/scaling.duckdb",
-        lambda wc: rules.report.output,  # every figure and the summary (the report rule is included below)
+        rules.database.output,
+        rules.report.output,  # every figure and the summary
         # a target, so that a collect that failed reruns even when no run changed since (a restored file)
-        lambda wc: rules.collect.output,
-
-
-include: "rules/prepare.smk"
-include: "rules/train.smk"
-include: "rules/evaluate.smk"
-include: "rules/collect.smk"
-include: "rules/fit.smk"
-include: "rules/report.smk"
+        rules.collect.output,
 
 
 onsuccess:

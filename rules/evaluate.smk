@@ -1,6 +1,5 @@
 # Downstream evaluation: built-in tasks made once per dataset from its validation text, then every run
 # scored on its dataset's tasks. Changing `downstream` re-evaluates (and refits); it retrains nothing.
-TASKS = config["downstream"]["tasks"]
 TASK_SETS = json.dumps(config["downstream"]["task_sets"], sort_keys=True)
 
 
@@ -43,7 +42,7 @@ rule evaluate:
         gpu=min(GPUS, 1),
         runtime=config["cluster"]["min_runtime_minutes"],
     log:
-        f"{RESULTS}/logs/evaluate/{{dataset}}/{{size}}/M{{M}}_lr{{lr}}_s{{seed}}.log",
+        run_log("evaluate"),
     shell:
         "{SCALING} evaluate --run {params.run:q} --data {params.data:q} --tasks {params.tasks:q} "
         "--task-sets {params.task_sets:q} --batch-size {params.batch_size:q} --threads {threads:q} > {log:q} 2>&1"

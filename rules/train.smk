@@ -1,16 +1,5 @@
-wildcard_constraints:
-    dataset=r"[^/]+",
-    size=r"[^/]+",
-    M=r"[^_/]+",
-    lr=r"[^_/]+",
-    seed=r"\d+",
-
-
-RUN_DIR = f"{RESULTS}/runs/{{dataset}}/{{size}}/M{{M}}_lr{{lr}}_s{{seed}}"
-
 # How runs execute (the `engine` section) is not a param: changing it must retrain nothing.
 # A run's checkpoint, RUN_DIR/ckpt/, is not an output, so a failed job's rerun resumes from it.
-GPUS = config["engine"]["gpus_per_run"]
 TRAIN = (f"{PYTHON} -m torch.distributed.run --standalone --nproc_per_node {GPUS} -m scaling.cli train"
          if GPUS > 1 else f"{SCALING} train")
 ENGINE = S.engine_args(config)
@@ -27,15 +16,15 @@ rule train:
         curve=f"{RUN_DIR}/curve.parquet",
         model=f"{RUN_DIR}/model.pt",
     params:
-        spec=lambda wc: SPECS[f"{wc.dataset}/{wc.size}/M{wc.M}_lr{wc.lr}_s{wc.seed}"],
+        spec=spec,
         data=lambda wc, input: os.path.dirname(input.meta),
         out=lambda wc, output: os.path.dirname(output.metrics),
     threads: 1
     resources:
         gpu=GPUS,  # SLURM: --gpus (a local run ignores it)
-        runtime=lambda wc: S.train_runtime_minutes(config, json.loads(SPECS[f"{wc.dataset}/{wc.size}/M{wc.M}_lr{wc.lr}_s{wc.seed}"])),
+        runtime=lambda wc: S.train_runtime_minutes(config, json.loads(spec(wc))),
     log:
-        f"{RESULTS}/logs/train/{{dataset}}/{{size}}/M{{M}}_lr{{lr}}_s{{seed}}.log",
+        run_log("train"),
     shell:
         "{TRAIN} --spec {params.spec:q} --data {params.data:q} --out {params.out:q} "
         "--threads {threads:q} {ENGINE:q} > {log:q} 2>&1"

@@ -3,7 +3,7 @@ import pytest
 
 from scaling.fit.tables import canonical
 from scaling.train.model import count_params
-from scaling.study.runs import ConfigError, Run, check, model_sizes, run_spec, runs, spec_json
+from scaling.study.runs import ConfigError, Run, check, model_sizes, run_id, run_spec, runs, spec_json
 
 from conftest import smoke_config
 
@@ -29,6 +29,7 @@ def test_run_ids_come_from_values_not_positions():
     assert set(before) < set(after)
     assert all(after[k] == v for k, v in before.items())
     assert Run("bible", "xs", 20.0, 0.01, 0).id == "bible/xs/M20_lr0.01_s0"
+    assert run_id("web", "a", 20, seed=1) == "web/a/M20_s1"  # an imported run without a learning rate
 
 
 def test_overlapping_blocks_define_each_run_once():

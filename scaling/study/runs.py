@@ -18,6 +18,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from string import Formatter
 
 from scaling.data.prepare import dataset_inputs, resolve_files, vocab_size
 from scaling.train.flops import flops_6nd, planned_tokens
@@ -64,6 +65,19 @@ def fmt(x: float) -> str:
     return f"{x:g}" if float(f"{x:g}") == x else repr(float(x))
 
 
+RUN_ID = "{dataset}/{size}/M{M}_lr{lr}_s{seed}"
+"""A run's id, which is also its path under ``runs/`` and ``logs/<stage>/``; the rules match it as a wildcard pattern."""
+
+
+def run_id(dataset: str, size: str, token_multiplier: float, lr: float | None = None, seed: int | None = None) -> str:
+    """:data:`RUN_ID` of these values (numbers as :func:`fmt` writes them); an imported run without a learning rate
+    or seed leaves out that part (``_lr…``, ``_s…``), the text before it in the pattern with it."""
+    values = {"dataset": dataset, "size": size, "M": fmt(float(token_multiplier)),
+              "lr": None if lr is None else fmt(float(lr)), "seed": None if seed is None else int(seed)}
+    return "".join(f"{before}{values[name]}" for before, name, _, _ in Formatter().parse(RUN_ID)
+                   if values[name] is not None)
+
+
 @dataclass(frozen=True)
 class Run:
     dataset: str
@@ -74,7 +88,7 @@ class Run:
 
     @property
     def id(self) -> str:
-        return f"{self.dataset}/{self.size}/M{fmt(self.token_multiplier)}_lr{fmt(self.lr)}_s{self.seed}"
+        return run_id(self.dataset, self.size, self.token_multiplier, self.lr, self.seed)
 
 
 def field_path(path) -> str:

@@ -23,7 +23,7 @@ import pandas as pd
 
 from scaling.store import schema
 from scaling.store.database import build_database
-from scaling.study.runs import fmt
+from scaling.study.runs import run_id
 from scaling.train.flops import flops_6nd, planned_tokens
 
 GADRE2024 = {
@@ -40,10 +40,8 @@ class TestbedError(ValueError):
 
 def _run_ids(df: pd.DataFrame) -> pd.Series:
     def one(r) -> str:
-        rid = f"{r['dataset']}/{r['size']}/M{fmt(float(r['token_multiplier']))}"
-        if "lr" in r and pd.notna(r["lr"]):
-            rid += f"_lr{fmt(float(r['lr']))}"
-        return rid + (f"_s{int(r['seed'])}" if "seed" in r and pd.notna(r["seed"]) else "")
+        lr, seed = (r[k] if k in r and pd.notna(r[k]) else None for k in ("lr", "seed"))
+        return run_id(r["dataset"], r["size"], r["token_multiplier"], lr, seed)
 
     return df.apply(one, axis=1)
 

@@ -33,6 +33,10 @@ Outputs, each written atomically: ``curve.parquet`` (per step: step, tokens,
 lr, train_loss), ``model.pt`` (the final weights and shape) and then
 ``metrics.json`` (spec, sizes, both FLOP counts, final
 losses, status, epochs, timing, device).
+
+:func:`train` reads top to bottom: :func:`setup`, :func:`resume`, the step loop
+(:func:`train_steps`), :func:`final_validation`, then the outputs (:func:`write_curve`,
+:func:`record`, :func:`save_model`).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import platform
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -105,6 +110,42 @@ def save_model(path: Path, shape: Shape, model: GPT) -> None:
         torch.save({"shape": shape.to_dict(), "model": {k: v.cpu() for k, v in model.state_dict().items()}}, tmp)
 
 
+@dataclass
+class Training:
+    """One run being trained: what the parts of :func:`train` share (made by :func:`setup`)."""
+
+    spec: dict
+    out: Path
+    world: World
+    device: torch.device
+    model: GPT
+    opt: torch.optim.Optimizer
+    train_data: np.ndarray
+    val_data: np.ndarray
+    steps: int  # optimizer steps of the whole run
+    losses: np.ndarray  # per step, NaN until read from the device
+    say: Callable[[str], None]  # a log line: rank 0's, kept across attempts (checkpoint.journal); others' dropped
+    threads: int
+    compiled: bool  # torch.compile, on a GPU only
+    peak: float | None  # the GPU's peak FLOP/s, for the MFU
+
+    @property
+    def cfg(self) -> dict:
+        return self.spec["training"]
+
+    @property
+    def shape(self) -> Shape:
+        return self.model.shape
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def run_id(self) -> str:
+        return self.spec["run_id"]
+
+
 def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 1, checkpoint_every: int = 1000,
           keep_checkpoints: bool = False, compile_model: bool = True, log=print,
           signalled: Callable[[], int] = lambda: 0) -> dict | None:
@@ -116,7 +157,33 @@ def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 
     and raises :class:`~scaling.train.preemption.Stopped` instead.
     """
     t0 = time.perf_counter()
-    out = Path(out_dir)
+    run = setup(spec, data_dir, out_dir, threads, compile_model, log)
+    start, prior_s = resume(run)
+    stop, train_s = train_steps(run, start, prior_s, checkpoint_every, signalled)
+    if not run.world.main:
+        run.world.stop()
+        return None
+
+    done = run.steps if stop is None else stop + 1
+    status, val_loss = final_validation(run, stop)
+    write_curve(run, done)
+    metrics = record(run, done, stop, status, val_loss, start, train_s, wall_s=prior_s + time.perf_counter() - t0)
+    save_model(run.out / "model.pt", run.shape, run.model)
+    write_json(run.out / "metrics.json", metrics)
+    run.say(f"[{run.run_id}] {status}: val_loss {val_loss:.4f} in {metrics['wall_s']:.1f}s")
+    if keep_checkpoints and status == "ok":
+        if start < run.steps:
+            save_checkpoint(run, done, train_s)
+    else:
+        checkpoint.remove(run.out)
+    run.world.stop()
+    return metrics
+
+
+def setup(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int, compile_model: bool,
+          log: Callable[[str], None]) -> Training:
+    """The device and process group, the model (seeded), its optimizer and the token arrays; refuses a batch that
+    does not split over the processes and a split shorter than one window."""
     world = World.from_env()
     device = world.device()
     cuda = device.type == "cuda"
@@ -124,64 +191,81 @@ def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 
     world.start(device)
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    out, cfg, shape = Path(out_dir), spec["training"], Shape(**spec["shape"])
     say = checkpoint.journal(out, log) if world.main else (lambda _: None)
-    run_id, cfg, shape = spec["run_id"], spec["training"], Shape(**spec["shape"])
-    sizes = count_params(shape)
 
     torch.manual_seed(spec["seed"])
     model = GPT(shape).to(device)
     opt = torch.optim.AdamW(model.param_groups(cfg["weight_decay"]), lr=spec["lr"],
                             betas=(cfg["beta1"], cfg["beta2"]), fused=True)
-    seq_len, n_seqs = shape.seq_len, cfg["batch_tokens"] // shape.seq_len
+    n_seqs = cfg["batch_tokens"] // shape.seq_len
     if n_seqs % world.size:
         raise ValueError(f"{n_seqs} sequences per step do not split over {world.size} processes; "
                          f"fix: make training.batch_tokens / seq_len a multiple of the number of processes")
-    local = slice(world.rank * n_seqs // world.size, (world.rank + 1) * n_seqs // world.size)
     steps = max(1, math.ceil(spec["tokens"] / cfg["batch_tokens"]))
-    warmup = round(cfg["warmup_fraction"] * steps)
     train_data, val_data = load_tokens(data_dir, "train"), load_tokens(data_dir, "val")
     for name, data in (("train", train_data), ("validation", val_data)):
-        if len(data) < seq_len + 2:
+        if len(data) < shape.seq_len + 2:
             raise ValueError(
                 f"the {name} split of {data_dir} has {len(data)} tokens, fewer than one window of seq_len + 1 = "
-                f"{seq_len + 1}; fix: give the dataset more text or a larger val_fraction"
+                f"{shape.seq_len + 1}; fix: give the dataset more text or a larger val_fraction"
             )
+    return Training(spec=spec, out=out, world=world, device=device, model=model, opt=opt, train_data=train_data,
+                    val_data=val_data, steps=steps, losses=np.full(steps, np.nan), say=say, threads=threads,
+                    compiled=cuda and compile_model,
+                    peak=gpu_peak_flops(torch.cuda.get_device_name(device)) if cuda else None)
 
-    losses, start, prior_s = np.full(steps, np.nan), 0, 0.0
-    state = checkpoint.load(out, spec, say)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
-        if cuda and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        start, prior_s = state["step"], state["train_s"]
-        losses[:start] = state["losses"].numpy()
-        say(f"[{run_id}] resumed from its checkpoint at step {start}/{steps}")
-    else:
-        say(f"[{run_id}] started: {steps} steps on {device.type}")
 
-    net = torch.compile(model) if cuda and compile_model else model
+def resume(run: Training) -> tuple[int, float]:
+    """Load the run's newest readable checkpoint, if any, into the model, optimizer, RNGs and losses; return the
+    steps it had done and its training time so far (0, 0.0 for a fresh start)."""
+    state = checkpoint.load(run.out, run.spec, run.say)
+    if state is None:
+        run.say(f"[{run.run_id}] started: {run.steps} steps on {run.device.type}")
+        return 0, 0.0
+    run.model.load_state_dict(state["model"])
+    run.opt.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    if run.cuda and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], run.device)
+    start = state["step"]
+    run.losses[:start] = state["losses"].numpy()
+    run.say(f"[{run.run_id}] resumed from its checkpoint at step {start}/{run.steps}")
+    return start, state["train_s"]
+
+
+def save_checkpoint(run: Training, done: int, train_s: float) -> None:
+    """Checkpoint the run after ``done`` steps: everything :func:`resume` loads."""
+    checkpoint.save(run.out, {
+        "spec": run.spec, "step": done, "model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
+        "losses": torch.from_numpy(run.losses[:done].copy()), "train_s": train_s,
+        "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state(run.device) if run.cuda else None,
+    })
+
+
+def train_steps(run: Training, start: int, prior_s: float, checkpoint_every: int,
+                signalled: Callable[[], int]) -> tuple[int | None, float]:
+    """Steps ``start`` to the end; return the step the run diverged at (None if it did not) and its training time.
+
+    The losses are read at steps every process agrees on (DDP averages them across processes): every
+    :data:`FLUSH_EVERY` steps, at checkpoints, at the end, and after a stop signal (one process: at once; DDP: at
+    the next read, so that all stop at the same step), which checkpoints and raises ``Stopped``.
+    """
+    spec, cfg, model, opt, world, device = run.spec, run.cfg, run.model, run.opt, run.world, run.device
+    data, steps, losses = run.train_data, run.steps, run.losses
+    seq_len, n_seqs = run.shape.seq_len, cfg["batch_tokens"] // run.shape.seq_len
+    local = slice(world.rank * n_seqs // world.size, (world.rank + 1) * n_seqs // world.size)
+    warmup = round(cfg["warmup_fraction"] * steps)
+    net = torch.compile(model) if run.compiled else model
     if world.size > 1:
-        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if cuda else None)
-    peak = gpu_peak_flops(torch.cuda.get_device_name(device)) if cuda else None
-    step_flops = flops_per_token(shape) * cfg["batch_tokens"]
-
-    def save(done: int, train_s: float) -> None:
-        checkpoint.save(out, {
-            "spec": spec, "step": done, "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "losses": torch.from_numpy(losses[:done].copy()), "train_s": train_s,
-            "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state(device) if cuda else None,
-        })
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if run.cuda else None)
 
     pending: list[torch.Tensor] = []
-    stop = None
     loop_t0 = last_log = time.perf_counter()
     for step in range(start, steps):
-        lr = lr_at(step, steps, cfg, spec["lr"])
         for group in opt.param_groups:
-            group["lr"] = lr
-        x, y = batch(train_data, batch_starts(spec["seed"], step, len(train_data), seq_len, n_seqs)[local], seq_len)
+            group["lr"] = lr_at(step, steps, cfg, spec["lr"])
+        x, y = batch(data, batch_starts(spec["seed"], step, len(data), seq_len, n_seqs)[local], seq_len)
         with precision(device):
             ce, objective = lm_loss(net(x.to(device, non_blocking=True)), y.to(device, non_blocking=True),
                                     cfg["z_loss"])
@@ -192,9 +276,7 @@ def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 
         opt.zero_grad(set_to_none=True)
         pending.append(ce.detach())
 
-        # Read the losses at steps every process agrees on (DDP averages them across processes),
-        # and after a stop signal (one process: at once; DDP: there, so that all stop at the same step).
-        done = step + 1
+        done = step + 1  # the losses are read only at steps every process agrees on (see above)
         ckpt_now = done % checkpoint_every == 0 and done < steps
         if not (len(pending) == FLUSH_EVERY or ckpt_now or done == steps or (world.size == 1 and signalled())):
             continue
@@ -203,82 +285,89 @@ def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 
         pending.clear()
         stop = first_divergence(losses[first:done], first, losses[0], warmup, cfg["divergence_margin"])
         if stop is not None:
-            say(f"[{run_id}] diverged at step {stop + 1}: loss {losses[stop]:.4g} (initial {losses[0]:.4g})")
-            break
+            run.say(f"[{run.run_id}] diverged at step {stop + 1}: loss {losses[stop]:.4g} (initial {losses[0]:.4g})")
+            return stop, prior_s + time.perf_counter() - loop_t0
         signum = world.max(signalled()) if done < steps else 0
         if (ckpt_now or signum) and world.main:
-            save(done, prior_s + time.perf_counter() - loop_t0)
+            save_checkpoint(run, done, prior_s + time.perf_counter() - loop_t0)
         if signum:
-            say(f"[{run_id}] {signal.Signals(signum).name}: checkpointed at step {done}/{steps}; stopping "
-                f"(a rerun resumes here)")
+            run.say(f"[{run.run_id}] {signal.Signals(signum).name}: checkpointed at step {done}/{steps}; stopping "
+                    f"(a rerun resumes here)")
             world.stop()
             raise Stopped(signum)
         if time.perf_counter() - last_log > LOG_EVERY_S or done == steps:
             last_log = time.perf_counter()
-            rate = (done - start) * cfg["batch_tokens"] / (last_log - loop_t0)
-            mfu = f" MFU {rate / cfg['batch_tokens'] * step_flops / (peak * world.size):.1%}" if peak else ""
-            say(f"[{run_id}] step {done}/{steps} loss {losses[done - 1]:.4f} {rate:,.0f} tok/s{mfu} "
-                f"ETA {(steps - done) * cfg['batch_tokens'] / rate:.0f}s")
-    train_s = prior_s + time.perf_counter() - loop_t0
+            log_progress(run, start, done, last_log - loop_t0)
+    return None, prior_s + time.perf_counter() - loop_t0
 
-    if not world.main:
-        world.stop()
-        return None
-    done = steps if stop is None else stop + 1
-    status = "ok" if stop is None else "diverged"
-    val_loss = validation_loss(model, val_data, seq_len, cfg["eval_tokens"], device) if status == "ok" else float("nan")
-    if status == "ok" and not math.isfinite(val_loss):
-        status = "diverged"
-    tail = losses[max(0, done - max(1, done // 100)) : done]
-    tokens_seen = done * cfg["batch_tokens"]
-    tokens_per_s = tokens_seen / train_s  # the time of lost work (after a crash's last checkpoint) is not counted
 
-    write_parquet(out / "curve.parquet", pd.DataFrame({
+def log_progress(run: Training, start: int, done: int, elapsed: float) -> None:
+    """A progress line: step/total, loss, tokens/s, the MFU on a GPU, ETA."""
+    cfg, steps = run.cfg, run.steps
+    rate = (done - start) * cfg["batch_tokens"] / elapsed
+    mfu = f" MFU {rate * flops_per_token(run.shape) / (run.peak * run.world.size):.1%}" if run.peak else ""
+    run.say(f"[{run.run_id}] step {done}/{steps} loss {run.losses[done - 1]:.4f} {rate:,.0f} tok/s{mfu} "
+            f"ETA {(steps - done) * cfg['batch_tokens'] / rate:.0f}s")
+
+
+def final_validation(run: Training, stop: int | None) -> tuple[str, float]:
+    """The run's status and validation loss: ``diverged`` (NaN) if it stopped early, or its validation loss is not
+    finite; else ``ok``."""
+    if stop is not None:
+        return "diverged", float("nan")
+    val_loss = validation_loss(run.model, run.val_data, run.shape.seq_len, run.cfg["eval_tokens"], run.device)
+    return ("ok" if math.isfinite(val_loss) else "diverged"), val_loss
+
+
+def write_curve(run: Training, done: int) -> None:
+    """``curve.parquet``: step, tokens, learning rate and training loss of every step done."""
+    cfg, spec = run.cfg, run.spec
+    write_parquet(run.out / "curve.parquet", pd.DataFrame({
         "step": np.arange(1, done + 1),
         "tokens": np.arange(1, done + 1) * cfg["batch_tokens"],
-        "lr": [lr_at(s, steps, cfg, spec["lr"]) for s in range(done)],
-        "train_loss": losses[:done],
+        "lr": [lr_at(s, run.steps, cfg, spec["lr"]) for s in range(done)],
+        "train_loss": run.losses[:done],
     }))
+
+
+def record(run: Training, done: int, stop: int | None, status: str, val_loss: float, start: int, train_s: float,
+           wall_s: float) -> dict:
+    """The run's ``metrics.json``: its spec, sizes, both FLOP counts, final losses, status, epochs, timing, device."""
+    spec, cfg, shape = run.spec, run.cfg, run.shape
+    sizes = count_params(shape)
+    tokens_seen = done * cfg["batch_tokens"]
+    tokens_per_s = tokens_seen / train_s  # the time of lost work (after a crash's last checkpoint) is not counted
     achieved = tokens_per_s * flops_per_token(shape)
-    metrics = {
+    tail = run.losses[max(0, done - max(1, done // 100)) : done]
+    return {
         **{k: spec[k] for k in ("run_id", "dataset", "size", "token_multiplier", "lr", "seed")},
         **shape.to_dict(),
         **sizes,
         "tokens": spec["tokens"],
         "tokens_seen": tokens_seen,
-        "epochs": tokens_seen / len(train_data),
-        "steps": steps,
+        "epochs": tokens_seen / len(run.train_data),
+        "steps": run.steps,
         "batch_tokens": cfg["batch_tokens"],
         "flops": flops_6nd(sizes["n_params"], spec["tokens"]),
         "flops_with_attention": flops_with_attention(shape, spec["tokens"]),
-        "initial_loss": float(losses[0]),
+        "initial_loss": float(run.losses[0]),
         "final_train_loss": float(np.mean(tail)),
         "val_loss": float(val_loss),
         "status": status,
         "diverged_step": None if stop is None else int(stop + 1),
         "resumed_from_step": start or None,
-        "wall_s": prior_s + time.perf_counter() - t0,
+        "wall_s": wall_s,
         "train_s": train_s,
         "tokens_per_s": tokens_per_s,
         "model_flops_per_s": achieved,
-        "mfu": achieved / (peak * world.size) if peak else None,
-        "device": torch.cuda.get_device_name(device) if cuda else "cpu",
-        "world_size": world.size,
-        "precision": "bf16-autocast" if cuda else "fp32",
-        "compiled": cuda and compile_model,
-        "threads": threads,
+        "mfu": achieved / (run.peak * run.world.size) if run.peak else None,
+        "device": torch.cuda.get_device_name(run.device) if run.cuda else "cpu",
+        "world_size": run.world.size,
+        "precision": "bf16-autocast" if run.cuda else "fp32",
+        "compiled": run.compiled,
+        "threads": run.threads,
         "host": platform.node(),
         "torch": torch.__version__,
         "python": sys.version.split()[0],
         "training": cfg,
     }
-    save_model(out / "model.pt", shape, model)
-    write_json(out / "metrics.json", metrics)
-    say(f"[{run_id}] {status}: val_loss {val_loss:.4f} in {metrics['wall_s']:.1f}s")
-    if keep_checkpoints and status == "ok":
-        if start < steps:
-            save(done, train_s)
-    else:
-        checkpoint.remove(out)
-    world.stop()
-    return metrics

@@ -1,0 +1,37 @@
+# What the stages' rules share, included first: each stage's file uses these names and its own, never another
+# stage's. A run's files are named by its id, S.RUN_ID, whose fields are the wildcards of the run rules.
+import json
+import os
+import shlex
+import sys
+
+from scaling.study import runs as S
+
+STUDY = config["study"]
+RESULTS = f"results/{STUDY}"
+RUNS = S.runs(config)
+SPECS = {run.id: S.spec_json(config, run) for run in RUNS}
+TASKS = config["downstream"]["tasks"]
+GPUS = config["engine"]["gpus_per_run"]  # per training run; an evaluation takes one of them, if any
+PYTHON = shlex.quote(sys.executable)  # the interpreter running snakemake, venv or not
+SCALING = f"{PYTHON} -m scaling.cli"
+
+RUN_DIR = f"{RESULTS}/runs/{S.RUN_ID}"  # one run's files, with the run's wildcards
+
+
+def run_log(stage):
+    """The log of one run's job of a stage, with the run's wildcards."""
+    return f"{RESULTS}/logs/{stage}/{S.RUN_ID}.log"
+
+
+def spec(wildcards):
+    """The spec of the run whose wildcards these are, as the JSON the train command takes."""
+    return SPECS[S.RUN_ID.format(**wildcards)]
+
+
+wildcard_constraints:
+    dataset=r"[^/]+",
+    size=r"[^/]+",
+    M=r"[^_/]+",
+    lr=r"[^_/]+",
+    seed=r"\d+",
