@@ -11,6 +11,8 @@ import pytest
 
 from conftest import planned, smoke_config, snakemake
 
+pytestmark = pytest.mark.workflow
+
 RESULTS = "results/smoke"
 
 
