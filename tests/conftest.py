@@ -18,7 +18,7 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snake
 
 
 # A test that uses one of these fixtures belongs to its tier (the markers in pyproject.toml) and must carry it,
-# so that the fast tier (README: Tests) never runs a study, a SLURM cluster or a browser.
+# so that the fast tier (README, Quick start) never runs a study, a SLURM cluster or a browser.
 FIXTURE_TIERS = {"finished_smoke": "workflow", "slurm": "slurm", "chromium_executable": "browser"}
 
 

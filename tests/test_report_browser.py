@@ -2,13 +2,14 @@
 
 Snakemake 9's report is one HTML file: a React app whose data (``results``, ``categories``) is
 embedded in script tags, each figure as a data URI. The test opens the smoke study's report in
-Debian's chromium (driven over the DevTools protocol, ``tests/chromium.py``; installed on first use
-when missing) and clicks through it as a reader would: every category in the menu, every subcategory, every result's view button. It
-requires no console error, uncaught exception, failed or non-local resource load; a menu that
-lists the study's categories; and every figure of the report (every image result, whatever the
-workflow registers) shown in the page and decoded to a nonzero size, with the bytes of its file
-under results/. Every PNG/SVG under results/<study>/figures/ must be in the report in some format.
-The other tests break a copy of the report in one way each and check that the check notices.
+Debian's chromium (driven over the DevTools protocol, ``tests/chromium.py``, which installs it when
+it is missing) and clicks through it as a reader would: every category in the menu, every
+subcategory, every result's view button. It requires no console error, uncaught exception, failed
+or non-local resource load; a menu that lists the study's categories; and every figure of the
+report (every image result, whatever the workflow registers) shown in the page and decoded to a
+nonzero size, with the bytes of its file under results/. Every PNG/SVG under
+results/<study>/figures/ must be in the report in some format. The other tests break a copy of the
+report in one way each and check that the check notices.
 """
 
 from __future__ import annotations
