@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-INSTALL_HINT = "the browser tests need Debian's chromium: apt-get install chromium"
+INSTALL = ["apt-get", "install", "-y", "-qq", "chromium"]  # Debian's package, as install_chromium installs it
 
 # Known to work headless on a CI machine without a GPU, display, sandbox or network.
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -28,12 +28,41 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 LOCAL_SCHEMES = {"file", "data", "blob", "about"}
 
 
+class ChromiumUnavailable(RuntimeError):
+    """There is no chromium on PATH, and it could not be installed: the message names the command to run."""
+
+
 def find_chromium() -> str:
-    """The chromium executable on PATH; FileNotFoundError saying how to install it otherwise."""
+    """The chromium executable on PATH; ChromiumUnavailable naming the install command otherwise."""
     path = shutil.which("chromium")
     if path is None:
-        raise FileNotFoundError(f"no `chromium` on PATH; {INSTALL_HINT}")
+        raise ChromiumUnavailable(f"no `chromium` on PATH; install Debian's: {' '.join(INSTALL)}")
     return path
+
+
+def install_chromium() -> str:
+    """The chromium executable, Debian's package installed first (apt-get, as root) when there is none on PATH.
+
+    The browser tests get their browser as the SLURM tests get their cluster (tests/slurm/start.sh): installed on
+    first use. As there, the package lists are refreshed only when installing from them fails (none yet, or stale).
+    """
+    if path := shutil.which("chromium"):
+        return path
+    command = " ".join(INSTALL)
+    if os.geteuid() != 0:
+        raise ChromiumUnavailable(f"no `chromium` on PATH, and installing it needs root: run `{command}` as root")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        proc = subprocess.run(INSTALL, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
+            proc = subprocess.run(INSTALL, env=env, capture_output=True, text=True)
+    except OSError as error:  # no apt-get: not Debian
+        raise ChromiumUnavailable(f"no `chromium` on PATH, and `{command}` could not run: {error}") from None
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
+        raise ChromiumUnavailable(f"no `chromium` on PATH, and `{command}` failed (exit {proc.returncode}):\n{tail}")
+    return find_chromium()
 
 
 class BrowserError(RuntimeError):

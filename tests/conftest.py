@@ -17,6 +17,21 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snake
              "--profile", str(REPO / "profiles" / "default")]
 
 
+# A test that uses one of these fixtures belongs to its tier (the markers in pyproject.toml) and must carry it,
+# so that the fast tier (README, Quick start) never runs a study, a SLURM cluster or a browser.
+FIXTURE_TIERS = {"finished_smoke": "workflow", "slurm": "slurm", "chromium_executable": "browser"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse to run when a test uses a tier's fixture without the tier's marker."""
+    unmarked = [f"{item.nodeid} uses the fixture {fixture} but has no @pytest.mark.{tier}"
+                for item in items for fixture, tier in FIXTURE_TIERS.items()
+                if fixture in getattr(item, "fixturenames", ()) and item.get_closest_marker(tier) is None]
+    if unmarked:
+        raise pytest.UsageError("tests outside their tier:\n" + "\n".join(unmarked))
+
+
 def snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run snakemake on ``config`` (written to workdir/study.yaml) with cwd = ``workdir``."""
     path = workdir / "study.yaml"

@@ -276,6 +276,7 @@ def test_later_files_override_earlier_ones_and_each_is_read_strictly(tmp_path):
         load([base, override])
 
 
+@pytest.mark.slow
 def test_the_memory_bound_is_below_the_measured_peak_of_a_training_step(tmp_path):
     shape, tokens = Shape(d_model=128, n_layers=2, n_heads=2, seq_len=128), 16384
     probe = textwrap.dedent(f"""
@@ -306,6 +307,7 @@ E2E = ["dataset-inject", "task-inject", "task-escape", "model-parent", "lr-nan",
        "duplicate-nested-key", "shape-beyond-memory"]
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize("edit, field", [pytest.param(e, f, id=i) for i, e, f in BAD if i in E2E])
 def test_snakemake_stops_a_bad_study_before_any_job_and_runs_nothing(tmp_path, edit, field):
     workdir = tmp_path / "work"
@@ -319,6 +321,7 @@ def test_snakemake_stops_a_bad_study_before_any_job_and_runs_nothing(tmp_path, e
     assert {p.name for p in workdir.iterdir()} <= {".snakemake"}  # nothing written but Snakemake's own state
 
 
+@pytest.mark.workflow
 def test_snakemake_quotes_every_value_of_a_shell_line(tmp_path):
     config = smoke_config()
     config["title"] = "a; touch PWNED $(touch PWNED)"
@@ -333,6 +336,7 @@ def test_snakemake_quotes_every_value_of_a_shell_line(tmp_path):
     assert not list(tmp_path.rglob("PWNED*")) and not (tmp_path / "results").exists()
 
 
+@pytest.mark.workflow
 def test_a_real_run_writes_only_under_results_of_its_study(finished_smoke):
     top = {p.name for p in finished_smoke.iterdir()}
     assert top == {"study.yaml", "results", ".snakemake"}

@@ -84,6 +84,7 @@ def paper_design():
     return fits, pred[pred["role"] == "held_out"]
 
 
+@pytest.mark.slow
 def test_the_new_run_intervals_cover_88_to_98_percent_of_every_held_out_point(paper_design):
     fits, held = paper_design
     assert len(fits) == 24 and all(f.calibrated for f in fits) and len(held) == 712
@@ -98,6 +99,7 @@ def test_the_new_run_intervals_cover_88_to_98_percent_of_every_held_out_point(pa
     assert agg["median_half_width"] <= 0.075
 
 
+@pytest.mark.slow
 def test_no_interval_on_these_predictions_can_cover_88_percent_at_3_percent_half_width(paper_design):
     """Why the goal's 3% is out of reach: even an oracle that knew, in hindsight, how badly the law misses in each
     cell of the design (size × M) and in each validation set × training set (a log-additive model of |error| fitted
@@ -119,6 +121,7 @@ def test_no_interval_on_these_predictions_can_cover_88_percent_at_3_percent_half
     assert np.median(oracle) > 0.03
 
 
+@pytest.mark.slow
 def test_the_figure1_targets_are_covered_with_sharp_intervals():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -133,6 +136,7 @@ def test_the_figure1_targets_are_covered_with_sharp_intervals():
 
 
 # -- Chinchilla ------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_backtest_across_1e21_flops_of_the_chinchilla_points():
     points = pd.read_csv(POINTS)
     points = points[~points["epoch_excluded_outlier"]]
@@ -154,6 +158,7 @@ def scaling(*args, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "scaling.cli", *args], capture_output=True, text=True, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_scaling_backtest_prints_each_test_point_and_the_aggregate(tmp_path):
     proc = scaling("backtest", "chinchilla", "--data", str(POINTS), "--where", "NOT epoch_excluded_outlier",
                    "--split", "1e21", "--bootstrap", "0", "--predictions", str(tmp_path / "p.parquet"))
@@ -164,6 +169,7 @@ def test_scaling_backtest_prints_each_test_point_and_the_aggregate(tmp_path):
     assert (pred["role"] == "test").sum() == 23
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--split", "1e17"], "only 0 point(s) have flops at most the cut"),
     (["--split", "1e23"], "no point has flops above the cut"),
@@ -176,6 +182,7 @@ def test_a_backtest_that_cannot_be_made_says_why_and_what_to_change(args, messag
     assert proc.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("table, args, message", [
     ("n_params,tokens,val\n1,2,3\n", [], "the data have no loss column (loss or val_loss); fix: name it with --loss"),
     ("n_params,tokens,loss\n", [], "no rows in"),
@@ -219,6 +226,7 @@ def test_seeds_set_the_run_noise_and_the_law_interval_is_narrower_than_a_new_run
     assert (law < run).all() and (held["half_width"] > 0.004 * 1.9).all()  # a new run's interval holds its noise
 
 
+@pytest.mark.slow
 def test_extrapolation_folds_calibrate_a_fit_set_without_held_out_runs():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -258,6 +266,7 @@ def test_the_diagnostics_name_what_is_wrong_and_the_runs_that_fix_it():
     assert any("k not identified" in d for d in found)
 
 
+@pytest.mark.slow
 def test_the_error_laws_own_fit_set_is_never_scored_as_held_out():
     """Figure 1's error law is fitted on the loss fit set plus the 1.4B model at M = 20: that run is in sample for
     the error, so it gives the error's calibration no score and counts in no held-out aggregate of the error."""

@@ -131,6 +131,7 @@ def test_approach3_warns_when_far_from_optimal_runs_dominate():
     assert fit.meta["diagnostics"]
 
 
+@pytest.mark.slow
 def test_approaches_1_and_2_fit_each_group(tmp_path, points):
     import subprocess
     import sys

@@ -82,6 +82,7 @@ def run_cli(*args, cwd):
     return subprocess.run([sys.executable, "-m", "scaling.cli", *args], cwd=cwd, capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_scaling_sql_refuses_writes_to_any_study_and_reports_query_errors(study_db, tmp_path):
     db, n_runs = study_db("a")
     study_db("b")

@@ -35,7 +35,7 @@ def test_the_compute_form_is_the_same_law():
     assert np.allclose(overtraining_loss(N, M, **TRUE), compute_form, rtol=1e-12)
 
 
-@pytest.mark.parametrize("method", ["bounded", "gadre", "huber-log"])
+@pytest.mark.parametrize("method", [pytest.param("bounded", marks=pytest.mark.slow), "gadre", "huber-log"])
 def test_every_method_recovers_the_parameters_of_noiseless_data(method):
     N, M = grid()
     fit = fit_overtraining(N, M, overtraining_loss(N, M, **TRUE), method=method)
@@ -54,6 +54,7 @@ def test_noisy_data_gives_standard_errors_and_intervals_that_cover_the_truth():
         assert lo < TRUE[p] < hi, p
 
 
+@pytest.mark.slow
 def test_the_bootstrap_is_deterministic_for_a_seed_and_changes_with_it():
     a = fit_overtraining(*noisy(), resamples=50, seed=7)
     b = fit_overtraining(*noisy(), resamples=50, seed=7)
@@ -62,6 +63,7 @@ def test_the_bootstrap_is_deterministic_for_a_seed_and_changes_with_it():
     assert not np.array_equal(a.samples, c.samples)
 
 
+@pytest.mark.slow
 def test_prediction_intervals_contain_confidence_intervals_and_widen_with_level():
     fit = fit_overtraining(*noisy(), resamples=300, seed=2)
     N, M = np.array([1e9, 4e8]), np.array([20, 640])

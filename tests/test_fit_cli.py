@@ -10,6 +10,8 @@ import pytest
 
 from test_fit import runs_table
 
+pytestmark = pytest.mark.slow  # each test runs `scaling fit` in a subprocess
+
 CLI = [sys.executable, "-m", "scaling.cli", "fit"]
 
 

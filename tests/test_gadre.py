@@ -46,6 +46,7 @@ def test_the_testbed_loads_one_row_per_run_with_the_17_task_error():
     assert not np.allclose(runs["error"], gadre.load_runs(tasks="46")["error"])
 
 
+@pytest.mark.slow
 def test_figure1_relative_errors_are_reproduced(with_intervals):
     fits, targets = with_intervals("gadre")
     rpj = [f for f in fits if f.meta["group"] == {"dataset": "rpj"}]
@@ -56,6 +57,7 @@ def test_figure1_relative_errors_are_reproduced(with_intervals):
         assert 100 * abs(row["error_rel_error"]) == pytest.approx(error_pct, rel=1e-3), model
 
 
+@pytest.mark.slow
 def test_the_default_huber_fit_beats_the_paper_procedure_on_the_six_loss_predictions():
     """Mean relative error of the six loss predictions (3 training sets × 2 targets), per method."""
     mean_error = {}
@@ -70,6 +72,7 @@ def test_the_default_huber_fit_beats_the_paper_procedure_on_the_six_loss_predict
     assert METHODS[0] == "huber-log" and mean_error["huber-log"] < mean_error["gadre"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["gadre", "huber-log"])
 def test_every_prediction_has_an_interval_and_the_coverage_report(with_intervals, method):
     _, targets = with_intervals(method)
@@ -89,6 +92,7 @@ def test_every_prediction_has_an_interval_and_the_coverage_report(with_intervals
     assert targets.loc["rpj", "covered"].all() and targets.loc["rpj", "error_covered"].all()
 
 
+@pytest.mark.slow
 def test_one_command_reproduces_figure1_from_the_shipped_csv_files(tmp_path):
     query = gadre.RUNS_SQL.format(task_filter="in_17task_subset", val_set="c4_val")
     proc = subprocess.run(

@@ -95,6 +95,7 @@ def test_a_missing_column_names_the_mapping_to_add(tmp_path):
         I.import_csv(csv, "bed", tmp_path, {"size": "nope"})
 
 
+@pytest.mark.slow
 def test_scaling_import_csv_then_sql(tmp_path):
     csv = write_csv(tmp_path / "bed.csv", ROWS)
     cli = [sys.executable, "-m", "scaling.cli"]

@@ -153,6 +153,7 @@ def interval_bars(ax) -> list[tuple[float, float]]:
 
 
 # -- the files ------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["study", "no_downstream"])
 def test_every_figure_is_written_as_a_real_png_and_svg(which, request, tmp_path):
     t = request.getfixturevalue(which)
@@ -366,6 +367,7 @@ def test_every_dataset_gets_its_own_panels_and_sections(study):
 
 
 # -- the command --------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_scaling_report_reads_a_tables_folder(tmp_path):
     write_study(tmp_path / "tables", downstream=False, lrs=(2e-3,))
     proc = subprocess.run([sys.executable, "-m", "scaling.cli", "report", "--title", "T", "--study", "s",

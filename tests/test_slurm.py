@@ -22,6 +22,8 @@ import yaml
 
 from conftest import REPO, smoke_config
 
+pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
+
 SLURM_PROFILE = REPO / "profiles" / "slurm"
 
 

@@ -155,6 +155,7 @@ def assert_refused_with_one_line(proc: subprocess.CompletedProcess) -> None:
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("template", STATEMENTS)
 def test_scaling_sql_refuses_it_with_one_line_and_writes_nothing(root, template):
     before = snapshot(root)
@@ -163,6 +164,7 @@ def test_scaling_sql_refuses_it_with_one_line_and_writes_nothing(root, template)
     assert snapshot(root) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("template", ALL_STATEMENTS)
 def test_scaling_sql_all_refuses_it_with_one_line_and_writes_nothing(root, template):
     before = snapshot(root)
@@ -194,6 +196,7 @@ def test_the_engine_alone_writes_nothing_and_refuses_what_the_filter_lets_throug
         assert snapshot(root) == before, sql
 
 
+@pytest.mark.slow
 def test_every_readme_query_answers_through_scaling_sql_and_all(root):
     for q in readme_queries():
         for flags in (["--db", "results/a/scaling.duckdb"], ["--all"]):

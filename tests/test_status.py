@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import yaml
 
 from scaling.study import status as T
@@ -54,6 +55,7 @@ def test_every_state_is_counted_per_size_and_multiplier_with_compute(tmp_path):
     assert table[list(T.STATES)].sum().to_dict() == {s: list(expected.values()).count(s) for s in T.STATES}
 
 
+@pytest.mark.slow
 def test_scaling_status_prints_the_grid_from_the_study_config(tmp_path):
     config = synthetic.study_config("st", 1, [20], [0.01, 0.02])
     synthetic.write_run(tmp_path / "results" / "st", config, S.runs(config)[0], 10)
@@ -67,6 +69,7 @@ def test_scaling_status_prints_the_grid_from_the_study_config(tmp_path):
     assert re.search(r"^bible/d16/M20_lr0.02_s0 +not_started$", proc.stdout, re.M)
 
 
+@pytest.mark.slow
 def test_scaling_status_explains_a_bad_config(tmp_path):
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump({"study": "x", "datasets": {"d": {"source": "embedded"}},

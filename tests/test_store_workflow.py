@@ -7,10 +7,13 @@ import subprocess
 import sys
 
 import pyarrow.parquet as pq
+import pytest
 
 from conftest import SMOKE, planned, smoke_config, snakemake
 from scaling.store import collect as C
 from scaling.store import database as D
+
+pytestmark = pytest.mark.workflow
 
 RESULTS = "results/smoke"
 

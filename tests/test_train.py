@@ -115,6 +115,7 @@ def wait_for_checkpoint(proc, out):
     assert proc.poll() is None, "the run ended before its first checkpoint: make it longer"
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_way_resumes_to_exactly_the_uninterrupted_losses(data_dir, tmp_path):
     sp = spec(tokens=128 * 600)
     reference = train(sp, data_dir, tmp_path / "reference", **QUIET)
@@ -147,6 +148,7 @@ def long_run(data_dir, tmp_path_factory):
     return sp, out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR2])
 def test_a_signalled_run_checkpoints_the_step_in_progress_and_resumes_to_the_same_losses(data_dir, long_run,
                                                                                           tmp_path, sig):
@@ -232,6 +234,7 @@ def curve_of(sp, data_dir, out):
     return curve(out)
 
 
+@pytest.mark.slow
 def test_ddp_over_two_cpu_processes_trains_on_the_same_batches_as_one(data_dir, tmp_path):
     sp = spec(tokens=128 * 60)
     single = curve_of(sp, data_dir, tmp_path / "one")
@@ -256,6 +259,7 @@ def test_a_run_trains_on_bpe_tokens_with_the_vocabulary_in_its_shape(data_dir, t
     assert m["val_loss"] < m["initial_loss"] - 1.0
 
 
+@pytest.mark.slow
 def test_ddp_processes_stop_at_the_same_step_when_one_is_signalled(data_dir, tmp_path):
     sp = spec(tokens=128 * 600)
     proc = cli_train(sp, data_dir, tmp_path / "reference", processes=2)

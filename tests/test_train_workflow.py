@@ -20,6 +20,8 @@ from scaling.train import checkpoint
 from scaling.study import runs as study
 from scaling.train.loop import train
 
+pytestmark = pytest.mark.workflow
+
 RUN = "results/smoke/runs/bible/xs/M40_lr0.01_s0"
 
 

@@ -12,6 +12,8 @@ import pytest
 from conftest import planned, smoke_config, snakemake
 from scaling.train.flops import planned_tokens
 
+pytestmark = pytest.mark.workflow
+
 RESULTS = "results/smoke"
 
 
