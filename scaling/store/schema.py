@@ -96,7 +96,8 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
         ("status", STR, "`ok` or `diverged`", "", REQ),
         ("diverged_step", I64, "step at which the run was stopped as diverged, else null", "steps"),
         ("wall_s", F64, "wall-clock time of the training job", "s"),
-        ("tokens_per_s", F64, "training throughput, tokens_seen / wall_s", "tokens/s"),
+        ("tokens_per_s", F64, "training throughput: tokens_seen / the training loop's time (`train_s`, without "
+         "start-up, the final evaluation and writing the outputs)", "tokens/s"),
         ("device", STR, "`cpu` or `cuda`"),
         ("threads", I64, "CPU threads the run used"),
         ("host", STR, "machine the run trained on"),
