@@ -6,6 +6,7 @@ import shlex
 import sys
 
 from scaling.study import runs as S
+from scaling.study.config import has_gpu
 
 STUDY = config["study"]
 RESULTS = f"results/{STUDY}"
@@ -13,6 +14,7 @@ RUNS = S.runs(config)
 SPECS = {run.id: S.spec_json(config, run) for run in RUNS}
 TASKS = config["downstream"]["tasks"]
 GPUS = config["engine"]["gpus_per_run"]  # per training run; an evaluation takes one of them, if any
+LOCAL_GPU = has_gpu()
 PYTHON = shlex.quote(sys.executable)  # the interpreter running snakemake, venv or not
 SCALING = f"{PYTHON} -m scaling.cli"
 
@@ -22,6 +24,12 @@ RUN_DIR = f"{RESULTS}/runs/{S.RUN_ID}"  # one run's files, with the run's wildca
 def run_log(stage):
     """The log of one run's job of a stage, with the run's wildcards."""
     return f"{RESULTS}/logs/{stage}/{S.RUN_ID}.log"
+
+
+def run_gpus(wildcards):
+    """The GPUs a run's train job asks for: the study's when jobs go to a cluster (SLURM: --gpus) or this machine
+    has a GPU; none for a run trained here on the CPU, so that its resources say so."""
+    return GPUS if workflow.non_local_exec or LOCAL_GPU else 0
 
 
 def spec(wildcards):

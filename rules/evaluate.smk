@@ -39,7 +39,7 @@ rule evaluate:
         data=lambda wc, input: os.path.dirname(input.meta),
     threads: 1
     resources:
-        gpu=min(GPUS, 1),
+        gpu=lambda wc: min(run_gpus(wc), 1),
         runtime=config["cluster"]["min_runtime_minutes"],
     log:
         run_log("evaluate"),

@@ -2,7 +2,7 @@
 # A run's checkpoint, RUN_DIR/ckpt/, is not an output, so a failed job's rerun resumes from it.
 TRAIN = (f"{PYTHON} -m torch.distributed.run --standalone --nproc_per_node {GPUS} -m scaling.cli train"
          if GPUS > 1 else f"{SCALING} train")
-ENGINE = S.engine_args(config)
+ENGINE = S.engine_args(config, RESULTS)
 
 
 rule train:
@@ -21,7 +21,7 @@ rule train:
         out=lambda wc, output: os.path.dirname(output.metrics),
     threads: 1
     resources:
-        gpu=GPUS,  # SLURM: --gpus (a local run ignores it)
+        gpu=run_gpus,  # SLURM: --gpus
         runtime=lambda wc: S.train_runtime_minutes(config, json.loads(spec(wc))),
     log:
         run_log("train"),

@@ -30,7 +30,7 @@ def _train(args):
             train(json.loads(args.spec), args.data, args.out, threads=args.threads,
                   checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
                   compile_model=args.compile, log=lambda msg: print(msg, file=sys.stderr, flush=True),
-                  signalled=signalled)
+                  signalled=signalled, tensorboard=args.tensorboard)
         except Stopped as e:
             raise SystemExit(e.exit_status)
 
@@ -112,7 +112,7 @@ def _database(args):
 
 
 def _status(args):
-    from scaling.study.status import grid, report
+    from scaling.study.status import grid, report, watch
     from scaling.study.runs import ConfigError
     from scaling.study.config import load
 
@@ -120,11 +120,18 @@ def _status(args):
         config = load([args.configfile])
     except ConfigError as e:
         raise SystemExit(f"error: {e}")
+    label = study_label(config["study"], args.configfile)
+    if args.watch:
+        try:
+            watch(config, label, args.results, args.stale_after, args.watch, sys.stdout)
+        except KeyboardInterrupt:
+            pass
+        return
     per_run = grid(config, args.results, args.stale_after)
     if args.csv:
         per_run.to_csv(sys.stdout, index=False)
     else:
-        print(report(config, per_run, list_runs=args.runs))
+        print(report(label, per_run, list_runs=args.runs))
 
 
 def _pairs(flag: str, items: list[str]) -> dict[str, str]:
@@ -172,12 +179,41 @@ def _report(args):
 
 
 def latest_database(root: str | Path = "results") -> Path:
-    """The most recently written ``results/<study>/scaling.duckdb``."""
+    """The most recently written ``results/<study>/scaling.duckdb`` (the default data of ``scaling fit``)."""
     dbs = sorted(Path(root).glob("*/scaling.duckdb"), key=lambda p: p.stat().st_mtime)
     if not dbs:
         raise SystemExit(f"no study database under {Path(root).resolve()}/*/scaling.duckdb; "
                          f"run `snakemake --cores 2` first, or pass --db PATH")
     return dbs[-1]
+
+
+def study_label(study: str, configfile: str) -> str:
+    """How `scaling sql` and `scaling status` name the study they use: its name and the file that declares it."""
+    return f"study {study!r} ({configfile})"
+
+
+def study_database(configfile: str, results: str) -> Path:
+    """The database of the study ``configfile`` declares, as `scaling status` reads the same file; says which."""
+    import re
+
+    from scaling.study.config import read_study_file, schema
+    from scaling.study.runs import ConfigError
+
+    try:
+        study = read_study_file(configfile).get("study")
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}")
+    if not (isinstance(study, str) and re.fullmatch(schema()["$defs"]["name"]["pattern"], study)):
+        raise SystemExit(f"error: {configfile}: study: {study!r} is not a study name; fix: pass the study's file "
+                         f"with --configfile, or a database with --db PATH")
+    db = Path(results) / study / "scaling.duckdb"
+    print(f"{study_label(study, configfile)}: {db}", file=sys.stderr)
+    if not db.exists():
+        others = sorted(p.parent.name for p in Path(results).glob("*/scaling.duckdb"))
+        raise SystemExit(f"error: {db} does not exist: run `snakemake --cores 2 --configfile {configfile}` first, "
+                         f"or pick the study with --configfile FILE or --db PATH"
+                         + (f" (studies with a database: {', '.join(others)})" if others else ""))
+    return db
 
 
 def _sql(args):
@@ -189,7 +225,7 @@ def _sql(args):
         if args.all:
             con = open_all(args.results)
         else:
-            db = Path(args.db) if args.db else latest_database(args.results)
+            db = Path(args.db) if args.db else study_database(args.configfile, args.results)
             if not db.exists():
                 raise SystemExit(f"--db: {db} does not exist")
             con = open_study(db)
@@ -218,7 +254,10 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("sql", help="run a read-only SQL query on a study's DuckDB database")
     p.add_argument("query")
-    p.add_argument("--db", help="database file (default: the newest results/*/scaling.duckdb)")
+    p.add_argument("--configfile", default="workflow/config.yaml",
+                   help="the study whose results/<study>/scaling.duckdb to query, as `scaling status` takes it "
+                        "(default: workflow/config.yaml)")
+    p.add_argument("--db", help="a database file instead (an imported testbed's, a copy)")
     p.add_argument("--all", action="store_true",
                    help="query every study under --results at once: each table gains a `study` column")
     p.add_argument("--results", default="results", help="the results directory (default: results)")
@@ -233,6 +272,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="seconds without a log line after which a run without metrics counts as failed (default 120)")
     p.add_argument("--runs", action="store_true", help="also list every run that is not done, with its state")
     p.add_argument("--csv", action="store_true", help="print one CSV row per run instead")
+    p.add_argument("--watch", type=float, nargs="?", const=5.0, default=None, metavar="SECONDS",
+                   help="redraw the study's progress every SECONDS (default 5) until every run has finished; run it "
+                        "in a second terminal beside snakemake")
     p.set_defaults(func=_status)
 
     p = sub.add_parser("import", help="load a published testbed into results/<study>/ (tables and database)")
@@ -263,6 +305,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep the last checkpoint of a finished run")
     p.add_argument("--no-compile", dest="compile", action="store_false", help="never torch.compile (GPU only)")
+    p.add_argument("--tensorboard", metavar="DIR", help="also write the curve to TensorBoard, in DIR/<run_id>/")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("tasks", help="(pipeline) build a built-in downstream task from a dataset's held-out text")

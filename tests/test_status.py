@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -42,10 +43,13 @@ def test_every_state_is_counted_per_size_and_multiplier_with_compute(tmp_path):
     assert per_run["state"].to_dict() == expected
 
     metrics = {r.id: json.loads((results / "runs" / r.id / "metrics.json").read_text()) for r in runs[:4]}
-    spent = sum(m["flops"] for m in list(metrics.values())[:3]) + \
-        metrics[runs[3].id]["flops"] * metrics[runs[3].id]["tokens_seen"] / metrics[runs[3].id]["tokens"]
     sizes = S.model_sizes(config)
-    left = sum(6.0 * sizes[r.size] * S.run_spec(config, r)["tokens"] for r in runs[4:])
+    planned = {r.id: 6.0 * sizes[r.size] * S.run_spec(config, r)["tokens"] for r in runs}
+    # the running run and the killed one logged step 5 of 20: a quarter of their compute is spent
+    logged = planned[runs[4].id] / 4 + planned[runs[6].id] / 4
+    spent = sum(m["flops"] for m in list(metrics.values())[:3]) + logged + \
+        metrics[runs[3].id]["flops"] * metrics[runs[3].id]["tokens_seen"] / metrics[runs[3].id]["tokens"]
+    left = sum(planned[r.id] for r in runs[4:]) - logged
     assert abs(per_run["flops_spent"].sum() - spent) <= 1e-9 * spent
     assert abs(per_run["flops_left"].sum() - left) <= 1e-9 * left
 
@@ -78,3 +82,71 @@ def test_scaling_status_explains_a_bad_config(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "scaling.cli", "status", "--configfile", str(path)],
                           cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode != 0 and "grid[0].sizes[0]: unknown size 'nope'" in proc.stderr
+
+
+def _study(tmp_path):
+    """A synthetic study of 6 runs and its results folder."""
+    config = synthetic.study_config("pr", 3, [10, 20], [0.01])
+    return config, S.runs(config), tmp_path / "results" / "pr"
+
+
+def _metrics(results, run) -> dict:
+    return json.loads((results / "runs" / run.id / "metrics.json").read_text())
+
+
+def test_progress_of_a_finished_study_counts_every_token_and_flop_and_has_nothing_left(tmp_path):
+    config, runs, results = _study(tmp_path)
+    for i, r in enumerate(runs):
+        synthetic.write_run(results, config, r, 20, diverged=i == 0)
+    p = T.progress(T.grid(config, tmp_path / "results"))
+    tokens = {r.id: S.run_spec(config, r)["tokens"] for r in runs}
+    m = {r.id: _metrics(results, r) for r in runs}
+    diverged = m[runs[0].id]["tokens_seen"] / tokens[runs[0].id]  # the share it trained before it stopped
+    assert (p["runs"], p["finished"], p["running"], p["left"], p["failed"]) == (6, 6, 0, 0, 0)
+    assert p["tokens"] == sum(tokens.values())
+    assert p["tokens_done"] == sum(tokens.values()) - tokens[runs[0].id] + round(tokens[runs[0].id] * diverged)
+    flops = sum(x["flops"] for x in m.values()) - m[runs[0].id]["flops"] * (1 - diverged)
+    assert p["flops_done"] == pytest.approx(flops, rel=1e-12) and p["flops"] == p["flops_done"]
+    per_job = p["flops_done"] / sum(x["wall_s"] for x in m.values())
+    assert p["flops_per_s_per_job"] == pytest.approx(per_job, rel=1e-12) and p["eta_s"] == 0.0
+
+    out = io.StringIO()  # not a terminal: no screen clearing; a finished study is printed once and the watch ends
+    T.watch(config, "study 'pr' (study.yaml)", tmp_path / "results", 120, 3600, out)
+    text = out.getvalue()
+    assert text.startswith("study 'pr' (study.yaml) at ") and "\033" not in text
+    assert "runs: 6 finished, 0 running, 0 left (0 failed) of 6" in text and "ETA 0s" in text
+    assert f"tokens: {p['tokens_done']:,} of {p['tokens']:,}" in text
+
+
+def test_progress_of_a_half_finished_study_measures_throughput_and_the_eta(tmp_path):
+    config, runs, results = _study(tmp_path)
+    for r in runs[:2]:
+        synthetic.write_run(results, config, r, 20)
+    log = results / "logs" / "train" / f"{runs[2].id}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(f"[{runs[2].id}] run …\n[{runs[2].id}] step 10/40 loss 3.2000 1,234 tok/s ETA 30s\n")
+    tokens = {r.id: S.run_spec(config, r)["tokens"] for r in runs}
+    sizes = S.model_sizes(config)
+    planned = {r.id: 6.0 * sizes[r.size] * tokens[r.id] for r in runs}
+    m = [_metrics(results, r) for r in runs[:2]]
+
+    p = T.progress(T.grid(config, tmp_path / "results"))
+    assert (p["finished"], p["running"], p["left"], p["failed"]) == (2, 1, 3, 0)
+    assert p["tokens_done"] == tokens[runs[0].id] + tokens[runs[1].id] + round(tokens[runs[2].id] / 4)
+    done = m[0]["flops"] + m[1]["flops"] + planned[runs[2].id] / 4
+    assert p["flops_done"] == pytest.approx(done, rel=1e-12)
+    left = sum(planned[r.id] for r in runs[2:]) - planned[runs[2].id] / 4
+    per_job = (m[0]["flops"] + m[1]["flops"]) / (m[0]["wall_s"] + m[1]["wall_s"])  # the finished runs' speed
+    assert p["flops_per_s"] == pytest.approx(per_job, rel=1e-12)  # one run training now
+    assert p["eta_s"] == pytest.approx(left / per_job, rel=1e-9)
+    text = T.progress_text(p)
+    assert "runs: 2 finished, 1 running, 3 left (0 failed) of 6" in text
+    assert f"compute: {done:.3g} of {done + left:.3g} FLOPs ({done / (done + left):.1%})" in text
+
+    for r in runs[:2]:  # before any run finished, the speed is the running runs' tokens/s from their logs
+        (results / "runs" / r.id / "metrics.json").unlink()
+    p = T.progress(T.grid(config, tmp_path / "results"))
+    assert p["flops_per_s"] == pytest.approx(6.0 * sizes[runs[2].size] * 1234, rel=1e-12)
+    log.write_text(f"[{runs[2].id}] run …\n")  # nothing measured yet: no ETA, and the text says why
+    p = T.progress(T.grid(config, tmp_path / "results"))
+    assert p["eta_s"] is None and "ETA unknown until a run reports its speed" in T.progress_text(p)

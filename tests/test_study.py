@@ -16,7 +16,7 @@ def filled(config):
                 "divergence_margin": 1.0}
     config["training"] = {**defaults, **config.get("training", {})}
     config["engine"] = {"checkpoint_every": 1000, "keep_checkpoints": False, "gpus_per_run": 1, "compile": True,
-                        **config.get("engine", {})}
+                        "tensorboard": False, **config.get("engine", {})}
     return config
 
 
@@ -85,7 +85,7 @@ def test_the_vocabulary_and_qk_layernorm_enter_the_shape_and_engine_settings_sta
     assert spec["shape"]["vocab_size"] == 1024 and spec["shape"]["qk_layernorm"]
     assert spec["tokens"] == 20 * model_sizes(config)["xs"]
     before = spec_json(config, run)
-    config["engine"].update(checkpoint_every=7, keep_checkpoints=True, compile=False)
+    config["engine"].update(checkpoint_every=7, keep_checkpoints=True, compile=False, tensorboard=True)
     assert spec_json(config, run) == before and "engine" not in spec
 
 

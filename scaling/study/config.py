@@ -17,8 +17,9 @@
    safe name, each run trains a step after warmup), the data (every split
    holds a window, no text file is empty, task files parse and fit the
    window), the machines (a batch splits over a run's processes, training fits
-   the memory of the device, the time limits are finite) and the fit (each
-   ``fit.fit_on`` filter selects planned runs; the bootstrap fits in memory).
+   the memory of the device, the time limits are finite), the fit (each
+   ``fit.fit_on`` filter selects planned runs; the bootstrap fits in memory) and
+   the engine (``engine.tensorboard`` has its package).
 
 Every error is a :class:`scaling.study.runs.ConfigError` naming the field (or the
 file and line) and the fix.
@@ -27,6 +28,7 @@ file and line) and the fix.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import itertools
 import math
 import os
@@ -69,7 +71,7 @@ def load(files: list[str | Path], config: dict | None = None) -> dict:
     validate_schema(config)
     S.check(config)
     for check in (check_model_names, check_steps, check_corpora, check_task_files, check_devices, check_time_limits,
-                  check_fit_sets):
+                  check_fit_sets, check_engine):
         check(config)
     return config
 
@@ -306,6 +308,11 @@ def _gpu_memory() -> int | None:
     return min(mib) * 2**20 if out.returncode == 0 and mib else None
 
 
+def has_gpu() -> bool:
+    """Whether this machine has a GPU that torch sees (a job run here trains on it)."""
+    return _gpu_memory() is not None
+
+
 def device_memory(config: dict) -> tuple[float, str, bool]:
     """The memory one run trains in: (bytes, what it is, whether it is a GPU's).
 
@@ -413,3 +420,10 @@ def _grid(runs: list[S.Run]) -> str:
     """The sizes and token multipliers of some runs, for a message."""
     return (f"the planned sizes {sorted({r.size for r in runs})} and token multipliers "
             f"{sorted({r.token_multiplier for r in runs})}")
+
+
+def check_engine(config: dict) -> None:
+    """``engine.tensorboard`` has its optional extra installed (else every train job would fail on it)."""
+    if config["engine"]["tensorboard"] and importlib.util.find_spec("tensorboard") is None:
+        raise S.ConfigError("engine.tensorboard: true needs the tensorboard package, which is not installed; fix: "
+                            "pip install -e '.[tensorboard]', or set engine.tensorboard: false")

@@ -343,12 +343,14 @@ def model_sizes(config: dict) -> dict[str, int]:
     return {model_name(m): count_params(shape_of(m, config["training"], vocab))["n_params"] for m in config["models"]}
 
 
-def engine_args(config: dict) -> list[str]:
-    """The train command's execution flags from the `engine` section (never part of a run's spec)."""
+def engine_args(config: dict, results: str) -> list[str]:
+    """The train command's execution flags from the `engine` section (never part of a run's spec); ``results`` is
+    the study's results folder, where TensorBoard's files go."""
     engine = config["engine"]
     return (["--checkpoint-every", str(engine["checkpoint_every"])]
             + (["--keep-checkpoints"] if engine["keep_checkpoints"] else [])
-            + ([] if engine["compile"] else ["--no-compile"]))
+            + ([] if engine["compile"] else ["--no-compile"])
+            + (["--tensorboard", f"{results}/tensorboard"] if engine["tensorboard"] else []))
 
 
 def dataset_files(config: dict, dataset: str) -> list[str]:

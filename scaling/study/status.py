@@ -1,4 +1,4 @@
-"""A study's grid at a glance: which runs are done, running, failed, diverged or not started.
+"""A study's grid at a glance: which runs are done, running, failed, diverged or not started, and its progress.
 
 The planned grid comes from the study config (loaded and checked by
 :func:`scaling.study.config.load`, as the Snakefile does); each run's state from its
@@ -13,14 +13,23 @@ files under ``results/<study>/``:
   cannot be read;
 - ``not_started``: neither.
 
-Compute spent is the training compute of done runs plus the part of each
-diverged run trained before it stopped; compute left is the planned
-C = 6·N·D of every run not done or diverged (a running run counts in full).
+Tokens and compute done are those of done runs, the part of each diverged run
+trained before it stopped, and the part a running or failed run's log last
+reported (``step k/K``: k/K of its planned tokens); compute left is the rest of
+the planned C = 6·N·D.
+
+:func:`progress` turns this into the study's progress (:func:`progress_text`,
+``scaling status --watch``): runs finished, running and left; tokens and compute
+done; and an ETA. The ETA divides the compute left by the throughput measured on
+this study: the FLOP/s of one job (finished runs' 6·N·D over their wall time, which
+counts start-up and the final evaluation; before any run finished, the tokens/s in
+the running runs' logs) times the runs training side by side now (at least one).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -30,43 +39,59 @@ from scaling.study import runs as S
 from scaling.train.flops import flops_6nd
 
 STATES = ("done", "running", "failed", "diverged", "not_started")
+FINISHED = ("done", "diverged")
+# the training log's progress line (scaling.train.loop.log_progress) and its resume line: "step 40/1232 … 2,345 tok/s"
+STEP = re.compile(rb"step (\d+)/(\d+)(?:.*? ([\d,]+) tok/s)?")
 
 
-def run_state(run_dir: Path, log: Path, now: float, stale_after: float) -> tuple[str, dict | None]:
-    """A run's state and, when it finished, its metrics."""
+def run_state(run_dir: Path, log: Path, now: float, stale_after: float) -> tuple[str, dict]:
+    """A run's state and what its files say: its metrics when it finished, else the last ``step``, ``steps`` and
+    ``tok_s`` its log reported (absent until it reports one)."""
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists():
         try:
             metrics = json.loads(metrics_path.read_text())
         except (OSError, ValueError):
-            return "failed", None
+            return "failed", {}
         return ("done" if metrics.get("status") == "ok" else "diverged"), metrics
     if not log.exists():
-        return "not_started", None
+        return "not_started", {}
     with open(log, "rb") as f:
         f.seek(max(0, log.stat().st_size - 8192))
-        crashed = b"Traceback (most recent call last)" in f.read()
+        tail = f.read()
+    crashed = b"Traceback (most recent call last)" in tail
     fresh = now - log.stat().st_mtime < stale_after
-    return ("running" if fresh and not crashed else "failed"), None
+    reported = {}
+    if lines := STEP.findall(tail):
+        step, steps, tok_s = lines[-1]
+        reported = {"step": int(step), "steps": int(steps)} | ({"tok_s": float(tok_s.replace(b",", b""))} if tok_s else {})
+    return ("running" if fresh and not crashed else "failed"), reported
 
 
 def grid(config: dict, results_root: str | Path = "results", stale_after: float = 120.0) -> pd.DataFrame:
-    """One row per planned run: its grid coordinates, state, and compute spent and left (FLOPs)."""
+    """One row per planned run: its grid coordinates, state, tokens planned and done, compute spent and left (FLOPs),
+    and the throughput its files report (a finished run's wall time; a running run's tokens/s)."""
     results = Path(results_root) / config["study"]
     sizes = S.model_sizes(config)
     now, rows = time.time(), []
     for run in S.runs(config):
         n = sizes[run.size]
-        planned = flops_6nd(n, S.run_spec(config, run)["tokens"])
+        tokens = S.run_spec(config, run)["tokens"]
+        planned = flops_6nd(n, tokens)
         state, m = run_state(results / "runs" / run.id, results / "logs" / "train" / f"{run.id}.log", now, stale_after)
-        spent = 0.0
         if state == "done":
-            spent = m.get("flops", planned)
+            share = 1.0
         elif state == "diverged":
-            spent = m.get("flops", planned) * m.get("tokens_seen", 0) / max(1, m.get("tokens", 1))
+            share = min(1.0, m.get("tokens_seen", 0) / tokens)
+        else:
+            share = m["step"] / m["steps"] if m.get("steps") else 0.0
+        spent = m.get("flops", planned) * share
         rows.append({"run_id": run.id, "dataset": run.dataset, "size": run.size, "n_params": n,
                      "token_multiplier": run.token_multiplier, "lr": run.lr, "seed": run.seed, "state": state,
-                     "flops_spent": spent, "flops_left": 0.0 if state in ("done", "diverged") else planned})
+                     "tokens": tokens, "tokens_done": round(tokens * share),
+                     "flops_spent": spent, "flops_left": 0.0 if state in FINISHED else planned - spent,
+                     "wall_s": m.get("wall_s") if state in FINISHED else None,
+                     "tokens_per_s": m.get("tok_s") if state == "running" else None})
     return pd.DataFrame(rows)
 
 
@@ -80,17 +105,65 @@ def summarize(per_run: pd.DataFrame) -> pd.DataFrame:
     return out.rename(columns={"token_multiplier": "M"}).reset_index(drop=True)
 
 
-def report(config: dict, per_run: pd.DataFrame, list_runs: bool = False) -> str:
-    """The status as text: totals, compute, the per-(size, M) table, and optionally every run not done."""
+def progress(per_run: pd.DataFrame) -> dict:
+    """The study's progress: runs finished (done or diverged), running and left (failed or not started); tokens
+    and compute done and planned; the throughput of one job and the study's (FLOP/s); the ETA in seconds (None
+    before anything measured a throughput)."""
+    state = per_run["state"]
+    finished = per_run[state.isin(FINISHED) & (per_run["wall_s"].fillna(0) > 0)]
+    running = per_run[state == "running"]
+    if len(finished):
+        per_job = finished["flops_spent"].sum() / finished["wall_s"].sum()
+    elif running["tokens_per_s"].notna().any():
+        measured = running[running["tokens_per_s"].notna()]
+        per_job = float((6.0 * measured["n_params"] * measured["tokens_per_s"]).mean())
+    else:
+        per_job = None
+    rate = per_job * max(1, len(running)) if per_job else None
+    left = float(per_run["flops_left"].sum())
+    return {
+        "runs": len(per_run), "finished": int(state.isin(FINISHED).sum()), "running": len(running),
+        "left": int(state.isin(("failed", "not_started")).sum()), "failed": int((state == "failed").sum()),
+        "tokens_done": int(per_run["tokens_done"].sum()), "tokens": int(per_run["tokens"].sum()),
+        "flops_done": float(per_run["flops_spent"].sum()), "flops": float(per_run["flops_spent"].sum()) + left,
+        "flops_per_s_per_job": per_job, "flops_per_s": rate,
+        "eta_s": 0.0 if left == 0 else (left / rate if rate else None),
+    }
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown until a run reports its speed"
+    seconds = round(seconds)
+    return (f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else
+            f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s")
+
+
+def progress_text(p: dict) -> str:
+    """The progress as three lines: runs, tokens and compute, throughput and ETA."""
+    share = p["flops_done"] / p["flops"] if p["flops"] else 1.0
+    speed = (f"{p['flops_per_s']:.3g} FLOP/s ({p['running']} running × {p['flops_per_s_per_job']:.3g} per job)"
+             if p["flops_per_s"] else "not measured yet")
+    return "\n".join([
+        f"runs: {p['finished']} finished, {p['running']} running, {p['left']} left "
+        f"({p['failed']} failed) of {p['runs']}",
+        f"tokens: {p['tokens_done']:,} of {p['tokens']:,}; compute: {p['flops_done']:.3g} of {p['flops']:.3g} FLOPs "
+        f"({share:.1%})",
+        f"throughput: {speed}; ETA {_duration(p['eta_s'])}",
+    ])
+
+
+def report(label: str, per_run: pd.DataFrame, list_runs: bool = False) -> str:
+    """The status as text: the study (``label`` says which and from where), totals, progress, the per-(size, M)
+    table, and optionally every run not done."""
     totals = per_run["state"].value_counts().reindex(list(STATES), fill_value=0)
     table = summarize(per_run)
     table["M"] = table["M"].map(S.fmt)
     for col in ("flops_spent", "flops_left"):
         table[col] = table[col].map(lambda x: f"{x:.3g}")
     lines = [
-        f"study {config['study']!r}: {len(per_run)} runs planned; "
-        + ", ".join(f"{totals[s]} {s.replace('_', ' ')}" for s in STATES),
-        f"compute: {per_run['flops_spent'].sum():.3g} FLOPs spent, {per_run['flops_left'].sum():.3g} left",
+        f"{label}: {len(per_run)} runs planned; " + ", ".join(f"{totals[s]} {s.replace('_', ' ')}" for s in STATES),
+        progress_text(progress(per_run)),
         "",
         table.to_string(index=False),
     ]
@@ -98,3 +171,16 @@ def report(config: dict, per_run: pd.DataFrame, list_runs: bool = False) -> str:
         todo = per_run[per_run["state"] != "done"]
         lines += ["", "runs not done:", todo[["run_id", "state"]].to_string(index=False) if len(todo) else "(none)"]
     return "\n".join(lines)
+
+
+def watch(config: dict, label: str, results_root: str | Path, stale_after: float, every: float, out) -> None:
+    """Print the study's progress every ``every`` seconds (redrawn in place on a terminal) until every run has
+    finished; Ctrl-C stops watching."""
+    clear = "\033[H\033[J" if out.isatty() else ""
+    while True:
+        per_run = grid(config, results_root, stale_after)
+        p = progress(per_run)
+        print(f"{clear}{label} at {time.strftime('%H:%M:%S')}\n{progress_text(p)}", file=out, flush=True)
+        if p["finished"] == p["runs"]:
+            return
+        time.sleep(every)

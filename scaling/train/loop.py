@@ -22,7 +22,8 @@ The engine (nothing in it changes a result on one device):
   that is NaN/inf or, after warmup, above the initial loss + ``divergence_margin``,
   records ``status = "diverged"`` and still exits successfully.
 - **Progress**: a log line every :data:`LOG_EVERY_S` seconds with step/total,
-  loss, tokens/s, ETA, and on a GPU the MFU (:mod:`scaling.train.flops`).
+  loss, tokens/s, ETA, and on a GPU the MFU (:mod:`scaling.train.flops`); the log opens
+  with a header, and the curve can go to TensorBoard too (:mod:`scaling.train.watch`).
 - **GPU**: bf16 autocast, TF32 matmuls, fused AdamW, ``torch.compile``
   (on CPU they are slower here, so CPU runs use fp32, eager mode and fused AdamW).
 - **DDP** when started as several processes (:mod:`scaling.train.distributed`): every
@@ -64,6 +65,7 @@ from scaling.train.model import GPT, Shape, count_params, lm_loss
 from scaling.train.preemption import Stopped
 from scaling.train.schedules import lr_at
 from scaling.train.stability import first_divergence
+from scaling.train.watch import CurveLog, log_header
 
 FLUSH_EVERY = 32
 LOG_EVERY_S = 5.0
@@ -128,6 +130,7 @@ class Training:
     threads: int
     compiled: bool  # torch.compile, on a GPU only
     peak: float | None  # the GPU's peak FLOP/s, for the MFU
+    curves: CurveLog | None = None  # the run's curve in TensorBoard (engine.tensorboard), rank 0's
 
     @property
     def cfg(self) -> dict:
@@ -148,17 +151,20 @@ class Training:
 
 def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 1, checkpoint_every: int = 1000,
           keep_checkpoints: bool = False, compile_model: bool = True, log=print,
-          signalled: Callable[[], int] = lambda: 0) -> dict | None:
+          signalled: Callable[[], int] = lambda: 0, tensorboard: str | Path | None = None) -> dict | None:
     """Train the run described by ``spec`` (see :func:`scaling.study.runs.run_spec`) and write its outputs.
 
     Returns the metrics (None on the processes of a DDP run other than rank 0).
     ``signalled`` returns the stop signal received so far, or 0
     (:func:`scaling.train.preemption.stop_signals`); after one, the run checkpoints
-    and raises :class:`~scaling.train.preemption.Stopped` instead.
+    and raises :class:`~scaling.train.preemption.Stopped` instead. With ``tensorboard``, a folder, the run's curve
+    also goes to ``tensorboard/<run_id>/`` (:mod:`scaling.train.watch`).
     """
     t0 = time.perf_counter()
     run = setup(spec, data_dir, out_dir, threads, compile_model, log)
+    log_header(run)
     start, prior_s = resume(run)
+    run.curves = CurveLog(tensorboard, run, start) if tensorboard and run.world.main else None
     stop, train_s = train_steps(run, start, prior_s, checkpoint_every, signalled)
     if not run.world.main:
         run.world.stop()
@@ -167,6 +173,8 @@ def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 
     done = run.steps if stop is None else stop + 1
     status, val_loss = final_validation(run, stop)
     write_curve(run, done)
+    if run.curves:
+        run.curves.close(run, done, val_loss)
     metrics = record(run, done, stop, status, val_loss, start, train_s, wall_s=prior_s + time.perf_counter() - t0)
     save_model(run.out / "model.pt", run.shape, run.model)
     write_json(run.out / "metrics.json", metrics)
@@ -308,6 +316,8 @@ def log_progress(run: Training, start: int, done: int, elapsed: float) -> None:
     mfu = f" MFU {rate * flops_per_token(run.shape) / (run.peak * run.world.size):.1%}" if run.peak else ""
     run.say(f"[{run.run_id}] step {done}/{steps} loss {run.losses[done - 1]:.4f} {rate:,.0f} tok/s{mfu} "
             f"ETA {(steps - done) * cfg['batch_tokens'] / rate:.0f}s")
+    if run.curves:
+        run.curves.add(run, done)
 
 
 def final_validation(run: Training, stop: int | None) -> tuple[str, float]:
