@@ -14,6 +14,8 @@ from conftest import REPO
 from scaling.store import collect as C
 from scaling.store import database as D
 from scaling.store import schema
+from scaling.study import runs as S
+from scaling.testbeds import synthetic
 from test_collect import make_study
 
 
@@ -117,6 +119,38 @@ def test_every_readme_query_runs_and_finds_the_diverged_and_missing_cells(study_
     frontier = D.query(con, queries[1])
     assert frontier["loss"].is_monotonic_decreasing and frontier["flops"].is_monotonic_increasing
     assert frontier["loss"].iloc[-1] == runs["val_loss"].min()
+
+
+def test_the_readme_queries_as_written_list_planned_cells_only_and_each_prediction_once(tmp_path):
+    """On a grid that is a union of blocks (not the product of its sizes and multipliers), with a cell whose every
+    run diverged, and predictions of two laws for the same points (as the fit stage writes them)."""
+    root = tmp_path / "results" / "u"
+    config = synthetic.study_config("u", 3, [20], [0.01, 0.02])
+    config["grid"].append({"sizes": ["d16"], "token_multipliers": [80], "learning_rates": [0.01]})
+    runs = S.runs(config)
+    paths = [synthetic.write_run(root, config, r, 20, diverged=r.size == "d24") for r in runs]
+    C.collect(paths, root / "tables")
+    sizes = S.model_sizes(config)
+    points = [("d16", 20.0, "fit"), ("d32", 20.0, "fit"), ("d16", 80.0, "held_out"), ("d24", 80.0, "target")]
+    predictions = pd.DataFrame([
+        {"law": law, "dataset": "bible", "size": size, "n_params": sizes[size], "token_multiplier": m, "role": role,
+         "predicted_loss": 3.0, "measured_loss": None if role == "target" else 3.3,
+         "rel_error": None if role == "target" else 3.0 / 3.3 - 1}
+        for law in ("overtraining", "downstream") for size, m, role in points])
+    schema.write_table(root / "tables" / "predictions.parquet", "predictions", predictions)
+    D.build_database(root / "tables", root / "scaling.duckdb")
+    con = D.open_study(root / "scaling.duckdb")
+    queries = {q.splitlines()[0]: q for q in readme_queries()}
+
+    diverged = D.query(con, next(q for k, q in queries.items() if "diverged" in k))
+    planned = {(r.size, r.token_multiplier) for r in runs}
+    assert list(zip(diverged["size"], diverged["token_multiplier"])) == [("d24", 20.0)]  # planned, all diverged
+    assert {(s, m) for s in ("d16", "d24", "d32") for m in (20.0, 80.0)} - planned  # the product has unplanned cells
+    assert sorted(diverged["diverged_runs"].iloc[0]) == sorted(r.id for r in runs if r.size == "d24")
+
+    predicted = D.query(con, next(q for k, q in queries.items() if "predicted" in k))
+    assert list(zip(predicted["size"], predicted["role"])) == [("d16", "held_out"), ("d24", "target")]
+    assert predicted["rel_error_pct"].iloc[0] == round(100 * (3.0 / 3.3 - 1), 2) and predicted["rel_error_pct"].isna().iloc[1]
 
 
 def test_the_grid_query_lists_a_cell_whose_runs_all_diverged(tmp_path):
