@@ -202,7 +202,9 @@ def study_database(configfile: str, results: str) -> Path:
     try:
         study = read_study_file(configfile).get("study")
     except ConfigError as e:
-        raise SystemExit(f"error: {e}")
+        raise SystemExit(f"error: {e}; `scaling sql` queries the results/<study>/scaling.duckdb of the study "
+                         f"--configfile declares, as `scaling status` reads it: run it where you run snakemake, or "
+                         f"pass --configfile FILE or --db PATH")
     if not (isinstance(study, str) and re.fullmatch(schema()["$defs"]["name"]["pattern"], study)):
         raise SystemExit(f"error: {configfile}: study: {study!r} is not a study name; fix: pass the study's file "
                          f"with --configfile, or a database with --db PATH")

@@ -150,3 +150,29 @@ def test_progress_of_a_half_finished_study_measures_throughput_and_the_eta(tmp_p
     log.write_text(f"[{runs[2].id}] run …\n")  # nothing measured yet: no ETA, and the text says why
     p = T.progress(T.grid(config, tmp_path / "results"))
     assert p["eta_s"] is None and "ETA unknown until a run reports its speed" in T.progress_text(p)
+
+
+def test_scaling_sql_and_status_use_the_same_study_and_say_which(tmp_path, monkeypatch, capsys):
+    from scaling.cli import main
+    from scaling.store.collect import collect
+    from scaling.store.database import build_database
+
+    monkeypatch.chdir(tmp_path)
+    for name, n_sizes in (("mine", 1), ("newer", 2)):  # the other study's database is written last
+        config = synthetic.study_config(name, n_sizes, [20], [0.01, 0.02])
+        paths = [synthetic.write_run(f"results/{name}", config, r, 10) for r in S.runs(config)]
+        collect(paths, f"results/{name}/tables")
+        build_database(f"results/{name}/tables", f"results/{name}/scaling.duckdb")
+    config = synthetic.study_config("mine", 1, [20], [0.01, 0.02])
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({k: config[k] for k in ("study", "datasets", "models", "grid")}))
+
+    main(["sql", "--configfile", "mine.yaml", "--csv", "SELECT count(*) AS n FROM runs"])
+    out, err = capsys.readouterr()
+    assert out.split() == ["n", "2"] and err == "study 'mine' (mine.yaml): results/mine/scaling.duckdb\n"
+    main(["status", "--configfile", "mine.yaml"])
+    assert capsys.readouterr().out.startswith("study 'mine' (mine.yaml): 2 runs planned; 2 done")
+
+    (tmp_path / "other.yaml").write_text("study: absent\n")
+    with pytest.raises(SystemExit, match=r"results/absent/scaling.duckdb does not exist: run `snakemake --cores 2 "
+                                         r"--configfile other.yaml` .* \(studies with a database: mine, newer\)"):
+        main(["sql", "--configfile", "other.yaml", "SELECT 1"])

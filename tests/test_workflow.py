@@ -146,10 +146,11 @@ def test_a_diverging_run_is_recorded_and_the_workflow_goes_on(tmp_path):
     assert fit["fits"][0]["n_points"] == 5  # the diverged run is not a point
 
 
-def test_scaling_sql_reads_the_latest_database_and_refuses_writes(finished_smoke):
-    cli = [sys.executable, "-m", "scaling.cli", "sql"]
+def test_scaling_sql_reads_the_studys_database_and_refuses_writes(finished_smoke):
+    cli = [sys.executable, "-m", "scaling.cli", "sql", "--configfile", "study.yaml"]
     ok = subprocess.run([*cli, "SELECT count(*) AS n FROM runs"], cwd=finished_smoke, capture_output=True, text=True)
     assert ok.returncode == 0 and ok.stdout.split() == ["n", "6"]
+    assert ok.stderr == "study 'smoke' (study.yaml): results/smoke/scaling.duckdb\n"
     bad = subprocess.run([*cli, "DELETE FROM runs"], cwd=finished_smoke, capture_output=True, text=True)
     assert bad.returncode != 0 and "read-only" in bad.stderr
     typo = subprocess.run([*cli, "SELECT nope FROM runs"], cwd=finished_smoke, capture_output=True, text=True)
