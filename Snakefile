@@ -27,6 +27,9 @@ except ConfigError as e:
     sys.exit(f"error in the study: {e}")
 
 
+report: "workflow/report/workflow.rst"  # the report's landing page: the study's figures and summary
+
+
 include: "rules/common.smk"  # what the stages share; each stage's file after it uses only that and its own names
 include: "rules/prepare.smk"
 include: "rules/train.smk"

@@ -113,7 +113,7 @@ def test_progress_of_a_finished_study_counts_every_token_and_flop_and_has_nothin
     out = io.StringIO()  # not a terminal: no screen clearing; a finished study is printed once and the watch ends
     T.watch(config, "study 'pr' (study.yaml)", tmp_path / "results", 120, 3600, out)
     text = out.getvalue()
-    assert text.startswith("study 'pr' (study.yaml) at ") and "\033" not in text
+    assert text.startswith("\nstudy 'pr' (study.yaml) at ") and "\033" not in text
     assert "runs: 6 finished, 0 running, 0 left (0 failed) of 6" in text and "ETA 0s" in text
     assert f"tokens: {p['tokens_done']:,} of {p['tokens']:,}" in text
 

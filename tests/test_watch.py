@@ -17,7 +17,7 @@ def test_the_training_log_opens_with_a_header_of_the_run_its_budget_device_and_s
     lines = []
     m = train(spec(), data_dir, tmp_path, log=lines.append)
     run = m["run_id"]
-    assert lines[0] == (f"[{run}] run {run}: N = {m['n_params']:,} parameters (d_model 16, 1 layers, 2 heads), "
+    assert lines[0] == (f"[{run}] run {run}: N = {m['n_params']:,} parameters (d_model 16, n_layers 1, n_heads 2), "
                         f"D = 40,000 tokens (M = 1), {m['steps']:,} steps of 128 tokens, lr 0.003, seed 0")
     assert lines[1] == f"[{run}] device: cpu × 1, 1 thread(s) each, fp32"
     assert json.loads(lines[2].removeprefix(f"[{run}] training: ")) == spec()["training"]

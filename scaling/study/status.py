@@ -176,7 +176,7 @@ def report(label: str, per_run: pd.DataFrame, list_runs: bool = False) -> str:
 def watch(config: dict, label: str, results_root: str | Path, stale_after: float, every: float, out) -> None:
     """Print the study's progress every ``every`` seconds (redrawn in place on a terminal) until every run has
     finished; Ctrl-C stops watching."""
-    clear = "\033[H\033[J" if out.isatty() else ""
+    clear = "\033[H\033[J" if out.isatty() else "\n"  # a file or pipe gets one block after another
     while True:
         per_run = grid(config, results_root, stale_after)
         p = progress(per_run)
