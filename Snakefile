@@ -51,11 +51,15 @@ rule all:
         rules.collect.output,
 
 
+STUDY_FILE = os.path.relpath(workflow.configfiles[-1])  # what `scaling sql` and `scaling status` take
+
+
 onsuccess:
     print(
         f"\nStudy '{STUDY}' done: {len(RUNS)} runs.\n"
         f"  summary:   {RESULTS}/summary.md\n"
         f"  figures:   {RESULTS}/figures/\n"
-        f"  database:  {RESULTS}/scaling.duckdb   (query it: scaling sql \"SELECT * FROM runs\")\n"
+        f"  database:  {RESULTS}/scaling.duckdb   (query it: scaling sql --configfile {STUDY_FILE} "
+        f"\"SELECT * FROM runs\")\n"
         f"  tables:    {RESULTS}/tables/*.parquet\n"
     )
