@@ -253,3 +253,36 @@ def test_check_fails_on_a_figure_missing_from_report(report, browser, tmp_path):
     extra = report.parent / "results" / smoke_config()["study"] / "figures" / "not_in_report.svg"
     problems = walk_problems(walk, report.parent, [*figures_on_disk(report.parent), extra])
     assert problems == [f"{extra.relative_to(report.parent)} is in no format among the report's figures"]
+
+
+# The landing page as the report opens: its description (workflow/report/workflow.rst) and what it shows.
+LANDING = r"""
+async (timeoutMs) => {
+  const deadline = Date.now() + timeoutMs;
+  const title = () => document.querySelector('#app .prose h1');
+  while (!title() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+  if (!title()) return null;
+  const prose = title().closest('.prose');
+  return {title: title().textContent, top: title().getBoundingClientRect().top,
+          links: [...prose.querySelectorAll('a')].map((a) => a.textContent),
+          figures: [...prose.querySelectorAll('svg')].map((svg) => svg.getBoundingClientRect().width),
+          summary: prose.querySelector('pre')?.textContent ?? ''};
+}
+"""
+
+
+def test_the_report_opens_on_the_studys_figures_and_summary(report, browser):
+    from scaling.report import FIGURES
+
+    page = browser.open(report.as_uri())
+    try:
+        landing = page.evaluate(f"({LANDING})(10000)", timeout=60)
+        problems = page.problems()
+    finally:
+        page.close()
+    assert not problems and landing is not None, problems
+    assert landing["title"] == smoke_config()["title"] and 0 <= landing["top"] < 200  # in view, at the top
+    assert sorted(landing["links"]) == sorted(f"{name}.png" for name in FIGURES)  # each opens its result
+    assert len(landing["figures"]) == len(FIGURES) and min(landing["figures"]) > 200  # drawn, scaled to the column
+    summary = (report.parent / "results" / smoke_config()["study"] / "summary.md").read_text()
+    assert landing["summary"].strip() == summary.strip()

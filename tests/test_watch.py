@@ -13,7 +13,7 @@ from scaling.train.loop import train
 from test_train import data_dir, spec  # noqa: F401  (data_dir is a fixture)
 
 
-def test_the_training_log_opens_with_a_header_of_the_run_its_budget_device_and_settings(data_dir, tmp_path):  # noqa: F811
+def test_the_training_log_opens_with_a_header_of_the_run_its_budget_and_settings(data_dir, tmp_path):  # noqa: F811
     lines = []
     m = train(spec(), data_dir, tmp_path, log=lines.append)
     run = m["run_id"]

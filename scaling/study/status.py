@@ -64,7 +64,9 @@ def run_state(run_dir: Path, log: Path, now: float, stale_after: float) -> tuple
     reported = {}
     if lines := STEP.findall(tail):
         step, steps, tok_s = lines[-1]
-        reported = {"step": int(step), "steps": int(steps)} | ({"tok_s": float(tok_s.replace(b",", b""))} if tok_s else {})
+        reported = {"step": int(step), "steps": int(steps)}
+        if tok_s:
+            reported["tok_s"] = float(tok_s.replace(b",", b""))
     return ("running" if fresh and not crashed else "failed"), reported
 
 

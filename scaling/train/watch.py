@@ -33,7 +33,8 @@ def log_header(run: Training) -> None:
               f"{', torch.compile' if run.compiled else ''}" if run.cuda else
               f"cpu × {run.world.size}, {run.threads} thread(s) each, fp32")
     run.say(f"[{run.run_id}] run {run.run_id}: N = {count_params(shape)['n_params']:,} parameters "
-            f"(d_model {shape.d_model}, n_layers {shape.n_layers}, n_heads {shape.n_heads}), D = {spec['tokens']:,} tokens "
+            f"(d_model {shape.d_model}, n_layers {shape.n_layers}, n_heads {shape.n_heads}), "
+            f"D = {spec['tokens']:,} tokens "
             f"(M = {spec['token_multiplier']:g}), {run.steps:,} steps of {cfg['batch_tokens']:,} tokens, "
             f"lr {spec['lr']:g}, seed {spec['seed']}")
     run.say(f"[{run.run_id}] device: {device}")
