@@ -115,7 +115,7 @@ def progress(per_run: pd.DataFrame) -> dict:
     finished = per_run[state.isin(FINISHED) & (per_run["wall_s"].fillna(0) > 0)]
     running = per_run[state == "running"]
     if len(finished):
-        per_job = finished["flops_spent"].sum() / finished["wall_s"].sum()
+        per_job = float(finished["flops_spent"].sum() / finished["wall_s"].sum())
     elif running["tokens_per_s"].notna().any():
         measured = running[running["tokens_per_s"].notna()]
         per_job = float((6.0 * measured["n_params"] * measured["tokens_per_s"]).mean())
