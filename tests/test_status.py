@@ -171,6 +171,8 @@ def test_scaling_sql_and_status_use_the_same_study_and_say_which(tmp_path, monke
     assert out.split() == ["n", "2"] and err == "study 'mine' (mine.yaml): results/mine/scaling.duckdb\n"
     main(["status", "--configfile", "mine.yaml"])
     assert capsys.readouterr().out.startswith("study 'mine' (mine.yaml): 2 runs planned; 2 done")
+    main(["status", "--configfile", "mine.yaml", "--watch", "0.01"])  # a finished study: one block, then it ends
+    assert capsys.readouterr().out.startswith("\nstudy 'mine' (mine.yaml) at ")
 
     (tmp_path / "other.yaml").write_text("study: absent\n")
     with pytest.raises(SystemExit, match=r"results/absent/scaling.duckdb does not exist: run `snakemake --cores 2 "
