@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from scaling.study import runs as S
 from scaling.train import ladder
@@ -87,3 +88,108 @@ def test_adding_a_longer_run_extends_the_trunk_and_changes_no_earlier_segment():
     config["grid"][1]["token_multipliers"].append(80)
     after = S.trunk_segments(config)
     assert set(before) < set(after) and all(after[k] == v for k, v in before.items())
+
+
+# -- the trainer: trunk segments and branches ------------------------------------------------------------------------
+import json  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from scaling.train import checkpoint  # noqa: E402
+from scaling.train.loop import train  # noqa: E402
+from test_train import QUIET, cli_train, data_dir, spec, wait_for_checkpoint  # noqa: E402,F401 (a fixture)
+
+SHORT, LONG = 50, 150  # steps of the two runs of the test ladder, 128 tokens each
+WSD = {"schedule": "wsd", "cooldown_fraction": 0.2, "warmup_fraction": 0.1}
+
+
+def branch_spec(steps: int, **change) -> dict:
+    """A run of the test ladder: WSD, its warmup 10 % of the shorter run's 50 steps, branching at 80 % of its own."""
+    p = ladder.plan([128 * SHORT, 128 * LONG], 128, 0.2, 0.1)
+    b = p.branch_steps[p.steps.index(steps)]
+    sp = spec(tokens=128 * steps, **WSD, ladder=True, **change)
+    return {**sp, "run_id": f"t/xs/M{steps}_lr0.003_s0",
+            "ladder": {"trunk": "t/xs/trunk_lr0.003_s0", "warmup_steps": p.warmup_steps, "branch_step": b}}
+
+
+def segment_spec(first: int, end: int) -> dict:
+    return {**ladder.trunk_spec(branch_spec(SHORT)), "segment": [first, end]}
+
+
+def curve_of(run_dir) -> pd.DataFrame:
+    return pd.read_parquet(run_dir / "curve.parquet")
+
+
+@pytest.fixture(scope="module")
+def trunk(data_dir, tmp_path_factory):
+    """The test ladder's trunk, trained in its two segments (0–40, 40–120): its directory."""
+    out = tmp_path_factory.mktemp("trunk")
+    train(segment_spec(0, 40), data_dir, out, **QUIET)
+    train(segment_spec(40, 120), data_dir, out, start_from=out / "step40.pt", **QUIET)
+    return out
+
+
+def test_each_branch_is_bit_for_bit_the_wsd_run_of_its_length_from_scratch(data_dir, trunk, tmp_path):
+    assert not (trunk / "step40").exists() and not (trunk / "step120").exists()  # segments' work removed
+    for steps, b, warmup_fraction in ((SHORT, 40, 0.1), (LONG, 120, 5 / LONG)):  # the same 5 warmup steps
+        branched = train(branch_spec(steps), data_dir, tmp_path / f"b{steps}", start_from=trunk / f"step{b}.pt",
+                         **QUIET)
+        scratch = train(spec(tokens=128 * steps, **{**WSD, "warmup_fraction": warmup_fraction}), data_dir,
+                        tmp_path / f"s{steps}", **QUIET)
+        pd.testing.assert_frame_equal(curve_of(tmp_path / f"b{steps}"), curve_of(tmp_path / f"s{steps}"))
+        assert branched["val_loss"] == scratch["val_loss"]
+        assert branched["trunk"] == "t/xs/trunk_lr0.003_s0" and branched["branch_step"] == b
+        assert branched["resumed_from_step"] == b and scratch["trunk"] is None
+
+
+def test_a_branch_refuses_the_checkpoint_of_another_trunk_or_step(data_dir, trunk, tmp_path):
+    with pytest.raises(ValueError, match="fix: delete it"):
+        train(branch_spec(SHORT), data_dir, tmp_path / "a", start_from=trunk / "step120.pt", **QUIET)
+    with pytest.raises(ValueError, match="not the checkpoint of t/xs/trunk_lr0.003_s0 after 40"):
+        train(branch_spec(SHORT, weight_decay=0.0), data_dir, tmp_path / "b", start_from=trunk / "step40.pt",
+              **QUIET)
+    with pytest.raises(ValueError, match="fix: give it"):
+        train(branch_spec(SHORT), data_dir, tmp_path / "c", **QUIET)
+
+
+def kill_at_first_checkpoint(sp, data_dir, out, work, *flags) -> int:
+    """Start ``scaling train`` of ``sp``, SIGKILL it once it has checkpointed in ``work``; the step it had done."""
+    proc = cli_train(sp, data_dir, out, "--checkpoint-every", "7", *flags)
+    wait_for_checkpoint(proc, work)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return torch.load(checkpoint.path(work), weights_only=True)["step"]
+
+
+def finish(sp, data_dir, out, *flags) -> str:
+    proc = cli_train(sp, data_dir, out, "--checkpoint-every", "7", *flags)
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, log
+    return log
+
+
+@pytest.mark.slow
+def test_a_killed_trunk_segment_and_a_killed_branch_resume_to_the_uninterrupted_results(data_dir, trunk, tmp_path):
+    out = tmp_path / "trunk"
+    train(segment_spec(0, 40), data_dir, out, **QUIET)
+    seg = segment_spec(40, 120)
+    killed = kill_at_first_checkpoint(seg, data_dir, out, out / "step120", "--start-from", str(out / "step40.pt"))
+    assert 40 < killed < 120 and not (out / "step120.pt").exists()
+    log = finish(seg, data_dir, out, "--start-from", str(out / "step40.pt"))
+    assert f"resumed from its checkpoint at step {killed}/120" in log
+    again, before = (torch.load(d / "step120.pt", weights_only=True) for d in (out, trunk))
+    assert np.array_equal(again["losses"], before["losses"]) and np.array_equal(again["val_losses"],
+                                                                                before["val_losses"], equal_nan=True)
+    assert all(torch.equal(again["model"][k], v) for k, v in before["model"].items())
+
+    sp, run = branch_spec(LONG), tmp_path / "branch"
+    reference = train(sp, data_dir, tmp_path / "reference", start_from=trunk / "step120.pt", **QUIET)
+    killed = kill_at_first_checkpoint(sp, data_dir, run, run, "--start-from", str(out / "step120.pt"))
+    assert 120 < killed < LONG
+    log = finish(sp, data_dir, run, "--start-from", str(out / "step120.pt"))
+    assert f"resumed from its checkpoint at step {killed}/{LONG}" in log
+    pd.testing.assert_frame_equal(curve_of(run), curve_of(tmp_path / "reference"))
+    assert json.loads((run / "metrics.json").read_text())["val_loss"] == reference["val_loss"]
