@@ -339,7 +339,7 @@ def run_tokens(config: dict, run: Run) -> int:
 def ladders(config: dict) -> dict[str, tuple[list[Run], ladder.Plan]]:
     """Under ``training.ladder``, each trunk's id → its runs, by ascending M, and its plan; else nothing."""
     training = config["training"]
-    if not training["ladder"]:
+    if not training.get("ladder"):  # a study config not filled by the schema (a synthetic testbed's) has no ladder
         return {}
     groups: dict[str, list[Run]] = defaultdict(list)
     for run in runs(config):
@@ -366,7 +366,7 @@ def run_spec(config: dict, run: Run, plans: dict | None = None) -> dict:
         "seed": run.seed,
         "training": dict(sorted(config["training"].items())),
     }
-    if config["training"]["ladder"]:
+    if config["training"].get("ladder"):
         group, plan = (plans if plans is not None else ladders(config))[run.trunk]
         spec["ladder"] = {"trunk": run.trunk, "warmup_steps": plan.warmup_steps,
                           "branch_step": plan.branch_steps[group.index(run)]}

@@ -61,18 +61,22 @@ class Plan:
         return tuple(zip([0, *ends[:-1]], ends))
 
     def spent_steps(self) -> tuple[float, ...]:
-        """Each run's steps actually spent: its cooldown, plus an equal share of every trunk segment up to its
-        branch point with the other runs that branch there or later. They add up to :meth:`total_steps`."""
-        shares = []
-        for b, s in zip(self.branch_steps, self.steps):
-            trunk = sum((end - first) / sum(1 for c in self.branch_steps if c >= end)
-                        for first, end in self.segments if end <= b)
-            shares.append(trunk + s - b)
-        return tuple(shares)
+        """Each run's steps actually spent (:func:`spent_steps`); they add up to :meth:`total_steps`."""
+        return spent_steps(self.steps, self.branch_steps)
 
     def total_steps(self) -> int:
         """Steps the ladder trains: its trunk and every cooldown."""
         return self.trunk_steps + sum(s - b for s, b in zip(self.steps, self.branch_steps))
+
+
+def spent_steps(steps, branch_steps) -> tuple[float, ...]:
+    """The steps actually spent on each run of one trunk, given every run's steps and branch step: its cooldown,
+    plus an equal share of every trunk segment up to its branch point with the other runs that branch there or
+    later (the trunk's segments end at the branch points)."""
+    ends = sorted(set(branch_steps) - {0})
+    segments = list(zip([0, *ends[:-1]], ends))
+    return tuple(sum((end - first) / sum(1 for c in branch_steps if c >= end) for first, end in segments if end <= b)
+                 + s - b for s, b in zip(steps, branch_steps))
 
 
 def plan(tokens: list[int], batch_tokens: int, cooldown_fraction: float, warmup_fraction: float) -> Plan:
