@@ -193,3 +193,27 @@ def test_a_killed_trunk_segment_and_a_killed_branch_resume_to_the_uninterrupted_
     assert f"resumed from its checkpoint at step {killed}/{LONG}" in log
     pd.testing.assert_frame_equal(curve_of(run), curve_of(tmp_path / "reference"))
     assert json.loads((run / "metrics.json").read_text())["val_loss"] == reference["val_loss"]
+
+
+# -- the workflow ----------------------------------------------------------------------------------------------------
+from conftest import planned, snakemake  # noqa: E402
+from scaling.study.config import load  # noqa: E402
+
+
+@pytest.mark.workflow
+def test_a_ladder_study_trains_each_trunk_once_and_a_larger_m_extends_it(tmp_path):
+    config = smoke_config()
+    config["training"].update(schedule="wsd", ladder=True)
+    config["grid"] = [{"sizes": ["xs"], "token_multipliers": [5, 10], "learning_rates": [0.01]}]
+    config["fit"] = {"fit_on": [{"size": "xs"}]}
+    config["downstream"] = {}
+    assert planned(tmp_path, config)["trunk_segment"] == 2
+    snakemake(tmp_path, config, "--cores", "1", "results/smoke/tables/collect.json")
+    runs = pd.read_parquet(tmp_path / "results/smoke/tables/runs.parquet").sort_values("steps")
+    _, p = S.ladders(load([tmp_path / "study.yaml"]))["bible/xs/trunk_lr0.01_s0"]
+    assert list(runs["branch_step"]) == list(p.branch_steps) and set(runs["trunk"]) == {"bible/xs/trunk_lr0.01_s0"}
+    assert runs["flops_spent"].sum() / runs["flops"].sum() == pytest.approx(p.total_steps() / sum(p.steps), rel=1e-3)
+
+    config["grid"][0]["token_multipliers"].append(20)
+    assert planned(tmp_path, config) == {"trunk_segment": 1, "train": 1, "collect": 1, "fit": 1, "database": 1,
+                                         "report": 1, "all": 1}

@@ -410,11 +410,12 @@ def dataset_files(config: dict, dataset: str) -> list[str]:
 def train_runtime_minutes(config: dict, spec: dict) -> int:
     """SLURM time limit of a train job: margin × 6·N·D / (throughput × GPUs), at least ``min_runtime_minutes``.
 
-    N is counted from the run's shape; the throughput (per GPU) is the study's
+    N is counted from the run's shape, D is the tokens the job trains (a ladder's trunk segment or cooldown: its
+    own steps, :func:`scaling.train.ladder.job_tokens`); the throughput (per GPU) is the study's
     ``cluster.train_flops_per_second``, the GPUs its ``engine.gpus_per_run``.
     """
     cluster = config["cluster"]
     n = count_params(Shape(**spec["shape"]))["n_params"]
     rate = cluster["train_flops_per_second"] * config["engine"]["gpus_per_run"]
-    seconds = cluster["runtime_margin"] * flops_6nd(n, spec["tokens"]) / rate
+    seconds = cluster["runtime_margin"] * flops_6nd(n, ladder.job_tokens(spec)) / rate
     return max(cluster["min_runtime_minutes"], math.ceil(seconds / 60))

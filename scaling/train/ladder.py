@@ -79,6 +79,18 @@ def spent_steps(steps, branch_steps) -> tuple[float, ...]:
                  + s - b for s, b in zip(steps, branch_steps))
 
 
+def job_tokens(spec: dict) -> int:
+    """Tokens one train job trains: a run's D from scratch; a trunk segment's steps, or a ladder's run's cooldown
+    steps, of ``batch_tokens`` each (what its time limit is sized by)."""
+    batch = spec["training"]["batch_tokens"]
+    if "segment" in spec:
+        first, end = spec["segment"]
+        return (end - first) * batch
+    if "ladder" in spec:
+        return (run_steps(spec["tokens"], batch) - spec["ladder"]["branch_step"]) * batch
+    return spec["tokens"]
+
+
 def plan(tokens: list[int], batch_tokens: int, cooldown_fraction: float, warmup_fraction: float) -> Plan:
     """The ladder of runs of these token budgets (one trunk): warmup, steps and branch steps."""
     steps = sorted(run_steps(d, batch_tokens) for d in tokens)
