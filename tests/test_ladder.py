@@ -92,6 +92,7 @@ def test_adding_a_longer_run_extends_the_trunk_and_changes_no_earlier_segment():
 
 # -- the trainer: trunk segments and branches ------------------------------------------------------------------------
 import json  # noqa: E402
+import math  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 
@@ -153,6 +154,19 @@ def test_a_branch_refuses_the_checkpoint_of_another_trunk_or_step(data_dir, trun
               **QUIET)
     with pytest.raises(ValueError, match="fix: give it"):
         train(branch_spec(SHORT), data_dir, tmp_path / "c", **QUIET)
+
+
+def test_a_diverged_trunk_ends_its_later_segments_and_its_runs_as_diverged(data_dir, tmp_path):
+    first = {**ladder.trunk_spec(branch_spec(SHORT, lr=100.0)), "segment": [0, 40]}
+    second = {**first, "segment": [40, 120]}
+    train(first, data_dir, tmp_path, **QUIET)
+    diverged = torch.load(tmp_path / "step40.pt", weights_only=True)["diverged_step"]
+    assert 0 < diverged <= 40
+    train(second, data_dir, tmp_path, start_from=tmp_path / "step40.pt", **QUIET)
+    assert torch.load(tmp_path / "step120.pt", weights_only=True)["diverged_step"] == diverged
+    m = train(branch_spec(LONG, lr=100.0), data_dir, tmp_path / "run", start_from=tmp_path / "step120.pt", **QUIET)
+    assert m["status"] == "diverged" and m["diverged_step"] == diverged and math.isnan(m["val_loss"])
+    assert len(curve_of(tmp_path / "run")) == diverged
 
 
 def kill_at_first_checkpoint(sp, data_dir, out, work, *flags) -> int:
