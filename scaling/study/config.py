@@ -394,9 +394,10 @@ def check_devices(config: dict) -> None:
 
 def check_time_limits(config: dict) -> None:
     """Every train job's SLURM time limit (:func:`scaling.study.runs.train_runtime_minutes`) is a finite number."""
+    plans = S.ladders(config)
     for run in S.runs(config):
         try:
-            S.train_runtime_minutes(config, S.run_spec(config, run))
+            S.train_runtime_minutes(config, S.run_spec(config, run, plans))
         except OverflowError:
             raise S.ConfigError(f"cluster: the time limit of {run.id}, runtime_margin × 6·N·D / "
                                 f"train_flops_per_second, is not finite; fix: give cluster.train_flops_per_second "

@@ -336,24 +336,26 @@ def run_tokens(config: dict, run: Run) -> int:
     return planned_tokens(count_params(run_shape(config, run))["n_params"], run.token_multiplier)
 
 
-def ladders(config: dict) -> dict[str, tuple[list[Run], ladder.Plan]]:
-    """Under ``training.ladder``, each trunk's id → its runs, by ascending M, and its plan; else nothing."""
+def ladders(config: dict, trunk: str | None = None) -> dict[str, tuple[list[Run], ladder.Plan]]:
+    """Under ``training.ladder``, each trunk's id (or only ``trunk``) → its runs, by ascending M, and its plan; else
+    nothing."""
     training = config["training"]
     if not training.get("ladder"):  # a study config not filled by the schema (a synthetic testbed's) has no ladder
         return {}
     groups: dict[str, list[Run]] = defaultdict(list)
     for run in runs(config):
-        groups[run.trunk].append(run)
-    return {trunk: (group, ladder.plan([run_tokens(config, r) for r in group], training["batch_tokens"],
-                                       training["cooldown_fraction"], training["warmup_fraction"]))
-            for trunk, group in groups.items()}
+        if trunk in (None, run.trunk):
+            groups[run.trunk].append(run)
+    return {key: (group, ladder.plan([run_tokens(config, r) for r in group], training["batch_tokens"],
+                                     training["cooldown_fraction"], training["warmup_fraction"]))
+            for key, group in groups.items()}
 
 
 def run_spec(config: dict, run: Run, plans: dict | None = None) -> dict:
     """Everything that defines a run's training (and nothing else), as a JSON-able dict.
 
     A run of a ladder also has ``ladder``: its trunk's id, the ladder's warmup steps and the step it branches at
-    (``plans``, :func:`ladders` of the config, saves recomputing them for each run)."""
+    (from ``plans``, :func:`ladders` of the config, when given; else from its trunk's plan)."""
     shape = run_shape(config, run)
     spec = {
         "run_id": run.id,
@@ -367,7 +369,7 @@ def run_spec(config: dict, run: Run, plans: dict | None = None) -> dict:
         "training": dict(sorted(config["training"].items())),
     }
     if config["training"].get("ladder"):
-        group, plan = (plans if plans is not None else ladders(config))[run.trunk]
+        group, plan = (plans if plans is not None else ladders(config, run.trunk))[run.trunk]
         spec["ladder"] = {"trunk": run.trunk, "warmup_steps": plan.warmup_steps,
                           "branch_step": plan.branch_steps[group.index(run)]}
     return spec
