@@ -74,6 +74,18 @@ def test_a_branch_spec_names_its_trunk_and_branch_step_and_its_lr_is_the_from_sc
     assert lr_at(steps - 1, steps, spec["training"], 0.01, plan.warmup_steps) < 0.01 * 0.2
 
 
+def test_each_train_job_is_sized_by_the_steps_it_trains():
+    config = ladder_config()
+    group, plan = S.ladders(config)["bible/xs/trunk_lr0.01_s0"]
+    batch = config["training"]["batch_tokens"]
+    for run, steps, b in zip(group, plan.steps, plan.branch_steps):
+        assert ladder.job_tokens(S.run_spec(config, run)) == (steps - b) * batch  # its cooldown
+    segments = [v for k, v in S.trunk_segments(config).items() if k.startswith("bible/xs/")]
+    assert sum(ladder.job_tokens(v) for v in segments) == plan.trunk_steps * batch
+    scratch = filled(smoke_config())
+    assert ladder.job_tokens(S.run_spec(scratch, group[0])) == S.run_tokens(scratch, group[0])
+
+
 def test_trunk_segments_chain_from_step_0_to_the_last_branch_point():
     config = ladder_config()
     segments = {k: v for k, v in S.trunk_segments(config).items() if k.startswith("bible/xs/")}
