@@ -94,6 +94,17 @@ def test_trunk_segments_chain_from_step_0_to_the_last_branch_point():
     assert list(segments) == [f"bible/xs/trunk_lr0.01_s0/step{end}" for _, end in plan.segments]
 
 
+def test_changing_only_the_cooldown_keeps_every_trunk_segment_and_changes_every_run():
+    config = ladder_config()
+    before = S.trunk_segments(config)
+    runs = {r.id: S.spec_json(config, r) for r in S.runs(config)}
+    config["training"].update(cooldown_shape="1-sqrt", min_lr_ratio=0.0)
+    assert S.trunk_segments(config) == before
+    assert all(S.spec_json(config, r) != runs[r.id] for r in S.runs(config))
+    config["training"].update(cooldown_fraction=0.3)  # moves the branch points: other segments
+    assert not set(S.trunk_segments(config)) & set(before)
+
+
 def test_adding_a_longer_run_extends_the_trunk_and_changes_no_earlier_segment():
     config = ladder_config()
     before = S.trunk_segments(config)

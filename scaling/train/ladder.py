@@ -35,6 +35,10 @@ from scaling.train.schedules import cooldown_start
 TRUNK_KEYS = ("dataset", "size", "shape", "lr", "seed", "training")
 """The fields of a run's spec that define its trunk (all but its token budget and id)."""
 
+BRANCH_ONLY = ("cooldown_fraction", "cooldown_shape", "min_lr_ratio", "eval_tokens")
+"""The ``training`` settings a trunk does not use (the cooldown's, and the final validation's): changing one
+retrains the branches, not the trunks. The cooldown fraction moves the branch points, so the segments' ends."""
+
 
 def run_steps(tokens: int, batch_tokens: int) -> int:
     """Optimizer steps of a run of ``tokens`` tokens: whole batches, at least one."""
@@ -56,9 +60,8 @@ class Plan:
 
     @property
     def segments(self) -> tuple[tuple[int, int], ...]:
-        """(first step, end step) of each trunk segment: from one branch point to the next, the first from 0."""
-        ends = sorted(set(self.branch_steps) - {0})
-        return tuple(zip([0, *ends[:-1]], ends))
+        """The trunk's segments (:func:`segments`)."""
+        return segments(self.branch_steps)
 
     def spent_steps(self) -> tuple[float, ...]:
         """Each run's steps actually spent (:func:`spent_steps`); they add up to :meth:`total_steps`."""
@@ -69,13 +72,19 @@ class Plan:
         return self.trunk_steps + sum(s - b for s, b in zip(self.steps, self.branch_steps))
 
 
+def segments(branch_steps) -> tuple[tuple[int, int], ...]:
+    """(first step, end step) of each segment of a trunk with these branch points: from one to the next, the first
+    from step 0."""
+    ends = sorted(set(branch_steps) - {0})
+    return tuple(zip([0, *ends[:-1]], ends))
+
+
 def spent_steps(steps, branch_steps) -> tuple[float, ...]:
     """The steps actually spent on each run of one trunk, given every run's steps and branch step: its cooldown,
     plus an equal share of every trunk segment up to its branch point with the other runs that branch there or
-    later (the trunk's segments end at the branch points)."""
-    ends = sorted(set(branch_steps) - {0})
-    segments = list(zip([0, *ends[:-1]], ends))
-    return tuple(sum((end - first) / sum(1 for c in branch_steps if c >= end) for first, end in segments if end <= b)
+    later."""
+    return tuple(sum((end - first) / sum(1 for c in branch_steps if c >= end)
+                     for first, end in segments(branch_steps) if end <= b)
                  + s - b for s, b in zip(steps, branch_steps))
 
 
@@ -102,4 +111,6 @@ def trunk_spec(spec: dict) -> dict:
     """The spec of the trunk a run of the ladder (its spec with ``ladder``) branches from: what the trunk's
     checkpoints are checked against, so that a branch never starts from another trunk's."""
     ladder = spec["ladder"]
-    return {"run_id": ladder["trunk"], **{k: spec[k] for k in TRUNK_KEYS}, "warmup_steps": ladder["warmup_steps"]}
+    return {"run_id": ladder["trunk"], **{k: spec[k] for k in TRUNK_KEYS},
+            "training": {k: v for k, v in spec["training"].items() if k not in BRANCH_ONLY},
+            "warmup_steps": ladder["warmup_steps"]}

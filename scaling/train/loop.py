@@ -165,7 +165,7 @@ class Training:
         """The LR of a step: a trunk's is constant after warmup, a run's follows its schedule (a branch's from its
         ladder's warmup)."""
         if self.segment:
-            return constant(step, self.steps, self.warmup_steps, self.spec["lr"], self.cfg["min_lr_ratio"])
+            return constant(step, self.steps, self.warmup_steps, self.spec["lr"], final_ratio=1.0)  # never decays
         return lr_at(step, self.steps, self.cfg, self.spec["lr"], self.warmup_steps)
 
 
