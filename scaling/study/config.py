@@ -70,8 +70,8 @@ def load(files: list[str | Path], config: dict | None = None) -> dict:
             update_config(config, part)
     validate_schema(config)
     S.check(config)
-    for check in (check_model_names, check_steps, check_ladder, check_corpora, check_task_files, check_devices, check_time_limits,
-                  check_fit_sets):
+    for check in (check_model_names, check_steps, check_ladder, check_corpora, check_task_files, check_devices,
+                  check_time_limits, check_fit_sets):
         check(config)
     return config
 

@@ -14,8 +14,9 @@ fraction of the post-warmup steps done:
   lr = η until the last ``cooldown`` fraction of all steps, then from η down to
   r·η over the cooldown in one of two shapes (:data:`COOLDOWN_SHAPES`): with q
   the fraction of the cooldown done, ``linear`` lr = η·(1 − (1 − r)·q), or
-  ``1-sqrt`` lr = η·(1 − (1 − r)·√q), which Hägele et al. (2024, §3) find
-  better than linear at the same length (it leaves the LR low for longer).
+  ``1-sqrt`` lr = η·(1 − (1 − r)·√q), which drops faster at first and so keeps
+  the LR lower through most of the cooldown; Hägele et al. (2024) find it
+  better than linear at the same length.
 
 A WSD run's LR before its cooldown does not depend on its length, which is what
 lets runs of several lengths share one stable-LR trunk
