@@ -285,6 +285,6 @@ def test_a_ladder_runs_flops_spent_are_their_shares_of_the_trunk_and_their_coold
         for m, steps, b in ((10, 200, 160), (20, 400, 320), (40, 800, 640), (80, 1600, None))
         for base in [{"dataset": "d", "size": "s", "n_params": 1, "tokens": 1, "val_loss": 1.0, "status": "ok"}]]))
     spent = C.with_flops_spent(runs).column("flops_spent").to_pylist()
-    assert spent == pytest.approx([6 * (160 / 3 + 40), 6 * (160 / 3 + 160 / 2 + 80), 6 * (160 / 3 + 160 / 2 + 320 + 160),
-                                   6.0 * 1600])
+    assert spent == pytest.approx([6 * (160 / 3 + 40), 6 * (160 / 3 + 160 / 2 + 80),
+                                   6 * (160 / 3 + 160 / 2 + 320 + 160), 6.0 * 1600])
     assert sum(spent[:3]) == pytest.approx(6 * (640 + 40 + 80 + 160))  # the trunk once, and every cooldown

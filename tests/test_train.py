@@ -20,7 +20,8 @@ from scaling.train.preemption import Stopped
 from scaling.train.loop import FLUSH_EVERY, batch_starts, train
 
 TRAINING = {"seq_len": 32, "batch_tokens": 128, "schedule": "cosine", "warmup_fraction": 0.1, "min_lr_ratio": 0.1,
-            "cooldown_fraction": 0.2, "cooldown_shape": "linear", "ladder": False, "z_loss": 0.0, "qk_layernorm": False, "weight_decay": 0.1,
+            "cooldown_fraction": 0.2, "cooldown_shape": "linear", "ladder": False, "z_loss": 0.0, "qk_layernorm": False,
+            "weight_decay": 0.1,
             "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0, "eval_tokens": 2048, "eval_every": 50,
             "curve_eval_tokens": 512, "divergence_margin": 1.0}
 QUIET = {"log": lambda _: None}

@@ -1,14 +1,15 @@
 """Checkpoints that survive a crash at any instant, and the run's log across restarts.
 
 A run keeps its two newest checkpoints in ``<run dir>/ckpt/``: ``last.pt`` and the
-one before it, ``prev.pt``. Each holds the run's spec, the number of steps done,
-the model and optimizer state, the per-step training losses and the curve's
-validation losses so far, the training time so far and the torch RNG states,
-all as tensors and plain values so that it loads with ``weights_only=True``. A new checkpoint is written in full to a temporary
-file beside ``last.pt``; only then does ``last.pt`` become ``prev.pt``, and the new
-file, fsynced, ``last.pt`` (renames, then the directory is fsynced). So after a
-crash at any instant (even SIGKILL or power loss) the newest complete checkpoint
-is ``last.pt``, or ``prev.pt`` if the crash fell between the two renames.
+one before it, ``prev.pt``. Each holds the run's spec, the number of steps done, the
+model and optimizer state, the per-step training losses and the curve's validation
+losses so far, the training time so far and the torch RNG states, all as tensors and
+plain values so that it loads with ``weights_only=True``. A new checkpoint is
+written in full to a temporary file beside ``last.pt``; only then does ``last.pt``
+become ``prev.pt``, and the new file, fsynced, ``last.pt`` (renames, then the
+directory is fsynced). So after a crash at any instant (even SIGKILL or power loss)
+the newest complete checkpoint is ``last.pt``, or ``prev.pt`` if the crash fell
+between the two renames.
 
 Loading takes ``last.pt`` and falls back to ``prev.pt`` when ``last.pt`` cannot be
 read (truncated or corrupted after it was written: a copy, a full disk, a

@@ -1,4 +1,4 @@
-"""The ladder: the runs of one (dataset, size, learning rate, seed) at several token budgets, as one trunk and cooldowns.
+"""The ladder: the runs of one (dataset, size, learning rate, seed) at several budgets, as one trunk and cooldowns.
 
 Under a warmup-stable-decay schedule (:func:`scaling.train.schedules.wsd`) a run
 of S steps with cooldown fraction f trains at the constant peak LR until its
