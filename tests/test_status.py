@@ -78,3 +78,15 @@ def test_scaling_status_explains_a_bad_config(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "scaling.cli", "status", "--configfile", str(path)],
                           cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode != 0 and "grid[0].sizes[0]: unknown size 'nope'" in proc.stderr
+
+
+def test_on_a_ladder_each_run_costs_its_share_of_the_trunk_and_its_cooldown(tmp_path):
+    config = synthetic.study_config("st", 2, [10, 20, 40], [0.01])
+    config["training"].update(schedule="wsd", ladder=True, cooldown_fraction=0.2, batch_tokens=512)
+    per_run = T.grid(config, tmp_path / "results")
+    sizes, plans = S.model_sizes(config), S.ladders(config)
+    assert per_run["state"].eq("not_started").all() and len(plans) == 2
+    scratch = sum(6.0 * sizes[r.size] * S.run_spec(config, r)["tokens"] for r in S.runs(config))
+    ladder = sum(6.0 * sizes[r.size] * S.run_spec(config, r)["tokens"] * spent / steps
+                 for group, plan in plans.values() for r, spent, steps in zip(group, plan.spent_steps(), plan.steps))
+    assert per_run["flops_left"].sum() == pytest.approx(ladder) and ladder < 0.8 * scratch

@@ -16,6 +16,8 @@ files under ``results/<study>/``:
 Compute spent is the training compute of done runs plus the part of each
 diverged run trained before it stopped; compute left is the planned
 C = 6·N·D of every run not done or diverged (a running run counts in full).
+On a ladder a run costs its share of its trunk and its cooldown
+(:func:`scaling.train.ladder.spent_steps`), not its C from scratch.
 """
 
 from __future__ import annotations
@@ -54,16 +56,18 @@ def grid(config: dict, results_root: str | Path = "results", stale_after: float 
     """One row per planned run: its grid coordinates, state, and compute spent and left (FLOPs)."""
     results = Path(results_root) / config["study"]
     sizes = S.model_sizes(config)
+    share = {run.id: spent / steps for group, plan in S.ladders(config).values()  # the ladder's cost / from scratch
+             for run, spent, steps in zip(group, plan.spent_steps(), plan.steps)}
     now, rows = time.time(), []
     for run in S.runs(config):
         n = sizes[run.size]
-        planned = flops_6nd(n, S.run_spec(config, run)["tokens"])
+        planned = flops_6nd(n, S.run_spec(config, run)["tokens"]) * share.get(run.id, 1.0)
         state, m = run_state(results / "runs" / run.id, results / "logs" / "train" / f"{run.id}.log", now, stale_after)
         spent = 0.0
-        if state == "done":
-            spent = m.get("flops", planned)
-        elif state == "diverged":
-            spent = m.get("flops", planned) * m.get("tokens_seen", 0) / max(1, m.get("tokens", 1))
+        if state in ("done", "diverged"):
+            spent = m.get("flops", planned) * share.get(run.id, 1.0)
+        if state == "diverged":
+            spent *= m.get("tokens_seen", 0) / max(1, m.get("tokens", 1))
         rows.append({"run_id": run.id, "dataset": run.dataset, "size": run.size, "n_params": n,
                      "token_multiplier": run.token_multiplier, "lr": run.lr, "seed": run.seed, "state": state,
                      "flops_spent": spent, "flops_left": 0.0 if state in ("done", "diverged") else planned})
