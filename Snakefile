@@ -33,6 +33,7 @@ report: "workflow/report/workflow.rst"  # the report's landing page: the study's
 include: "rules/common.smk"  # what the stages share; each stage's file after it uses only that and its own names
 include: "rules/prepare.smk"
 include: "rules/train.smk"
+include: "rules/ladder.smk"  # the trunks of a study with training.ladder
 include: "rules/evaluate.smk"
 include: "rules/collect.smk"
 include: "rules/fit.smk"

@@ -11,6 +11,7 @@ rule train:
         train=f"{RESULTS}/data/{{dataset}}/train.bin",
         val=f"{RESULTS}/data/{{dataset}}/val.bin",
         meta=f"{RESULTS}/data/{{dataset}}/meta.json",
+        trunk=lambda wc: branch_point(wc),  # a ladder's run starts from its trunk's checkpoint (rules/ladder.smk)
     output:
         metrics=f"{RUN_DIR}/metrics.json",
         curve=f"{RUN_DIR}/curve.parquet",
@@ -19,6 +20,7 @@ rule train:
         spec=spec,
         data=lambda wc, input: os.path.dirname(input.meta),
         out=lambda wc, output: os.path.dirname(output.metrics),
+        start=lambda wc, input: ["--start-from", input.trunk] if input.trunk else [],
     threads: 1
     resources:
         gpu=run_gpus,  # SLURM: --gpus
@@ -27,4 +29,4 @@ rule train:
         run_log("train"),
     shell:
         "{TRAIN} --spec {params.spec:q} --data {params.data:q} --out {params.out:q} "
-        "--threads {threads:q} {ENGINE:q} > {log:q} 2>&1"
+        "{params.start:q} --threads {threads:q} {ENGINE:q} > {log:q} 2>&1"

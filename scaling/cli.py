@@ -30,7 +30,7 @@ def _train(args):
             train(json.loads(args.spec), args.data, args.out, threads=args.threads,
                   checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
                   compile_model=args.compile, log=lambda msg: print(msg, file=sys.stderr, flush=True),
-                  signalled=signalled, tensorboard=args.tensorboard)
+                  signalled=signalled, tensorboard=args.tensorboard, start_from=args.start_from)
         except Stopped as e:
             raise SystemExit(e.exit_status)
 
@@ -308,6 +308,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--keep-checkpoints", action="store_true", help="keep the last checkpoint of a finished run")
     p.add_argument("--no-compile", dest="compile", action="store_false", help="never torch.compile (GPU only)")
     p.add_argument("--tensorboard", metavar="DIR", help="also write the curve to TensorBoard, in DIR/<run_id>/")
+    p.add_argument("--start-from", help="a ladder's run or trunk segment: the trunk checkpoint it starts from")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("tasks", help="(pipeline) build a built-in downstream task from a dataset's held-out text")

@@ -210,6 +210,17 @@ BAD = [
     ("not-a-mapping", lambda c, t: "- study: smoke\n", "study.yaml"),
     ("empty-file", lambda c, t: "", "study.yaml"),
     ("unknown-key", lambda c, t: c.update(colour="blue"), "colour"),
+    # the ladder: a WSD schedule, a cooldown fraction in (0, 1), branch points after the warmup
+    ("ladder-not-wsd", lambda c, t: c["training"].update(ladder=True), "training.schedule: wsd"),
+    ("ladder-no-cooldown", lambda c, t: c["training"].update(ladder=True, schedule="wsd", cooldown_fraction=0),
+     "training.cooldown_fraction: 0 leaves"),
+    ("ladder-all-cooldown", lambda c, t: c["training"].update(ladder=True, schedule="wsd", cooldown_fraction=1),
+     "training.cooldown_fraction: 1 leaves"),
+    ("ladder-branch-in-warmup", lambda c, t: c["training"].update(ladder=True, schedule="wsd",
+                                                                    cooldown_fraction=0.7, warmup_fraction=0.4),
+     "inside the ladder's warmup"),
+    ("cooldown-shape-unknown", lambda c, t: c["training"].update(cooldown_shape="cosine"),
+     "training.cooldown_shape"),
 ]
 
 
@@ -258,6 +269,10 @@ def test_a_bad_study_fails_in_the_loader_naming_the_field_and_the_fix(tmp_path, 
                  lambda c: "mine" in c["downstream"]["tasks"], id="task-file"),
     pytest.param(lambda c, t: c["training"].update(batch_tokens=1536, seq_len=64) or c.update(
         engine={"gpus_per_run": 3}), lambda c: c["engine"]["gpus_per_run"] == 3, id="batch-splits-over-processes"),
+    pytest.param(lambda c, t: c["training"].update(ladder=True, schedule="wsd", cooldown_fraction=0.9),
+                 lambda c: c["training"]["ladder"] and min(p.branch_steps[0] - p.warmup_steps
+                                                           for _, p in S.ladders(c).values()) < 10,
+                 id="ladder-branching-soon-after-warmup"),
 ])
 def test_an_unusual_but_sound_study_is_accepted(tmp_path, edit, check):
     config = load([study_file(tmp_path, edit)])

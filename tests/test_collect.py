@@ -275,3 +275,16 @@ def test_downstream_scores_become_rows_and_a_rescored_run_is_read_again(tmp_path
     paths[2].with_name("downstream.json").write_text("{")
     with pytest.raises(RunFileError, match="downstream.json: unreadable.*fix: delete it and rerun snakemake"):
         C.collect(paths, tmp_path / "tables")
+
+
+def test_a_ladder_runs_flops_spent_are_their_shares_of_the_trunk_and_their_cooldowns():
+    # one trunk, runs of 200, 400 and 800 steps branching at 160, 320 and 640; and a run from scratch
+    runs = schema.conform("runs", __import__("pandas").DataFrame([
+        {**base, "run_id": f"d/s/M{m}_lr0.01_s0", "token_multiplier": float(m), "steps": steps, "flops": 6.0 * steps,
+         "trunk": "d/s/trunk_lr0.01_s0" if b else None, "branch_step": b}
+        for m, steps, b in ((10, 200, 160), (20, 400, 320), (40, 800, 640), (80, 1600, None))
+        for base in [{"dataset": "d", "size": "s", "n_params": 1, "tokens": 1, "val_loss": 1.0, "status": "ok"}]]))
+    spent = C.with_flops_spent(runs).column("flops_spent").to_pylist()
+    assert spent == pytest.approx([6 * (160 / 3 + 40), 6 * (160 / 3 + 160 / 2 + 80),
+                                   6 * (160 / 3 + 160 / 2 + 320 + 160), 6.0 * 1600])
+    assert sum(spent[:3]) == pytest.approx(6 * (640 + 40 + 80 + 160))  # the trunk once, and every cooldown

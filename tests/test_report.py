@@ -286,6 +286,15 @@ def test_without_a_sweep_the_optimal_lr_figure_is_a_placeholder(no_downstream):
 
 
 # -- the summary ----------------------------------------------------------------------------------------------------
+def test_the_summary_of_a_ladder_states_its_compute_and_that_from_scratch(study):
+    runs = study.runs.assign(trunk="t", flops_spent=study.runs["flops"] * 0.6)
+    md = S.summary_markdown("T", "s", T.Tables(runs, *(getattr(study, f) for f in
+                                                       ("downstream", "fits", "parameters", "predictions"))))
+    scratch = study.runs["flops"].sum()
+    assert f"{0.6 * scratch:.3g} FLOPs of training on a ladder, 0.600× the {scratch:.3g} of training every run" in md
+    assert f"`s`: {len(runs)} runs" in md and "on a ladder" not in S.summary_markdown("T", "s", study)
+
+
 def test_summary_has_every_law_its_parameters_and_the_held_out_numbers(study):
     md = S.summary_markdown("A title", "web-study", study, "figures")
     n_bad = (study.runs["status"] == "diverged").sum()

@@ -40,7 +40,8 @@ def test_wsd_is_constant_then_cools_down_linearly_over_the_last_fraction():
 
 @pytest.mark.parametrize("name", S.SCHEDULES)
 def test_after_warmup_no_schedule_ever_rises(name):
-    training = {"schedule": name, "warmup_fraction": WARMUP / STEPS, "min_lr_ratio": R, "cooldown_fraction": 0.3}
+    training = {"schedule": name, "warmup_fraction": WARMUP / STEPS, "min_lr_ratio": R, "cooldown_fraction": 0.3,
+                "cooldown_shape": "linear"}
     lrs = [S.lr_at(s, STEPS, training, PEAK) for s in range(STEPS)]
     assert max(lrs) == pytest.approx(PEAK) and lrs[WARMUP - 1] == pytest.approx(PEAK)
     assert all(a >= b for a, b in zip(lrs[WARMUP:], lrs[WARMUP + 1:]))
@@ -50,3 +51,20 @@ def test_after_warmup_no_schedule_ever_rises(name):
 def test_no_warmup_starts_at_the_peak():
     training = {"schedule": "cosine", "warmup_fraction": 0.0, "min_lr_ratio": R, "cooldown_fraction": 0.2}
     assert S.lr_at(0, STEPS, training, PEAK) == pytest.approx(PEAK)
+
+
+def test_wsd_1_sqrt_cooldown_drops_faster_at_first_and_ends_at_the_final_lr():
+    # 110 steps, cooldown 0.2: the last 22 steps; half-way through them (step 99) √½ of the drop is made
+    assert S.wsd(88, STEPS, WARMUP, PEAK, R, 0.2, "1-sqrt") == pytest.approx(PEAK)
+    assert S.wsd(99, STEPS, WARMUP, PEAK, R, 0.2, "1-sqrt") == pytest.approx(PEAK * (1 - 0.9 * 0.5 ** 0.5))
+    assert S.wsd(110, STEPS, WARMUP, PEAK, R, 0.2, "1-sqrt") == pytest.approx(PEAK * R)
+    assert all(S.wsd(s, STEPS, WARMUP, PEAK, R, 0.2, "1-sqrt") < S.wsd(s, STEPS, WARMUP, PEAK, R, 0.2)
+               for s in range(89, 110))
+
+
+def test_a_given_warmup_replaces_the_fraction_of_the_run():
+    training = {"schedule": "wsd", "warmup_fraction": 0.5, "min_lr_ratio": R, "cooldown_fraction": 0.2,
+                "cooldown_shape": "linear"}
+    assert S.lr_at(4, STEPS, training, PEAK) == pytest.approx(PEAK * 5 / 55)
+    assert S.lr_at(4, STEPS, training, PEAK, warmup_steps=WARMUP) == pytest.approx(PEAK * 5 / WARMUP)
+    assert S.lr_at(WARMUP, STEPS, training, PEAK, warmup_steps=WARMUP) == PEAK

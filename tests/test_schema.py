@@ -108,6 +108,15 @@ def test_version_1_relative_errors_become_signed(tmp_path):
     assert back["rel_error"].tolist() == pytest.approx([0.1, -0.25])  # predicted / measured − 1
 
 
+def test_version_3_runs_spent_their_flops_and_have_no_trunk(tmp_path):
+    """Version 4 added the ladder's columns; every run before it trained from scratch."""
+    path = tmp_path / "runs.parquet"
+    v3 = pa.Table.from_pylist([{k: v for k, v in SAMPLES["runs"].items()}])
+    pq.write_table(v3.replace_schema_metadata({schema.VERSION_KEY: b"3"}), path)
+    back = schema.read_table(path, "runs").to_pylist()[0]
+    assert back["flops_spent"] == back["flops"] == 1.2e8 and back["trunk"] is None and back["branch_step"] is None
+
+
 def test_a_version_2_fits_file_keeps_its_parameter_columns_as_extra_columns(tmp_path):
     """Version 3 moved the parameters to their own table; a version-2 file's parameter columns are carried."""
     path = tmp_path / "fits.parquet"

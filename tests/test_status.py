@@ -178,3 +178,13 @@ def test_scaling_sql_and_status_use_the_same_study_and_say_which(tmp_path, monke
     with pytest.raises(SystemExit, match=r"results/absent/scaling.duckdb does not exist: run `snakemake --cores 2 "
                                          r"--configfile other.yaml` .* \(studies with a database: mine, newer\)"):
         main(["sql", "--configfile", "other.yaml", "SELECT 1"])
+def test_on_a_ladder_each_run_costs_its_share_of_the_trunk_and_its_cooldown(tmp_path):
+    config = synthetic.study_config("st", 2, [10, 20, 40], [0.01])
+    config["training"].update(schedule="wsd", ladder=True, cooldown_fraction=0.2, batch_tokens=512)
+    per_run = T.grid(config, tmp_path / "results")
+    sizes, plans = S.model_sizes(config), S.ladders(config)
+    assert per_run["state"].eq("not_started").all() and len(plans) == 2
+    scratch = sum(6.0 * sizes[r.size] * S.run_spec(config, r)["tokens"] for r in S.runs(config))
+    ladder = sum(6.0 * sizes[r.size] * S.run_spec(config, r)["tokens"] * spent / steps
+                 for group, plan in plans.values() for r, spent, steps in zip(group, plan.spent_steps(), plan.steps))
+    assert per_run["flops_left"].sum() == pytest.approx(ladder) and ladder < 0.8 * scratch

@@ -11,9 +11,10 @@ from conftest import smoke_config
 def filled(config):
     """The smoke config as Snakemake's validation leaves it (training and engine defaults filled)."""
     defaults = {"seq_len": 128, "batch_tokens": 2048, "schedule": "cosine", "warmup_fraction": 0.05,
-                "min_lr_ratio": 0.1, "cooldown_fraction": 0.2, "z_loss": 0.0, "qk_layernorm": False,
+                "min_lr_ratio": 0.1, "cooldown_fraction": 0.2, "cooldown_shape": "linear", "ladder": False,
+                "z_loss": 0.0, "qk_layernorm": False,
                 "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0, "eval_tokens": 65536,
-                "divergence_margin": 1.0}
+                "eval_every": 100, "curve_eval_tokens": 4096, "divergence_margin": 1.0}
     config["training"] = {**defaults, **config.get("training", {})}
     config["engine"] = {"checkpoint_every": 1000, "keep_checkpoints": False, "gpus_per_run": 1, "compile": True,
                         "tensorboard": False, **config.get("engine", {})}

@@ -20,8 +20,10 @@ from scaling.train.preemption import Stopped
 from scaling.train.loop import FLUSH_EVERY, batch_starts, train
 
 TRAINING = {"seq_len": 32, "batch_tokens": 128, "schedule": "cosine", "warmup_fraction": 0.1, "min_lr_ratio": 0.1,
-            "cooldown_fraction": 0.2, "z_loss": 0.0, "qk_layernorm": False, "weight_decay": 0.1,
-            "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0, "eval_tokens": 2048, "divergence_margin": 1.0}
+            "cooldown_fraction": 0.2, "cooldown_shape": "linear", "ladder": False, "z_loss": 0.0, "qk_layernorm": False,
+            "weight_decay": 0.1,
+            "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0, "eval_tokens": 2048, "eval_every": 50,
+            "curve_eval_tokens": 512, "divergence_margin": 1.0}
 QUIET = {"log": lambda _: None}
 
 
@@ -282,3 +284,12 @@ def test_ddp_processes_stop_at_the_same_step_when_one_is_signalled(data_dir, tmp
     assert proc.returncode == 0, log
     assert f"resumed from its checkpoint at step {stopped_at}/600" in log
     assert np.array_equal(curve(out), curve(tmp_path / "reference"))
+
+
+def test_the_curve_has_a_validation_loss_every_eval_every_steps(data_dir, tmp_path):
+    m = train(spec(tokens=128 * 200), data_dir, tmp_path, **QUIET)
+    c = pd.read_parquet(tmp_path / "curve.parquet")
+    evaluated = c.dropna(subset="val_loss")
+    assert list(evaluated["step"]) == [50, 100, 150, 200]
+    assert evaluated["val_loss"].is_monotonic_decreasing
+    assert evaluated["val_loss"].iloc[-1] == pytest.approx(m["val_loss"], abs=0.1)  # fewer tokens than the final one

@@ -162,13 +162,23 @@ def accuracy_table(runs: pd.DataFrame, downstream: pd.DataFrame) -> pd.DataFrame
     return table.rename_axis(index="task", columns=None).reset_index()
 
 
+def _compute(runs: pd.DataFrame) -> str:
+    """The study's training compute; on a ladder, what it spent and what training every run from scratch costs."""
+    scratch = runs["flops"].sum()
+    if runs["trunk"].isna().all():
+        return f"{scratch:.3g} FLOPs of training"
+    spent = runs["flops_spent"].sum()
+    return (f"{spent:.3g} FLOPs of training on a ladder, {spent / scratch:.3f}× the {scratch:.3g} of training every "
+            f"run from scratch")
+
+
 def summary_markdown(title: str, study: str, t: Tables, figures_dir: str | None = None) -> str:
     """The study's summary: runs, each fitted law with intervals, predicted vs measured, per-task accuracy."""
     runs, pred = t.runs, t.predictions
     counts = runs["status"].value_counts().to_dict()
     out = [f"# {title}", "", f"Study `{study}`: {len(runs)} runs "
            f"({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}), "
-           f"{runs['flops'].sum():.3g} FLOPs of training, {runs['wall_s'].sum() / 60:.1f} CPU-minutes.", ""]
+           f"{_compute(runs)}, {runs['wall_s'].sum() / 60:.1f} CPU-minutes.", ""]
     if figures_dir is not None:
         out += ["Figures (PNG; SVG beside them): " + ", ".join(
             f"[{title}]({figures_dir}/{name}.png)" for name, (title, _) in FIGURES.items()) + ".", ""]

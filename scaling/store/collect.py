@@ -55,6 +55,7 @@ import pyarrow.parquet as pq
 
 from scaling.io import RunFileError, atomic_path, read_metrics, retrain_hint, write_json
 from scaling.store import schema
+from scaling.train import ladder
 
 RUN_TABLES = ("runs", "curves", "evals", "downstream")
 MANIFEST = "collect.json"
@@ -209,6 +210,18 @@ def _runs_table(records: list[dict], paths: list[Path]) -> pa.Table:
                            f"fix: give that field one type in every run's metrics.json") from None
 
 
+def with_flops_spent(runs: pa.Table) -> pa.Table:
+    """``runs`` with ``flops_spent``: each run's ``flops``, scaled on a ladder by the steps spent on it (its share of
+    its trunk, among the trunk's runs in the table, and its cooldown: :func:`scaling.train.ladder.spent_steps`)
+    over its steps. Derived from the whole table, since a run's share of its trunk depends on the trunk's others."""
+    df = runs.select(["trunk", "steps", "branch_step", "flops"]).to_pandas()
+    spent = df["flops"].to_numpy(dtype=float, copy=True)
+    for _, g in df.dropna(subset=["trunk"]).groupby("trunk"):
+        steps = g["steps"].to_numpy(dtype=float)
+        spent[g.index] *= np.array(ladder.spent_steps(steps, g["branch_step"].to_numpy(dtype=float))) / steps
+    return runs.set_column(runs.column_names.index("flops_spent"), "flops_spent", pa.array(spent, pa.float64()))
+
+
 def collect(metrics_paths: list[str | Path], out_dir: str | Path, use_cache: bool = True,
             workers: int | None = None) -> Collected:
     """Write the run tables for exactly the given runs into ``out_dir``, then its manifest ``collect.json``.
@@ -250,7 +263,7 @@ def collect(metrics_paths: list[str | Path], out_dir: str | Path, use_cache: boo
             parts["downstream"].append(schema.conform("downstream", pd.DataFrame(rows)))
 
     tables = {t: _concat(p) if p else schema.empty(t) for t, p in parts.items()}
-    tables["runs"] = tables["runs"].sort_by("run_id")
+    tables["runs"] = with_flops_spent(tables["runs"].sort_by("run_id"))
     dupes = sorted(i for i, n in Counter(tables["runs"]["run_id"].to_pylist()).items() if n > 1)
     if dupes:
         raise RunFileError(f"run_id {dupes[0]!r} appears in more than one run directory; "

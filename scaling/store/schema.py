@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from scaling.io import atomic_path
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 VERSION_KEY = b"scaling.schema_version"
 TABLE_KEY = b"scaling.table"
 
@@ -89,6 +89,12 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
         ("epochs", F64, "tokens_seen / size of the training split", "epochs"),
         ("steps", I64, "planned optimizer steps", "steps"),
         ("flops", F64, "C, training compute of the planned run (6·N·D)", "FLOPs", REQ),
+        ("flops_spent", F64, "compute the study actually spent on the run: `flops`, or on a ladder its share of "
+         "its trunk plus its cooldown, `flops` × spent steps / `steps` (scaling/train/ladder.py)", "FLOPs"),
+        ("trunk", STR, "on a ladder, the trunk the run branched from (`<dataset>/<size>/trunk_lr<lr>_s<seed>`), "
+         "else null"),
+        ("branch_step", I64, "on a ladder, the step the run's cooldown branched from its trunk at, else null",
+         "steps"),
         ("initial_loss", F64, "training loss at the first step", "nats/token"),
         ("final_train_loss", F64, "mean training loss over the last 1% of steps", "nats/token"),
         ("val_loss", F64, "validation loss at the end of training (null if diverged); the loss fits use",
@@ -117,6 +123,8 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
         ("tokens", I64, "tokens trained on up to and including this step", "tokens", REQ),
         ("lr", F64, "learning rate at this step"),
         ("train_loss", F64, "training loss of this step's batch (null if not finite)", "nats/token", PRESENT),
+        ("val_loss", F64, "validation loss after this step, every `training.eval_every` steps (else null)",
+         "nats/token"),
     )),
     "evals": ("one row per run × validation set", _cols(
         ("run_id", STR, "the run (joins `runs.run_id`)", "", REQ),
@@ -302,7 +310,16 @@ def _v2_to_v3(table: str, data: pa.Table) -> pa.Table:
     return data
 
 
-MIGRATIONS: dict[int, Callable[[str, pa.Table], pa.Table]] = {0: _v0_to_v1, 1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(table: str, data: pa.Table) -> pa.Table:
+    """Version 4 added the ladder's ``runs.trunk``, ``branch_step`` and ``flops_spent``, and ``curves.val_loss``.
+    Every run before it trained from scratch: it spent its ``flops``; the others stay null."""
+    if table == "runs" and "flops_spent" not in data.column_names and "flops" in data.column_names:
+        data = data.append_column("flops_spent", data.column("flops"))
+    return data
+
+
+MIGRATIONS: dict[int, Callable[[str, pa.Table], pa.Table]] = {0: _v0_to_v1, 1: _v1_to_v2, 2: _v2_to_v3,
+                                                              3: _v3_to_v4}
 
 
 def version_of(metadata: dict | None) -> int:

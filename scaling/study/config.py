@@ -17,9 +17,11 @@
    safe name, each run trains a step after warmup), the data (every split
    holds a window, no text file is empty, task files parse and fit the
    window), the machines (a batch splits over a run's processes, training fits
-   the memory of the device, the time limits are finite), the fit (each
-   ``fit.fit_on`` filter selects planned runs; the bootstrap fits in memory) and
-   the engine (``engine.tensorboard`` has its package).
+   the memory of the device, the time limits are finite), the ladder (with
+   ``training.ladder``: a WSD schedule, a cooldown fraction in (0, 1), every
+   branch point after the warmup), the fit (each ``fit.fit_on`` filter selects
+   planned runs; the bootstrap fits in memory) and the engine
+   (``engine.tensorboard`` has its package).
 
 Every error is a :class:`scaling.study.runs.ConfigError` naming the field (or the
 file and line) and the fix.
@@ -70,8 +72,8 @@ def load(files: list[str | Path], config: dict | None = None) -> dict:
             update_config(config, part)
     validate_schema(config)
     S.check(config)
-    for check in (check_model_names, check_steps, check_corpora, check_task_files, check_devices, check_time_limits,
-                  check_fit_sets, check_engine):
+    for check in (check_model_names, check_steps, check_ladder, check_corpora, check_task_files, check_devices,
+                  check_time_limits, check_fit_sets, check_engine):
         check(config)
     return config
 
@@ -206,6 +208,32 @@ def check_steps(config: dict) -> None:
                     f"grid[{i}].token_multipliers[{j}]: M = {m:g} gives {size} (N = {n:,}) D = M·N = "
                     f"{d:,} tokens, {steps} step(s) of training.batch_tokens = {batch} with {warmup} of warmup; "
                     f"a run needs at least one step after warmup; fix: use M ≥ {_round(least_tokens / n, math.ceil):g}")
+
+
+def check_ladder(config: dict) -> None:
+    """With ``training.ladder``: the schedule is WSD, its cooldown fraction is in (0, 1), and every run branches off
+    its trunk after the ladder's warmup (:mod:`scaling.train.ladder`)."""
+    training = config["training"]
+    if not training["ladder"]:
+        return
+    if training["schedule"] != "wsd":
+        raise S.ConfigError(f"training.ladder: a ladder branches each run's cooldown off a constant-LR trunk, which "
+                            f"needs training.schedule: wsd, not {training['schedule']}; fix: set training.schedule: "
+                            f"wsd, or remove training.ladder")
+    f = training["cooldown_fraction"]
+    if not 0 < f < 1:
+        raise S.ConfigError(f"training.cooldown_fraction: {f:g} leaves a ladder's runs "
+                            f"{'no cooldown' if f <= 0 else 'no trunk to share'}; a ladder needs a fraction strictly "
+                            f"between 0 and 1; fix: use one such as 0.2 (Hägele et al. 2024)")
+    for trunk, (group, plan) in S.ladders(config).items():
+        for run, b in zip(group, plan.branch_steps):
+            if b < max(1, plan.warmup_steps):
+                raise S.ConfigError(
+                    f"training.cooldown_fraction: {run.id} would branch off its trunk {trunk} at step {b}, inside "
+                    f"the ladder's warmup of {plan.warmup_steps} steps (training.warmup_fraction "
+                    f"{training['warmup_fraction']:g} of the shortest run's {plan.steps[0]} steps); fix: keep "
+                    f"training.cooldown_fraction + training.warmup_fraction below 1 (lower either), or drop the "
+                    f"run's token multiplier")
 
 
 def _round(x: float, direction) -> float:
@@ -373,9 +401,10 @@ def check_devices(config: dict) -> None:
 
 def check_time_limits(config: dict) -> None:
     """Every train job's SLURM time limit (:func:`scaling.study.runs.train_runtime_minutes`) is a finite number."""
+    plans = S.ladders(config)
     for run in S.runs(config):
         try:
-            S.train_runtime_minutes(config, S.run_spec(config, run))
+            S.train_runtime_minutes(config, S.run_spec(config, run, plans))
         except OverflowError:
             raise S.ConfigError(f"cluster: the time limit of {run.id}, runtime_margin × 6·N·D / "
                                 f"train_flops_per_second, is not finite; fix: give cluster.train_flops_per_second "

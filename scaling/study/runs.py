@@ -16,11 +16,13 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from string import Formatter
 
 from scaling.data.prepare import dataset_inputs, resolve_files, vocab_size
+from scaling.train import ladder
 from scaling.train.flops import flops_6nd, planned_tokens
 from scaling.train.model import Shape, count_params
 from scaling.train.shapes import shape_for_params
@@ -78,6 +80,10 @@ def run_id(dataset: str, size: str, token_multiplier: float, lr: float | None = 
                    if values[name] is not None)
 
 
+TRUNK_ID = "{dataset}/{size}/trunk_lr{lr}_s{seed}"
+"""The id (and path under ``trunks/``) of the trunk a ladder's runs branch from: :data:`RUN_ID` without M."""
+
+
 @dataclass(frozen=True)
 class Run:
     dataset: str
@@ -89,6 +95,11 @@ class Run:
     @property
     def id(self) -> str:
         return run_id(self.dataset, self.size, self.token_multiplier, self.lr, self.seed)
+
+    @property
+    def trunk(self) -> str:
+        """The id of the trunk the run branches from, under ``training.ladder``."""
+        return TRUNK_ID.format(dataset=self.dataset, size=self.size, lr=fmt(self.lr), seed=self.seed)
 
 
 def field_path(path) -> str:
@@ -314,23 +325,65 @@ def runs(config: dict) -> list[Run]:
     return sorted(out, key=lambda r: (r.dataset, r.size, r.token_multiplier, r.lr, r.seed))
 
 
-def run_spec(config: dict, run: Run) -> dict:
-    """Everything that defines a run's training (and nothing else), as a JSON-able dict."""
+def run_shape(config: dict, run: Run) -> Shape:
+    """The shape of a run's model on its dataset."""
     model = next(m for m in config["models"] if model_name(m) == run.size)
+    return shape_of(model, config["training"], vocab_size(config["datasets"][run.dataset]))
+
+
+def run_tokens(config: dict, run: Run) -> int:
+    """A run's token budget D = M·N."""
+    return planned_tokens(count_params(run_shape(config, run))["n_params"], run.token_multiplier)
+
+
+def ladders(config: dict, trunk: str | None = None) -> dict[str, tuple[list[Run], ladder.Plan]]:
+    """Under ``training.ladder``, each trunk's id (or only ``trunk``) → its runs, by ascending M, and its plan; else
+    nothing."""
     training = config["training"]
-    shape = shape_of(model, training, vocab_size(config["datasets"][run.dataset]))
-    n = count_params(shape)["n_params"]
-    return {
+    if not training.get("ladder"):  # a study config not filled by the schema (a synthetic testbed's) has no ladder
+        return {}
+    groups: dict[str, list[Run]] = defaultdict(list)
+    for run in runs(config):
+        if trunk in (None, run.trunk):
+            groups[run.trunk].append(run)
+    return {key: (group, ladder.plan([run_tokens(config, r) for r in group], training["batch_tokens"],
+                                     training["cooldown_fraction"], training["warmup_fraction"]))
+            for key, group in groups.items()}
+
+
+def run_spec(config: dict, run: Run, plans: dict | None = None) -> dict:
+    """Everything that defines a run's training (and nothing else), as a JSON-able dict.
+
+    A run of a ladder also has ``ladder``: its trunk's id, the ladder's warmup steps and the step it branches at
+    (from ``plans``, :func:`ladders` of the config, when given; else from its trunk's plan)."""
+    shape = run_shape(config, run)
+    spec = {
         "run_id": run.id,
         "dataset": run.dataset,
         "size": run.size,
         "shape": shape.to_dict(),
         "token_multiplier": run.token_multiplier,
-        "tokens": planned_tokens(n, run.token_multiplier),
+        "tokens": planned_tokens(count_params(shape)["n_params"], run.token_multiplier),
         "lr": run.lr,
         "seed": run.seed,
-        "training": dict(sorted(training.items())),
+        "training": dict(sorted(config["training"].items())),
     }
+    if config["training"].get("ladder"):
+        group, plan = (plans if plans is not None else ladders(config, run.trunk))[run.trunk]
+        spec["ladder"] = {"trunk": run.trunk, "warmup_steps": plan.warmup_steps,
+                          "branch_step": plan.branch_steps[group.index(run)]}
+    return spec
+
+
+def trunk_segments(config: dict, plans: dict | None = None) -> dict[str, dict]:
+    """Each trunk segment's id, ``<trunk id>/step<end>``, → its spec: the trunk's spec
+    (:func:`scaling.train.ladder.trunk_spec`) with the segment's first and end step."""
+    out = {}
+    for trunk, (group, plan) in (plans if plans is not None else ladders(config)).items():
+        base = ladder.trunk_spec(run_spec(config, group[0], plans))
+        for first, end in plan.segments:
+            out[f"{trunk}/step{end}"] = {**base, "segment": [first, end]}
+    return out
 
 
 def spec_json(config: dict, run: Run) -> str:
@@ -361,11 +414,12 @@ def dataset_files(config: dict, dataset: str) -> list[str]:
 def train_runtime_minutes(config: dict, spec: dict) -> int:
     """SLURM time limit of a train job: margin × 6·N·D / (throughput × GPUs), at least ``min_runtime_minutes``.
 
-    N is counted from the run's shape; the throughput (per GPU) is the study's
+    N is counted from the run's shape, D is the tokens the job trains (a ladder's trunk segment or cooldown: its
+    own steps, :func:`scaling.train.ladder.job_tokens`); the throughput (per GPU) is the study's
     ``cluster.train_flops_per_second``, the GPUs its ``engine.gpus_per_run``.
     """
     cluster = config["cluster"]
     n = count_params(Shape(**spec["shape"]))["n_params"]
     rate = cluster["train_flops_per_second"] * config["engine"]["gpus_per_run"]
-    seconds = cluster["runtime_margin"] * flops_6nd(n, spec["tokens"]) / rate
+    seconds = cluster["runtime_margin"] * flops_6nd(n, ladder.job_tokens(spec)) / rate
     return max(cluster["min_runtime_minutes"], math.ceil(seconds / 60))

@@ -16,7 +16,8 @@ files under ``results/<study>/``:
 Tokens and compute done are those of done runs, the part of each diverged run
 trained before it stopped, and the part a running or failed run's log last
 reported (``step k/K``: k/K of its planned tokens); compute left is the rest of
-the planned C = 6·N·D.
+the planned compute. A run's planned compute is C = 6·N·D, or on a ladder its
+share of its trunk and its cooldown (:func:`scaling.train.ladder.spent_steps`).
 
 :func:`progress` turns this into the study's progress (:func:`progress_text`,
 ``scaling status --watch``): runs finished, running and left; tokens and compute
@@ -75,11 +76,14 @@ def grid(config: dict, results_root: str | Path = "results", stale_after: float 
     and the throughput its files report (a finished run's wall time; a running run's tokens/s)."""
     results = Path(results_root) / config["study"]
     sizes = S.model_sizes(config)
+    cost = {run.id: spent / steps for group, plan in S.ladders(config).values()  # a ladder run's / from scratch
+             for run, spent, steps in zip(group, plan.spent_steps(), plan.steps)}
     now, rows = time.time(), []
     for run in S.runs(config):
         n = sizes[run.size]
         tokens = S.run_spec(config, run)["tokens"]
-        planned = flops_6nd(n, tokens)
+        scratch = flops_6nd(n, tokens)
+        planned = scratch * cost.get(run.id, 1.0)
         state, m = run_state(results / "runs" / run.id, results / "logs" / "train" / f"{run.id}.log", now, stale_after)
         if state == "done":
             share = 1.0
@@ -87,7 +91,7 @@ def grid(config: dict, results_root: str | Path = "results", stale_after: float 
             share = min(1.0, m.get("tokens_seen", 0) / tokens)
         else:
             share = m["step"] / m["steps"] if m.get("steps") else 0.0
-        spent = m.get("flops", planned) * share
+        spent = m.get("flops", scratch) * cost.get(run.id, 1.0) * share
         rows.append({"run_id": run.id, "dataset": run.dataset, "size": run.size, "n_params": n,
                      "token_multiplier": run.token_multiplier, "lr": run.lr, "seed": run.seed, "state": state,
                      "tokens": tokens, "tokens_done": round(tokens * share),

@@ -6,5 +6,6 @@
 - :mod:`~scaling.train.checkpoint`, :mod:`~scaling.train.preemption`, :mod:`~scaling.train.distributed`: resume,
   stopping on a signal, DDP;
 - :mod:`~scaling.train.schedules`, :mod:`~scaling.train.stability`: the learning rate, divergence;
-- :mod:`~scaling.train.shapes`, :mod:`~scaling.train.flops`: shapes from parameter counts, compute.
+- :mod:`~scaling.train.shapes`, :mod:`~scaling.train.flops`: shapes from parameter counts, compute;
+- :mod:`~scaling.train.ladder`: runs of several budgets as one constant-LR trunk and a cooldown each.
 """

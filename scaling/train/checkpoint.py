@@ -1,14 +1,15 @@
 """Checkpoints that survive a crash at any instant, and the run's log across restarts.
 
 A run keeps its two newest checkpoints in ``<run dir>/ckpt/``: ``last.pt`` and the
-one before it, ``prev.pt``. Each holds the run's spec, the number of steps done,
-the model and optimizer state, the per-step losses so far, the training time so
-far and the torch RNG states, all as tensors and plain values so that it loads
-with ``weights_only=True``. A new checkpoint is written in full to a temporary
-file beside ``last.pt``; only then does ``last.pt`` become ``prev.pt``, and the new
-file, fsynced, ``last.pt`` (renames, then the directory is fsynced). So after a
-crash at any instant (even SIGKILL or power loss) the newest complete checkpoint
-is ``last.pt``, or ``prev.pt`` if the crash fell between the two renames.
+one before it, ``prev.pt``. Each holds the run's spec, the number of steps done, the
+model and optimizer state, the per-step training losses and the curve's validation
+losses so far, the training time so far and the torch RNG states, all as tensors and
+plain values so that it loads with ``weights_only=True``. A new checkpoint is
+written in full to a temporary file beside ``last.pt``; only then does ``last.pt``
+become ``prev.pt``, and the new file, fsynced, ``last.pt`` (renames, then the
+directory is fsynced). So after a crash at any instant (even SIGKILL or power loss)
+the newest complete checkpoint is ``last.pt``, or ``prev.pt`` if the crash fell
+between the two renames.
 
 Loading takes ``last.pt`` and falls back to ``prev.pt`` when ``last.pt`` cannot be
 read (truncated or corrupted after it was written: a copy, a full disk, a
@@ -23,6 +24,11 @@ leaves them in place and a rerun of the job resumes from them.
 Nothing else needs saving for an exact resume: the batch of a step is a pure
 function of (seed, step) (:func:`scaling.train.loop.batch_starts`) and the learning
 rate a pure function of the step (:mod:`scaling.train.schedules`).
+
+A ladder's trunk (:mod:`scaling.train.ladder`) writes the same state as a file of
+its own at each branch point (:func:`write`), an output of the trunk segment that
+ends there; a run or the next segment starts from it after checking that it is
+of its trunk and step (:func:`read`).
 
 ``ckpt/train.log`` keeps the trainer's log lines of every attempt at the run
 (:func:`journal`): Snakemake deletes a job's log file before it runs the job
@@ -40,7 +46,24 @@ import torch
 
 from scaling.io import atomic_path
 
-FORMAT = 1
+FORMAT = 2  # 2: with the validation losses of the curve so far
+
+
+def write(target: str | Path, state: dict) -> None:
+    """Write ``state`` as a checkpoint file of its own, atomically (a ladder's trunk at a branch point)."""
+    with atomic_path(target) as tmp:
+        torch.save({"format": FORMAT, **state}, tmp)
+
+
+def read(target: str | Path, spec: dict, step: int) -> dict:
+    """The checkpoint file ``target``, which must be of ``spec`` after ``step`` steps (a trunk's, for a branch or the
+    trunk's next segment to start from); a ValueError names what differs and the fix."""
+    state = torch.load(target, map_location="cpu", weights_only=True)
+    if state.get("format") != FORMAT or state.get("spec") != spec or state.get("step") != step:
+        raise ValueError(f"{target} is not the checkpoint of {spec['run_id']} after {step} steps (it is of "
+                         f"{state.get('spec', {}).get('run_id')} after {state.get('step')}, or of another format or "
+                         f"spec); fix: delete it, so that the trunk segment that writes it runs again")
+    return state
 
 
 def path(run_dir: str | Path) -> Path:

@@ -30,8 +30,16 @@ The engine (nothing in it changes a result on one device):
   process draws the same global batch and trains on its slice, so the data and
   the gradient are those of one process and only summation order differs.
 
+- **Validation curve**: every ``eval_every`` steps the validation loss on
+  ``curve_eval_tokens`` tokens (evenly spaced windows, as the final one), so a
+  few % of the training time by default.
+- **Ladder** (:mod:`scaling.train.ladder`): a trunk segment starts from the
+  trunk's checkpoint at its first step and writes one at its end; a run of the
+  ladder starts from the trunk's checkpoint at its branch step and trains its
+  cooldown. Either resumes from its own checkpoints like any run.
+
 Outputs, each written atomically: ``curve.parquet`` (per step: step, tokens,
-lr, train_loss), ``model.pt`` (the final weights and shape) and then
+lr, train_loss, and val_loss every ``eval_every`` steps), ``model.pt`` (the final weights and shape) and then
 ``metrics.json`` (spec, sizes, both FLOP counts, final
 losses, status, epochs, timing, device).
 
@@ -45,6 +53,7 @@ from __future__ import annotations
 import contextlib
 import math
 import platform
+import shutil
 import signal
 import sys
 import time
@@ -56,14 +65,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from scaling.train import checkpoint
+from scaling.train import checkpoint, ladder
 from scaling.data.prepare import load_tokens
 from scaling.train.distributed import World
 from scaling.train.flops import flops_6nd, flops_per_token, flops_with_attention, gpu_peak_flops
 from scaling.io import atomic_path, write_json, write_parquet
 from scaling.train.model import GPT, Shape, count_params, lm_loss
 from scaling.train.preemption import Stopped
-from scaling.train.schedules import lr_at
+from scaling.train.schedules import constant, lr_at
 from scaling.train.stability import first_divergence
 from scaling.train.watch import CurveLog, log_header
 
@@ -124,8 +133,10 @@ class Training:
     opt: torch.optim.Optimizer
     train_data: np.ndarray
     val_data: np.ndarray
-    steps: int  # optimizer steps of the whole run
+    steps: int  # optimizer steps of the whole run (of a trunk segment: to its end)
+    warmup_steps: int
     losses: np.ndarray  # per step, NaN until read from the device
+    val_losses: np.ndarray  # per step, NaN but every ``eval_every`` steps
     say: Callable[[str], None]  # a log line: rank 0's, kept across attempts (checkpoint.journal); others' dropped
     threads: int
     compiled: bool  # torch.compile, on a GPU only
@@ -148,10 +159,23 @@ class Training:
     def run_id(self) -> str:
         return self.spec["run_id"]
 
+    @property
+    def segment(self) -> tuple[int, int] | None:
+        """(first step, end step) of a ladder's trunk segment; None for a run."""
+        return tuple(self.spec["segment"]) if "segment" in self.spec else None
+
+    def lr(self, step: int) -> float:
+        """The LR of a step: a trunk's is constant after warmup, a run's follows its schedule (a branch's from its
+        ladder's warmup)."""
+        if self.segment:
+            return constant(step, self.steps, self.warmup_steps, self.spec["lr"], final_ratio=1.0)  # never decays
+        return lr_at(step, self.steps, self.cfg, self.spec["lr"], self.warmup_steps)
+
 
 def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 1, checkpoint_every: int = 1000,
           keep_checkpoints: bool = False, compile_model: bool = True, log=print,
-          signalled: Callable[[], int] = lambda: 0, tensorboard: str | Path | None = None) -> dict | None:
+          signalled: Callable[[], int] = lambda: 0, start_from: str | Path | None = None,
+          tensorboard: str | Path | None = None) -> dict | None:
     """Train the run described by ``spec`` (see :func:`scaling.study.runs.run_spec`) and write its outputs.
 
     Returns the metrics (None on the processes of a DDP run other than rank 0).
@@ -159,16 +183,24 @@ def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 
     (:func:`scaling.train.preemption.stop_signals`); after one, the run checkpoints
     and raises :class:`~scaling.train.preemption.Stopped` instead. With ``tensorboard``, a folder, the run's curve
     also goes to ``tensorboard/<run_id>/`` (:mod:`scaling.train.watch`).
+
+    A ladder's run (a spec with ``ladder``) starts from its trunk's checkpoint at its branch step, the file
+    ``start_from``; a trunk segment (a spec with ``segment``, :func:`scaling.study.runs.trunk_segments`) from
+    the previous segment's, and writes its own, ``<out_dir>/step<end>.pt``, instead of a run's outputs.
     """
     t0 = time.perf_counter()
     run = setup(spec, data_dir, out_dir, threads, compile_model, log)
     log_header(run)
-    start, prior_s = resume(run)
+    start, prior_s, stop = resume(run, start_from)
     run.curves = CurveLog(tensorboard, run, start) if tensorboard and run.world.main else None
-    stop, train_s = train_steps(run, start, prior_s, checkpoint_every, signalled)
+    train_s = prior_s
+    if stop is None:
+        stop, train_s = train_steps(run, start, prior_s, checkpoint_every, signalled)
     if not run.world.main:
         run.world.stop()
         return None
+    if run.segment:
+        return end_segment(run, stop, train_s)
 
     done = run.steps if stop is None else stop + 1
     status, val_loss = final_validation(run, stop)
@@ -200,7 +232,7 @@ def setup(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int, c
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     out, cfg, shape = Path(out_dir), spec["training"], Shape(**spec["shape"])
-    say = checkpoint.journal(out, log) if world.main else (lambda _: None)
+    say = checkpoint.journal(work_dir(spec, out), log) if world.main else (lambda _: None)
 
     torch.manual_seed(spec["seed"])
     model = GPT(shape).to(device)
@@ -210,7 +242,10 @@ def setup(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int, c
     if n_seqs % world.size:
         raise ValueError(f"{n_seqs} sequences per step do not split over {world.size} processes; "
                          f"fix: make training.batch_tokens / seq_len a multiple of the number of processes")
-    steps = max(1, math.ceil(spec["tokens"] / cfg["batch_tokens"]))
+    steps = spec["segment"][1] if "segment" in spec else ladder.run_steps(spec["tokens"], cfg["batch_tokens"])
+    warmup_steps = spec.get("warmup_steps", spec.get("ladder", {}).get("warmup_steps"))  # a trunk's; a branch's
+    if warmup_steps is None:
+        warmup_steps = round(cfg["warmup_fraction"] * steps)
     train_data, val_data = load_tokens(data_dir, "train"), load_tokens(data_dir, "val")
     for name, data in (("train", train_data), ("validation", val_data)):
         if len(data) < shape.seq_len + 2:
@@ -219,36 +254,89 @@ def setup(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int, c
                 f"{shape.seq_len + 1}; fix: give the dataset more text or a larger val_fraction"
             )
     return Training(spec=spec, out=out, world=world, device=device, model=model, opt=opt, train_data=train_data,
-                    val_data=val_data, steps=steps, losses=np.full(steps, np.nan), say=say, threads=threads,
+                    val_data=val_data, steps=steps, warmup_steps=warmup_steps, losses=np.full(steps, np.nan),
+                    val_losses=np.full(steps, np.nan), say=say, threads=threads,
                     compiled=cuda and compile_model,
                     peak=gpu_peak_flops(torch.cuda.get_device_name(device)) if cuda else None)
 
 
-def resume(run: Training) -> tuple[int, float]:
-    """Load the run's newest readable checkpoint, if any, into the model, optimizer, RNGs and losses; return the
-    steps it had done and its training time so far (0, 0.0 for a fresh start)."""
-    state = checkpoint.load(run.out, run.spec, run.say)
+def work_dir(spec: dict, out: Path) -> Path:
+    """Where a run keeps its checkpoints while it trains: its directory, or a trunk segment's own beside the
+    segment's output (``<out>/step<end>/``)."""
+    return out / f"step{spec['segment'][1]}" if "segment" in spec else out
+
+
+def start_state(run: Training, start_from: str | Path | None) -> dict | None:
+    """The trunk checkpoint a ladder's run or trunk segment starts from (None for a run from scratch or a first
+    segment): checked to be of its trunk at its start step."""
+    if run.segment:
+        trunk, step = {k: v for k, v in run.spec.items() if k != "segment"}, run.segment[0]
+    elif "ladder" in run.spec:
+        trunk, step = ladder.trunk_spec(run.spec), run.spec["ladder"]["branch_step"]
+    else:
+        return None
+    if step == 0:
+        return None
+    if start_from is None:
+        raise ValueError(f"{run.run_id} starts from its trunk's checkpoint at step {step}; fix: give it (start_from)")
+    return checkpoint.read(start_from, trunk, step)
+
+
+def resume(run: Training, start_from: str | Path | None = None) -> tuple[int, float, int | None]:
+    """Load the run's newest readable checkpoint, else the trunk checkpoint it starts from, if any, into the model,
+    optimizer, RNGs and curves; return the steps done, the training time so far (0, 0.0 for a fresh start) and the
+    (0-based) step its trunk diverged at (None if it did not)."""
+    state = checkpoint.load(work_dir(run.spec, run.out), run.spec, run.say)
+    whence = "its checkpoint"
+    if state is None and (state := start_state(run, start_from)) is not None:
+        whence = f"its trunk's checkpoint {start_from}"
     if state is None:
         run.say(f"[{run.run_id}] started: {run.steps} steps on {run.device.type}")
-        return 0, 0.0
+        return 0, 0.0, None
     run.model.load_state_dict(state["model"])
     run.opt.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"])
     if run.cuda and state.get("cuda_rng") is not None:
         torch.cuda.set_rng_state(state["cuda_rng"], run.device)
-    start = state["step"]
-    run.losses[:start] = state["losses"].numpy()
-    run.say(f"[{run.run_id}] resumed from its checkpoint at step {start}/{run.steps}")
-    return start, state["train_s"]
+    start, done = state["step"], len(state["losses"])  # fewer than the steps when the trunk diverged
+    run.losses[:done] = state["losses"].numpy()
+    run.val_losses[:done] = state["val_losses"].numpy()
+    run.say(f"[{run.run_id}] resumed from {whence} at step {start}/{run.steps}")
+    diverged = state.get("diverged_step")
+    return start, state["train_s"], None if diverged is None else diverged - 1
+
+
+def checkpoint_state(run: Training, done: int, train_s: float) -> dict:
+    """Everything :func:`resume` loads, after ``done`` steps."""
+    return {
+        "spec": run.spec, "step": done, "model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
+        "losses": torch.from_numpy(run.losses[:done].copy()),
+        "val_losses": torch.from_numpy(run.val_losses[:done].copy()), "train_s": train_s,
+        "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state(run.device) if run.cuda else None,
+    }
 
 
 def save_checkpoint(run: Training, done: int, train_s: float) -> None:
-    """Checkpoint the run after ``done`` steps: everything :func:`resume` loads."""
-    checkpoint.save(run.out, {
-        "spec": run.spec, "step": done, "model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
-        "losses": torch.from_numpy(run.losses[:done].copy()), "train_s": train_s,
-        "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state(run.device) if run.cuda else None,
-    })
+    """Checkpoint the run after ``done`` steps."""
+    checkpoint.save(work_dir(run.spec, run.out), checkpoint_state(run, done, train_s))
+
+
+def end_segment(run: Training, stop: int | None, train_s: float) -> dict:
+    """A trunk segment's output: the trunk's checkpoint at the segment's end, ``step<end>.pt``, of the trunk's spec.
+
+    A trunk that diverged still writes it, with the losses up to the step it diverged at and that step as
+    ``diverged_step``, so that its later segments and its runs end at once, each recording the divergence.
+    """
+    end = run.segment[1]
+    done = end if stop is None else stop + 1
+    state = {**checkpoint_state(run, done, train_s), "spec": {k: v for k, v in run.spec.items() if k != "segment"},
+             "step": end, "diverged_step": None if stop is None else stop + 1}
+    checkpoint.write(run.out / f"step{end}.pt", state)
+    run.say(f"[{run.run_id}] " + (f"checkpointed at step {end}" if stop is None else
+                                  f"diverged at step {stop + 1}: its runs will record it"))
+    shutil.rmtree(work_dir(run.spec, run.out), ignore_errors=True)  # its checkpoints and kept log lines
+    run.world.stop()
+    return {"run_id": run.run_id, "step": end, "diverged_step": state["diverged_step"], "train_s": train_s}
 
 
 def train_steps(run: Training, start: int, prior_s: float, checkpoint_every: int,
@@ -263,7 +351,6 @@ def train_steps(run: Training, start: int, prior_s: float, checkpoint_every: int
     data, steps, losses = run.train_data, run.steps, run.losses
     seq_len, n_seqs = run.shape.seq_len, cfg["batch_tokens"] // run.shape.seq_len
     local = slice(world.rank * n_seqs // world.size, (world.rank + 1) * n_seqs // world.size)
-    warmup = round(cfg["warmup_fraction"] * steps)
     net = torch.compile(model) if run.compiled else model
     if world.size > 1:
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if run.cuda else None)
@@ -272,7 +359,7 @@ def train_steps(run: Training, start: int, prior_s: float, checkpoint_every: int
     loop_t0 = last_log = time.perf_counter()
     for step in range(start, steps):
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, cfg, spec["lr"])
+            group["lr"] = run.lr(step)
         x, y = batch(data, batch_starts(spec["seed"], step, len(data), seq_len, n_seqs)[local], seq_len)
         with precision(device):
             ce, objective = lm_loss(net(x.to(device, non_blocking=True)), y.to(device, non_blocking=True),
@@ -285,13 +372,15 @@ def train_steps(run: Training, start: int, prior_s: float, checkpoint_every: int
         pending.append(ce.detach())
 
         done = step + 1  # the losses are read only at steps every process agrees on (see above)
+        if cfg["eval_every"] and done % cfg["eval_every"] == 0 and world.main:
+            run.val_losses[step] = validation_loss(model, run.val_data, seq_len, cfg["curve_eval_tokens"], device)
         ckpt_now = done % checkpoint_every == 0 and done < steps
         if not (len(pending) == FLUSH_EVERY or ckpt_now or done == steps or (world.size == 1 and signalled())):
             continue
         first = done - len(pending)
         losses[first:done] = world.mean(torch.stack(pending).float()).cpu().numpy()
         pending.clear()
-        stop = first_divergence(losses[first:done], first, losses[0], warmup, cfg["divergence_margin"])
+        stop = first_divergence(losses[first:done], first, losses[0], run.warmup_steps, cfg["divergence_margin"])
         if stop is not None:
             run.say(f"[{run.run_id}] diverged at step {stop + 1}: loss {losses[stop]:.4g} (initial {losses[0]:.4g})")
             return stop, prior_s + time.perf_counter() - loop_t0
@@ -330,13 +419,14 @@ def final_validation(run: Training, stop: int | None) -> tuple[str, float]:
 
 
 def write_curve(run: Training, done: int) -> None:
-    """``curve.parquet``: step, tokens, learning rate and training loss of every step done."""
-    cfg, spec = run.cfg, run.spec
+    """``curve.parquet``: step, tokens, learning rate, training loss of every step done, and the validation loss
+    every ``eval_every`` steps (NaN at the others); a ladder's run's include its trunk's, to its branch step."""
     write_parquet(run.out / "curve.parquet", pd.DataFrame({
         "step": np.arange(1, done + 1),
-        "tokens": np.arange(1, done + 1) * cfg["batch_tokens"],
-        "lr": [lr_at(s, run.steps, cfg, spec["lr"]) for s in range(done)],
+        "tokens": np.arange(1, done + 1) * run.cfg["batch_tokens"],
+        "lr": [run.lr(s) for s in range(done)],
         "train_loss": run.losses[:done],
+        "val_loss": run.val_losses[:done],
     }))
 
 
@@ -366,6 +456,8 @@ def record(run: Training, done: int, stop: int | None, status: str, val_loss: fl
         "status": status,
         "diverged_step": None if stop is None else int(stop + 1),
         "resumed_from_step": start or None,
+        "trunk": spec.get("ladder", {}).get("trunk"),
+        "branch_step": spec.get("ladder", {}).get("branch_step"),
         "wall_s": wall_s,
         "train_s": train_s,
         "tokens_per_s": tokens_per_s,

@@ -11,9 +11,17 @@ fraction of the post-warmup steps done:
 - ``linear``: lr = η·(1 − (1 − r)·p);
 - ``constant``: lr = η (r is not used);
 - ``wsd``, warmup-stable-decay (Hu et al. 2024, MiniCPM; Hägele et al. 2024):
-  lr = η until the last ``cooldown`` fraction of all steps, then linear from η
-  to r·η over the cooldown: with q the fraction of the cooldown done,
-  lr = η·(1 − (1 − r)·q).
+  lr = η until the last ``cooldown`` fraction of all steps, then from η down to
+  r·η over the cooldown in one of two shapes (:data:`COOLDOWN_SHAPES`): with q
+  the fraction of the cooldown done, ``linear`` lr = η·(1 − (1 − r)·q), or
+  ``1-sqrt`` lr = η·(1 − (1 − r)·√q), which drops faster at first and so keeps
+  the LR lower through most of the cooldown; Hägele et al. (2024) find it
+  better than linear at the same length.
+
+A WSD run's LR before its cooldown does not depend on its length, which is what
+lets runs of several lengths share one stable-LR trunk
+(:mod:`scaling.train.ladder`): there the warmup is one length for all of them,
+given as ``warmup_steps`` to :func:`lr_at` instead of a fraction of each run.
 
 At s = steps (one past the last step) every decaying schedule reaches r·η.
 Because the LR depends on the step alone, a run resumed from a checkpoint at
@@ -25,6 +33,8 @@ from __future__ import annotations
 import math
 
 SCHEDULES = ("cosine", "linear", "constant", "wsd")
+COOLDOWN_SHAPES = {"linear": lambda q: q, "1-sqrt": math.sqrt}
+"""The WSD cooldown's shape: the fraction g(q) of the drop from η to r·η made when a fraction q of it is done."""
 
 
 def warmup(step: int, warmup_steps: int, peak: float) -> float:
@@ -57,18 +67,26 @@ def constant(step: int, steps: int, warmup_steps: int, peak: float, final_ratio:
     return warmup(step, warmup_steps, peak) if step < warmup_steps else peak
 
 
-def wsd(step: int, steps: int, warmup_steps: int, peak: float, final_ratio: float, cooldown: float) -> float:
-    """Warmup-stable-decay: η, then linear to r·η over the last ``cooldown`` fraction of all steps."""
+def cooldown_start(steps: int, cooldown: float) -> int:
+    """The first step of a WSD run's cooldown: its last ``round(cooldown · steps)`` steps decay."""
+    return steps - round(cooldown * steps)
+
+
+def wsd(step: int, steps: int, warmup_steps: int, peak: float, final_ratio: float, cooldown: float,
+        shape: str = "linear") -> float:
+    """Warmup-stable-decay: η, then down to r·η in ``shape`` over the last ``cooldown`` fraction of all steps."""
     if step < warmup_steps:
         return warmup(step, warmup_steps, peak)
-    start = max(warmup_steps, steps - round(cooldown * steps))
-    return peak * (1.0 - (1.0 - final_ratio) * _progress(step, steps, start))
+    start = max(warmup_steps, cooldown_start(steps, cooldown))
+    return peak * (1.0 - (1.0 - final_ratio) * COOLDOWN_SHAPES[shape](_progress(step, steps, start)))
 
 
-def lr_at(step: int, steps: int, training: dict, peak: float) -> float:
-    """The LR at ``step`` under a study's ``training`` settings (schedule, warmup, final LR, cooldown)."""
-    warmup_steps = round(training["warmup_fraction"] * steps)
+def lr_at(step: int, steps: int, training: dict, peak: float, warmup_steps: int | None = None) -> float:
+    """The LR at ``step`` of a run of ``steps`` steps under a study's ``training`` settings (schedule, warmup, final
+    LR, cooldown); the warmup is ``warmup_fraction`` of the run's steps unless ``warmup_steps`` gives it."""
+    if warmup_steps is None:
+        warmup_steps = round(training["warmup_fraction"] * steps)
     name, r = training["schedule"], training["min_lr_ratio"]
     if name == "wsd":
-        return wsd(step, steps, warmup_steps, peak, r, training["cooldown_fraction"])
+        return wsd(step, steps, warmup_steps, peak, r, training["cooldown_fraction"], training["cooldown_shape"])
     return {"cosine": cosine, "linear": linear, "constant": constant}[name](step, steps, warmup_steps, peak, r)

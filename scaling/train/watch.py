@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from scaling.train.model import count_params
-from scaling.train.schedules import lr_at
 
 if TYPE_CHECKING:
     from scaling.train.loop import Training
@@ -34,8 +33,9 @@ def log_header(run: Training) -> None:
               f"cpu × {run.world.size}, {run.threads} thread(s) each, fp32")
     run.say(f"[{run.run_id}] run {run.run_id}: N = {count_params(shape)['n_params']:,} parameters "
             f"(d_model {shape.d_model}, n_layers {shape.n_layers}, n_heads {shape.n_heads}), "
-            f"D = {spec['tokens']:,} tokens "
-            f"(M = {spec['token_multiplier']:g}), {run.steps:,} steps of {cfg['batch_tokens']:,} tokens, "
+            + (f"trunk segment, steps {run.segment[0]:,} to {run.segment[1]:,}" if run.segment else
+               f"D = {spec['tokens']:,} tokens (M = {spec['token_multiplier']:g}), {run.steps:,} steps")
+            + f" of {cfg['batch_tokens']:,} tokens, "
             f"lr {spec['lr']:g}, seed {spec['seed']}")
     run.say(f"[{run.run_id}] device: {device}")
     run.say(f"[{run.run_id}] training: {json.dumps(cfg, sort_keys=True)}")
@@ -55,7 +55,7 @@ class CurveLog:
         for step in range(self.written, done):
             if np.isfinite(run.losses[step]):
                 self.writer.add_scalar("train_loss", run.losses[step], step + 1)
-            self.writer.add_scalar("lr", lr_at(step, run.steps, run.cfg, run.spec["lr"]), step + 1)
+            self.writer.add_scalar("lr", run.lr(step), step + 1)
         self.written = max(self.written, done)
         self.writer.flush()
 

@@ -1,0 +1,126 @@
+"""The ladder's compute: what a study on a ladder trains, against training every run from scratch.
+
+    python benchmarks/ladder.py                  # the default study's 4 fit sizes × M ∈ {20, 40, 80, 160, 320}
+    python benchmarks/ladder.py --cooldown 0.1
+    python benchmarks/ladder.py --quality        # trains a small CPU grid both ways, 3 seeds (long)
+    python benchmarks/ladder.py --quality --smoke  # the smallest model at tiny budgets: checks the script runs
+
+Goal (issue 14): the grid spends no more than the arithmetic minimum of its design,
+(1 − f)·M_max + f·ΣM of ΣM token-units per size: 380/620 = 0.613 of the from-scratch
+compute with f = 0.2 (0.565 with f = 0.1), and trains no step twice. The figures come
+from the study's plan (scaling.study.runs.ladders), in whole optimizer steps, so they
+differ from the ideal by the rounding of each run to whole steps; the FLOPs are 6·N·D
+with D the tokens of those steps. Nothing is trained: it takes a few seconds.
+
+Quality (``--quality``): every (size, M, seed) of a small grid is trained on the ladder
+and from scratch with the same WSD schedule (each from-scratch run warms up over
+``warmup_fraction`` of its own steps). Goal: each ladder run's final validation loss
+within the seed-to-seed spread (max − min over the seeds) of the from-scratch runs of
+its (size, M). Runs one after another, one thread each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from scaling.data.prepare import prepare
+from scaling.study import runs as S
+from scaling.study.config import load
+from scaling.train.flops import flops_6nd
+from scaling.train.loop import train
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = ["d32", "d40", "d48", "d64"]
+MULTIPLIERS = [20, 40, 80, 160, 320]
+
+
+def study(cooldown: float, sizes=SIZES, multipliers=MULTIPLIERS, seeds=(0,)) -> dict:
+    """The default study with ``sizes`` on a ladder over ``multipliers``, checked as the pipeline checks it."""
+    config = yaml.safe_load((REPO / "workflow" / "config.yaml").read_text())
+    config["training"].update(schedule="wsd", ladder=True, cooldown_fraction=cooldown)
+    config["grid"] = [{"sizes": sizes, "token_multipliers": multipliers, "learning_rates": [0.02],
+                       "seeds": list(seeds)}]
+    config["fit"] = {"fit_on": [{"size": sizes}]}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "study.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return load([path])
+
+
+def quality(config: dict, work: Path) -> pd.DataFrame:
+    """Final validation loss of every run of ``config`` trained on its ladder and from scratch: one row per run."""
+    data = work / "data"
+    prepare(config["datasets"]["bible"], data)
+    scratch = copy.deepcopy(config)
+    scratch["training"]["ladder"] = False
+    quiet = {"log": lambda _: None, "compile_model": False}
+    for trunk, spec in S.trunk_segments(config).items():  # in order: each starts from the one before
+        first = spec["segment"][0]
+        train(spec, data, work / "trunks" / spec["run_id"], start_from=work / "trunks" / spec["run_id"] /
+              f"step{first}.pt" if first else None, **quiet)
+    rows = []
+    for run in S.runs(config):
+        spec = S.run_spec(config, run)
+        b = spec["ladder"]["branch_step"]
+        ladder_run = train(spec, data, work / "ladder" / run.id, start_from=work / "trunks" / run.trunk /
+                           f"step{b}.pt" if b else None, **quiet)
+        own = train(S.run_spec(scratch, run), data, work / "scratch" / run.id, **quiet)
+        rows.append({"size": run.size, "M": run.token_multiplier, "seed": run.seed,
+                     "ladder": ladder_run["val_loss"], "scratch": own["val_loss"]})
+    return pd.DataFrame(rows)
+
+
+def print_quality(df: pd.DataFrame) -> None:
+    """Per (size, M): the ladder's and from scratch's mean loss over seeds, the seed spread, and the goal."""
+    g = df.groupby(["size", "M"])
+    out = pd.DataFrame({"ladder_mean": g["ladder"].mean(), "scratch_mean": g["scratch"].mean(),
+                        "ladder_minus_scratch": g["ladder"].mean() - g["scratch"].mean(),
+                        "scratch_spread": g["scratch"].max() - g["scratch"].min(),
+                        "ladder_off_most": g.apply(lambda x: (x["ladder"] - x["scratch"].mean()).abs().max(),
+                                                   include_groups=False)})
+    out["within_spread"] = out["ladder_off_most"] <= out["scratch_spread"]
+    print(out.to_string(float_format=lambda v: f"{v:.4f}"))
+    print(f"{out['within_spread'].sum()} of {len(out)} (size, M) points: every ladder run within the from-scratch "
+          f"seed spread of its mean")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cooldown", type=float, default=0.2, help="the cooldown fraction f (default 0.2)")
+    parser.add_argument("--quality", action="store_true", help="train a small grid on the ladder and from scratch")
+    parser.add_argument("--smoke", action="store_true", help="with --quality: the smallest model at M ∈ {1, 2}")
+    args = parser.parse_args()
+    if args.quality:
+        sizes, multipliers = (["d32"], [1, 2]) if args.smoke else (["d32", "d48"], [5, 10, 20, 40])
+        with tempfile.TemporaryDirectory() as work:
+            print_quality(quality(study(args.cooldown, sizes, multipliers, seeds=(0, 1, 2)), Path(work)))
+        return
+    config = study(args.cooldown)
+    batch, sizes = config["training"]["batch_tokens"], S.model_sizes(config)
+    ideal = ((1 - args.cooldown) * max(MULTIPLIERS) + args.cooldown * sum(MULTIPLIERS)) / sum(MULTIPLIERS)
+
+    print(f"cooldown fraction f = {args.cooldown:g}, M ∈ {MULTIPLIERS}, batch {batch} tokens")
+    print(f"{'trunk':<28} {'N':>8} {'segments':>8} {'trunk steps':>11} {'spent steps':>11} {'scratch steps':>13} "
+          f"{'ratio':>6}")
+    spent_flops = scratch_flops = 0.0
+    for trunk, (runs, plan) in S.ladders(config).items():
+        n = sizes[runs[0].size]
+        assert sum(end - first for first, end in plan.segments) == plan.trunk_steps  # no trunk step twice
+        assert abs(sum(plan.spent_steps()) - plan.total_steps()) < 1e-6  # the runs' shares add up to the spend
+        spent_flops += flops_6nd(n, plan.total_steps() * batch)
+        scratch_flops += flops_6nd(n, sum(plan.steps) * batch)
+        print(f"{trunk:<28} {n:>8,} {len(plan.segments):>8} {plan.trunk_steps:>11,} {plan.total_steps():>11,} "
+              f"{sum(plan.steps):>13,} {plan.total_steps() / sum(plan.steps):>6.3f}")
+    ratio = spent_flops / scratch_flops
+    print(f"study: {spent_flops:.4g} FLOPs on the ladder, {scratch_flops:.4g} from scratch: {ratio:.4f}× "
+          f"(the design's minimum (1 − f)·M_max + f·ΣM over ΣM: {ideal:.4f}×)")
+
+
+if __name__ == "__main__":
+    main()
