@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 
 from scaling.fit.chinchilla import HOFFMANN_BUDGETS
-from scaling.fit.tables import canonical, fit_table, matches
+from scaling.fit.tables import canonical
 from scaling.testbeds import gadre
-from scaling.testbeds.replay import random_design, replay
+from scaling.testbeds.replay import gadre_setup, predict_targets, random_design, replay
 
 CHINCHILLA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "chinchilla" / "points.csv"
 PAPER_ERROR = 0.0148  # mean |relative error| of the paper's procedure on the six targets (tests/test_gadre.py)
@@ -35,34 +35,7 @@ FACTORS = (0.5, 0.75, 1.0, 1.5, 2.0)  # budgets, in multiples of the paper's
 RANDOM_SEEDS = range(5)
 WIDTH = 0.10  # Chinchilla: the 95% half-width at 1e24 FLOPs to reach
 RESAMPLES = 200  # Gadre: bootstrap of a fit whose runs are too few to calibrate its intervals
-# (the Chinchilla designs, 52 runs and more, are always calibrated: no bootstrap)
-
-
-def gadre_setup(runs: pd.DataFrame):
-    """Per training set: (candidate runs, start mask, targets, the paper's fit runs)."""
-    for dataset, g in canonical(runs).groupby("dataset"):
-        g = g.reset_index(drop=True)
-        is_target = matches(g, gadre.TARGETS)
-        pool = g[~is_target & (g["token_multiplier"] >= 20)].reset_index(drop=True)
-        smallest = np.sort(pool["n_params"].unique())[:2]
-        start = (pool["n_params"].isin(smallest) & (pool["token_multiplier"] == 20)).to_numpy()
-        yield dataset, pool, start, g[is_target], g[matches(g, gadre.LOSS_FIT_ON)]
-
-
-def score(known: pd.DataFrame, targets: pd.DataFrame, law: str = "overtraining",
-          resamples: int = RESAMPLES) -> pd.DataFrame:
-    """The targets predicted by the law fitted on ``known`` only (calibrated where it can be, else bootstrapped),
-    with their measured loss, relative error, 95% half-width and coverage."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _, pred = fit_table(law, known, fit_on="TRUE", resamples=resamples,
-                            targets=targets[["n_params", "tokens"]].to_dict("records"))
-    pred = pred[pred["role"] == "target"].reset_index(drop=True)
-    if "loss" in targets:
-        measured = targets["loss"].to_numpy()
-        pred = pred.assign(measured_loss=measured, rel_error=pred["predicted_loss"] / measured - 1,
-                           covered=(pred["predicted_loss_lo"] <= measured) & (measured <= pred["predicted_loss_hi"]))
-    return pred
+# (the Chinchilla designs, 52 runs and more, are calibrated: no bootstrap)
 
 
 def gadre_rows(factors, seeds) -> list[dict]:
@@ -70,7 +43,7 @@ def gadre_rows(factors, seeds) -> list[dict]:
     paper_flops = {d: float(p["flops"].sum()) for d, _, _, _, p in setups}
 
     def row(name, designs):
-        preds = pd.concat([score(known, t) for known, t in designs])
+        preds = pd.concat([predict_targets(known, t, resamples=RESAMPLES) for known, t in designs])
         used = sum(k["flops"].sum() for k, _ in designs) / sum(paper_flops.values())
         return {"design": name, "compute / paper's": f"{used:.2f}",
                 "mean abs. error (6 targets)": f"{preds['rel_error'].abs().mean():.2%}",
@@ -104,7 +77,7 @@ def chinchilla_rows(width: float) -> list[dict]:
     planned = [planned_runs[planned_runs["round"] <= r] for r in range(planned_runs["round"].max() + 1)]
     rows = []
     for name, designs in (("uniform: IsoFLOP budgets in order", uniform), ("planned", planned)):
-        widths = [float(score(d, target, "chinchilla", resamples=0)["half_width"].iloc[0]) for d in designs]
+        widths = [float(predict_targets(d, target, "chinchilla", resamples=0)["half_width"].iloc[0]) for d in designs]
         flops = [float(d["flops"].sum()) for d in designs]
         below = [i for i in range(len(widths)) if max(widths[i:]) < width]
         rows.append({"design": name, "steps": len(designs),
