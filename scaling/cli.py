@@ -245,12 +245,6 @@ def _sql(args):
             print(df.to_string(index=False, max_rows=args.max_rows))
 
 
-def _plan_doc() -> str:
-    from scaling.study import plan
-
-    return plan.__doc__
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="scaling", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -275,11 +269,15 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=_status)
 
     p = sub.add_parser("plan", help="the runs to train next that most narrow the targets' intervals per FLOP, as a "
-                                    "grid block for the study file", description=_plan_doc())
+                                    "grid block for the study file",
+                       description="Propose the runs (size, M, learning rates) that most narrow the targets' 95% "
+                                   "intervals per FLOP within --budget, from the study's current fit, and print "
+                                   "them as grid blocks and fit.fit_on filters to add to the study file (README, "
+                                   "'Which runs to train next').")
     p.add_argument("--target", action="append", required=True, metavar="N:M",
                    help="a run to predict: N a parameter count (7e9) or a model of the study, M tokens per parameter; "
                         "repeat for several")
-    p.add_argument("--budget", type=float, required=True, metavar="FLOPS",
+    p.add_argument("--budget", type=fit_cli._positive, required=True, metavar="FLOPS",
                    help="compute to spend on the new runs (6·N·D of every run of each learning-rate sweep)")
     p.add_argument("--configfile", default="workflow/config.yaml", help="the study (default: workflow/config.yaml)")
     p.add_argument("--results", default="results", help="the results directory (default: results)")

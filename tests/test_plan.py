@@ -108,3 +108,16 @@ def test_on_the_gadre_testbed_the_planned_design_beats_a_random_design_of_equal_
         assert planned["flops"].sum() <= budget and rand["flops"].sum() <= budget
         errors = [predict_targets(design, targets)["rel_error"].abs().mean() for design in (planned, rand)]
         assert errors[0] < errors[1], dataset
+
+
+def test_scaling_plan_before_any_run_uses_the_prior_and_writes_the_proposal(tmp_path, capsys):
+    from scaling.cli import main
+
+    out = tmp_path / "plan.yaml"
+    main(["plan", "--configfile", "workflow/studies/smoke.yaml", "--results", str(tmp_path), "--target", "l:160",
+          "--budget", "1e12", "--token-multipliers", "20,40,80,160", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "no runs yet" in printed and "the law's prior was used" in printed
+    proposal = yaml.safe_load(out.read_text())
+    assert proposal["grid"] and len(proposal["grid"]) == len(proposal["fit_on"])
+    assert all(block["learning_rates"] == [0.01] for block in proposal["grid"])  # the grid's only rate

@@ -61,7 +61,9 @@ from scaling.train.flops import flops_6nd, planned_tokens
 # The error model used when the current runs are too few to calibrate one: rounded up from the C4-loss fits of the
 # Gadre et al. testbed (s₀ 0.007–0.010, κ↑ 0–0.02, κ↓ 0.07–0.09 per decade; README, "Calibration").
 PRIOR_ERROR_MODEL = {"s0": 0.01, "kappa_up": 0.02, "kappa_down": 0.08}
-PRIOR_NOISE = 0.002  # σ of one run's log loss when the fit has too few residuals to measure it
+# σ of one run's log loss when the fit has too few residuals to measure it: twice the robust residual scale of the
+# Gadre et al. testbed's fits (0.1%), since a fit on few runs absorbs part of their noise.
+PRIOR_NOISE = 0.002
 PRIOR_SD = 1.0  # τ: prior standard deviation of each log|θⱼ| (a factor of e)
 # θ when the runs cannot be fitted yet: Hoffmann et al. (2022), Eq. 2 fit (for the over-training law with the
 # exponents tied at their mean, 0.31, and c = B·6^(−b/2) so that the data term is B·D^−0.31).
