@@ -97,17 +97,21 @@ def test_a_target_that_is_neither_a_size_nor_a_number_names_the_fix(smoke):
 @pytest.mark.slow
 def test_on_the_gadre_testbed_the_planned_design_beats_a_random_design_of_equal_compute():
     """Per training set, from the two smallest sizes at M = 20, within the paper's fit budget: the planned runs
-    predict the Figure 1 targets better than random runs of the same budget (seed 0), on every training set."""
+    predict the six Figure 1 targets better than random runs of the same budget (seed 0), and as well as the
+    paper's hand-picked five (1.48% by the paper's procedure)."""
     from scaling.testbeds import gadre
     from scaling.testbeds.replay import gadre_setup, predict_targets, random_design, replay
 
+    errors = {"planned": [], "random": []}
     for dataset, pool, start, targets, paper in gadre_setup(gadre.load_runs()):
         budget = float(paper["flops"].sum())
-        planned = replay("overtraining", pool, start, targets, budget)
-        rand = random_design(pool, start, budget, seed=0)
-        assert planned["flops"].sum() <= budget and rand["flops"].sum() <= budget
-        errors = [predict_targets(design, targets)["rel_error"].abs().mean() for design in (planned, rand)]
-        assert errors[0] < errors[1], dataset
+        designs = {"planned": replay("overtraining", pool, start, targets, budget),
+                   "random": random_design(pool, start, budget, seed=0)}
+        for name, design in designs.items():
+            assert design["flops"].sum() <= budget
+            errors[name].extend(predict_targets(design, targets)["rel_error"].abs())
+    assert np.mean(errors["planned"]) < np.mean(errors["random"])
+    assert np.mean(errors["planned"]) <= 0.0148
 
 
 def test_scaling_plan_before_any_run_uses_the_prior_and_writes_the_proposal(tmp_path, capsys):

@@ -47,6 +47,7 @@ it, so a user can stop the batch early.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,8 +55,10 @@ import pandas as pd
 from scipy import stats
 
 from scaling.fit.calibration import NU, displacement, log_inputs
+from scaling.fit.estimators import FitError
 from scaling.fit.laws import LAWS
 from scaling.fit.result import FitResult
+from scaling.fit.tables import fit_table
 from scaling.train.flops import flops_6nd, planned_tokens
 
 # The error model used when the current runs are too few to calibrate one: rounded up from the C4-loss fits of the
@@ -133,6 +136,17 @@ class Planner:
         information = J.T @ J / self.noise**2 + np.eye(J.shape[1]) / self.prior_sd**2
         parameters = np.einsum("ij,jk,ik->i", g, np.linalg.inv(information), g)
         return np.sinh(stats.t.ppf(0.5 + self.level / 2, NU) * np.sqrt(misfit + parameters))
+
+
+def current_fit(law: str, points: pd.DataFrame, fit_on="TRUE", method: str = "huber-log") -> FitResult | None:
+    """The law fitted on ``points`` (its fit set ``fit_on``; calibrated on the rest and on extrapolation folds where
+    there are enough, as the fit stage does), or None when they cannot determine it yet."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fit_table(law, points, fit_on=fit_on, method=method)[0][0]
+    except FitError:
+        return None
 
 
 def _greedy(planner: Planner, design: np.ndarray, candidates: np.ndarray, cost: np.ndarray, targets: np.ndarray,

@@ -27,7 +27,7 @@ import pandas as pd
 import yaml
 
 from scaling.fit.estimators import FitError
-from scaling.fit.plan import Planner, learning_rates, plan
+from scaling.fit.plan import Planner, current_fit, learning_rates, plan
 from scaling.fit.stage import SWEEP
 from scaling.fit.tables import best_lr_points, default_fit_on, fit_table, matches
 from scaling.study.runs import ConfigError, model_sizes, runs as planned_runs
@@ -46,18 +46,6 @@ def parse_target(text: str, sizes: dict[str, int]) -> dict:
         raise ConfigError(f"--target {text!r}: give N:M, with N a parameter count (7e9) or a model of the study "
                           f"({', '.join(sizes)}) and M the tokens per parameter, e.g. --target 7e9:20")
     return {"n_params": n_params, "token_multiplier": multiplier}
-
-
-def _current_fit(points: pd.DataFrame, config: dict, fit_on):
-    """The study's over-training fit on its finished runs, or None when they cannot be fitted yet."""
-    if points.empty:
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return fit_table("overtraining", points, fit_on=fit_on, method=config["fit"].get("method", "huber-log"))[0][0]
-    except FitError:
-        return None
 
 
 def _optimal_lr(points: pd.DataFrame):
@@ -88,7 +76,7 @@ def plan_study(config: dict, runs: pd.DataFrame, targets: list[dict], budget: fl
                                 for s, m in sorted(in_grid)])
     fit_on = config["fit"].get("fit_on") or default_fit_on(grid_points)
     design = grid_points[matches(grid_points, fit_on)]  # the fit set the study will have, trained or not
-    fit = _current_fit(points, config, fit_on)
+    fit = current_fit("overtraining", points, fit_on, config["fit"].get("method", "huber-log")) if len(points) else None
     allowed = sorted(set(multipliers or [r.token_multiplier for r in grid]))
     candidates = pd.DataFrame([{"size": s, "n_params": float(n), "token_multiplier": float(m)}
                                for s, n in sizes.items() for m in allowed if (s, float(m)) not in in_grid])

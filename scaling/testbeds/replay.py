@@ -20,23 +20,10 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from scaling.fit.estimators import FitError
-from scaling.fit.plan import Planner, plan
+from scaling.fit.plan import Planner, current_fit, plan
 from scaling.fit.tables import canonical, fit_table, matches
-from scaling.fit.result import FitResult
 from scaling.testbeds import gadre
 from scaling.train.flops import flops_6nd
-
-
-def current_fit(law: str, known: pd.DataFrame, method: str = "huber-log") -> FitResult | None:
-    """The law fitted on every known run (with its calibration where it has one), or None when it cannot be."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fits, _ = fit_table(law, known, fit_on="TRUE", method=method)
-    except FitError:
-        return None
-    return fits[0]
 
 
 def replay(law: str, outcomes: pd.DataFrame, start: np.ndarray, targets: pd.DataFrame, budget: float,
@@ -47,7 +34,7 @@ def replay(law: str, outcomes: pd.DataFrame, start: np.ndarray, targets: pd.Data
     known, pool = outcomes[start], outcomes[~start]
     spent, rounds = float(known["flops"].sum()), 0
     while True:
-        planner = Planner.from_fit(law, current_fit(law, known, method))
+        planner = Planner.from_fit(law, current_fit(law, known, method=method))
         proposals = plan(planner, known, pool, targets, budget - spent)
         if proposals.empty:
             return known.reset_index(drop=True)
