@@ -1,6 +1,6 @@
 """How much compute the planner (``scaling plan``) needs, replayed on published data where every run is measured.
 
-    python benchmarks/plan.py            # both testbeds (a few minutes on 2 cores)
+    python benchmarks/plan.py            # both testbeds (26 minutes on 2 cores shared with other jobs)
     python benchmarks/plan.py --smoke    # the Gadre testbed at the paper's budget only
 
 - Gadre et al. (2024): per training set, a study starts from the two smallest sizes at M = 20 and plans itself
