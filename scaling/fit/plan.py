@@ -184,6 +184,8 @@ def plan(planner: Planner, known: pd.DataFrame, candidates: pd.DataFrame, target
     ``cumulative_cost``, the expected half-width of each target after it (``half_width_<i>``, targets in
     order) and their ``mean_half_width``. The attribute ``before`` of the result holds the half-widths now.
     """
+    if known.empty:
+        raise ValueError("plan: the design has no run; give the runs the law will be fitted on (planned or trained)")
     inputs = LAWS[planner.law].inputs
 
     def X(frame):
