@@ -1,5 +1,5 @@
 """The ``scaling`` command: the pipeline's stages (called by the Snakemake rules), ``scaling sql``,
-``scaling fit``, ``scaling backtest``, ``scaling status`` and ``scaling import``."""
+``scaling fit``, ``scaling backtest``, ``scaling status``, ``scaling plan`` and ``scaling import``."""
 
 from __future__ import annotations
 
@@ -132,6 +132,39 @@ def _status(args):
         per_run.to_csv(sys.stdout, index=False)
     else:
         print(report(label, per_run, list_runs=args.runs))
+
+
+def _plan(args):
+    from scaling.io import atomic_path
+    from scaling.store.schema import SchemaError, read_table
+    from scaling.study.config import load
+    from scaling.study.plan import parse_target, plan_study
+    from scaling.study.runs import ConfigError, model_sizes
+
+    try:
+        config = load([args.configfile])
+        path = Path(args.runs or Path(args.results) / config["study"] / "tables" / "runs.parquet")
+        runs = read_table(path, "runs").to_pandas() if path.exists() else pd.DataFrame()
+        targets = [parse_target(t, model_sizes(config)) for t in args.target]
+        proposals, before, text = plan_study(config, runs, targets, args.budget, dataset=args.dataset,
+                                             multipliers=args.token_multipliers)
+    except (ConfigError, SchemaError) as e:
+        raise SystemExit(f"error: {e}")
+    names = args.target
+    known = f"{len(runs)} runs in {path}" if len(runs) else f"no runs yet ({path}): the law's prior"
+    print(f"{known}; expected 95% half-width now: "
+          + ", ".join(f"{n} ±{w:.2%}" for n, w in zip(names, before)))
+    if len(proposals):
+        shown = proposals[["size", "n_params", "token_multiplier", "learning_rates", "cost", "cumulative_cost"]].copy()
+        for i, n in enumerate(names):
+            shown[f"±{n}"] = proposals[f"half_width_{i}"].map("{:.2%}".format)
+        print("proposed, in order (half-widths expected after each run):")
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print(text, end="")
+    if args.out:
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(text)
+        print(f"wrote {args.out}")
 
 
 def _pairs(flag: str, items: list[str]) -> dict[str, str]:
@@ -278,6 +311,26 @@ def main(argv: list[str] | None = None) -> None:
                    help="redraw the study's progress every SECONDS (default 5) until every run has finished; run it "
                         "in a second terminal beside snakemake")
     p.set_defaults(func=_status)
+
+    p = sub.add_parser("plan", help="the runs to train next that most narrow the targets' intervals per FLOP, as a "
+                                    "grid block for the study file",
+                       description="Propose the runs (size, M, learning rates) that most narrow the targets' 95% "
+                                   "intervals per FLOP within --budget, from the study's current fit, and print "
+                                   "them as grid blocks and fit.fit_on filters to add to the study file (README, "
+                                   "'Which runs to train next').")
+    p.add_argument("--target", action="append", required=True, metavar="N:M",
+                   help="a run to predict: N a parameter count (7e9) or a model of the study, M tokens per parameter; "
+                        "repeat for several")
+    p.add_argument("--budget", type=fit_cli._positive, required=True, metavar="FLOPS",
+                   help="compute to spend on the new runs (6·N·D of every run of each learning-rate sweep)")
+    p.add_argument("--configfile", default="workflow/config.yaml", help="the study (default: workflow/config.yaml)")
+    p.add_argument("--results", default="results", help="the results directory (default: results)")
+    p.add_argument("--runs", metavar="FILE", help="the runs table (default: results/<study>/tables/runs.parquet)")
+    p.add_argument("--dataset", help="the dataset to plan for (default: the study's only one)")
+    p.add_argument("--token-multipliers", type=lambda t: [float(x) for x in t.split(",")], metavar="M,M,…",
+                   help="the M values allowed (default: those of the study's grid)")
+    p.add_argument("--out", metavar="FILE", help="also write the YAML proposal to FILE")
+    p.set_defaults(func=_plan)
 
     p = sub.add_parser("import", help="load a published testbed into results/<study>/ (tables and database)")
     p.add_argument("testbed", choices=["gadre2024", "csv"],

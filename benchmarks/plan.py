@@ -1,0 +1,110 @@
+"""How much compute the planner (``scaling plan``) needs, replayed on published data where every run is measured.
+
+    python benchmarks/plan.py            # both testbeds (26 minutes on 2 cores shared with other jobs)
+    python benchmarks/plan.py --smoke    # the Gadre testbed at the paper's budget only
+
+- Gadre et al. (2024): per training set, a study starts from the two smallest sizes at M = 20 and plans itself
+  (scaling.testbeds.replay) toward the Figure 1 targets (the 1.4B over-trained and 6.9B runs, C4 validation loss),
+  with candidates every other run at M ≥ 20, within a multiple of the paper's fit budget (the compute of its five
+  fit runs). Its final fit uses only the runs it trained. Printed: compute used, mean |relative error| over the
+  six targets (the paper's procedure: 1.48%), the coverage and median half-width of their 95% intervals; the
+  paper's own design and random designs of the same budget, fitted the same way, beside it.
+- The Chinchilla points (Epoch AI, when ../shared is beside the repository): a study starts from the two smallest
+  IsoFLOP budgets (6e18, 1e19) and predicts the loss of a compute-optimal (D = 20·N) model at 1e24 FLOPs;
+  the uniform grid adds Hoffmann et al.'s next IsoFLOP budgets in order, the planner its own runs. Printed: each
+  design's compute and the 95% half-width at 1e24, and the compute after which the half-width stays below a width.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scaling.fit.chinchilla import HOFFMANN_BUDGETS
+from scaling.fit.tables import canonical
+from scaling.testbeds import gadre
+from scaling.testbeds.replay import gadre_setup, predict_targets, random_design, replay
+
+CHINCHILLA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "chinchilla" / "points.csv"
+PAPER_ERROR = 0.0148  # mean |relative error| of the paper's procedure on the six targets (tests/test_gadre.py)
+FACTORS = (0.5, 0.75, 1.0, 1.5, 2.0)  # budgets, in multiples of the paper's
+RANDOM_SEEDS = range(5)
+WIDTH = 0.10  # Chinchilla: the 95% half-width at 1e24 FLOPs to reach
+RESAMPLES = 200  # Gadre: bootstrap of a fit whose runs are too few to calibrate its intervals
+# (the Chinchilla designs, 52 runs and more, are calibrated: no bootstrap)
+
+
+def gadre_rows(factors, seeds) -> list[dict]:
+    setups = list(gadre_setup(gadre.load_runs()))
+    paper_flops = {d: float(p["flops"].sum()) for d, _, _, _, p in setups}
+
+    def row(name, designs):
+        preds = pd.concat([predict_targets(known, t, resamples=RESAMPLES) for known, t in designs])
+        used = sum(k["flops"].sum() for k, _ in designs) / sum(paper_flops.values())
+        return {"design": name, "compute / paper's": f"{used:.2f}",
+                "mean abs. error (6 targets)": f"{preds['rel_error'].abs().mean():.2%}",
+                "max abs. error": f"{preds['rel_error'].abs().max():.2%}",
+                "95% coverage": f"{int(preds['covered'].sum())}/{len(preds)}",
+                "median half-width (95%)": f"{preds['half_width'].median():.2%}",
+                "calibrated": f"{int(preds['calibrated'].sum())}/{len(preds)}",
+                "_error": preds["rel_error"].abs().mean()}
+    rows = [row("paper's five runs (hand-picked)", [(p, t) for _, _, _, t, p in setups])]
+    for f in factors:
+        rows.append(row(f"planned, {f:g}× the paper's budget",
+                        [(replay("overtraining", pool, start, t, f * paper_flops[d]), t)
+                         for d, pool, start, t, _ in setups]))
+    for s in seeds:
+        rows.append(row(f"random, 1× the paper's budget, seed {s}",
+                        [(random_design(pool, start, paper_flops[d], s), t) for d, pool, start, t, _ in setups]))
+    return rows
+
+
+def chinchilla_rows(width: float) -> list[dict]:
+    points = pd.read_csv(CHINCHILLA)
+    points = canonical(points[~points["epoch_excluded_outlier"]].reset_index(drop=True))
+    n = np.sqrt(1e24 / 120)  # C = 6·N·D with D = 20·N
+    target = pd.DataFrame({"n_params": [n], "tokens": [20 * n]})
+    log_c, log_b = np.log10(points["flops"].to_numpy()), np.log10(HOFFMANN_BUDGETS)
+    nearest = np.abs(log_c[:, None] - log_b[None, :]).argmin(axis=1)
+    on_budget = np.abs(log_c - log_b[nearest]) <= 0.1
+    start = on_budget & (nearest <= 1)
+    uniform = [points[on_budget & (nearest <= k)] for k in range(1, len(log_b))]
+    planned_runs = replay("chinchilla", points, start, target, float(uniform[-1]["flops"].sum()))
+    planned = [planned_runs[planned_runs["round"] <= r] for r in range(planned_runs["round"].max() + 1)]
+    rows = []
+    for name, designs in (("uniform: IsoFLOP budgets in order", uniform), ("planned", planned)):
+        widths = [float(predict_targets(d, target, "chinchilla", resamples=0)["half_width"].iloc[0]) for d in designs]
+        flops = [float(d["flops"].sum()) for d in designs]
+        below = [i for i in range(len(widths)) if max(widths[i:]) < width]
+        rows.append({"design": name, "steps": len(designs),
+                     "compute → 95% half-width at 1e24": ", ".join(f"{c:.2g} → {w:.1%}" for c, w in zip(flops, widths)),
+                     f"compute to stay below {width:.0%}": f"{flops[below[0]]:.3g}" if below else "not reached"})
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    table = pd.DataFrame(rows).drop(columns=["_error"], errors="ignore")
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(map(str, r)) + " |" for r in table.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="the Gadre testbed at the paper's budget only")
+    args = parser.parse_args()
+    rows = gadre_rows((1.0,) if args.smoke else FACTORS, RANDOM_SEEDS[:1] if args.smoke else RANDOM_SEEDS)
+    print(markdown(rows))
+    planned = [r for r in rows if r["design"].startswith("planned")]
+    matched = [r["compute / paper's"] for r in planned if r["_error"] <= PAPER_ERROR]
+    print(f"\ncompute to match the paper's {PAPER_ERROR:.2%}: "
+          + (f"{matched[0]}× the paper's" if matched else "not reached within the budgets tried"))
+    if CHINCHILLA.exists() and not args.smoke:
+        print("\n" + markdown(chinchilla_rows(WIDTH)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""A study that plans itself, replayed on a testbed whose every run is measured: training a run is a look-up.
+
+:func:`replay` runs the declarative loop of ``scaling plan`` on a table of
+outcomes: fit the law on the runs known so far (:func:`scaling.fit.tables.fit_table`,
+calibrated where there are enough out-of-sample errors), propose a batch
+(:func:`scaling.fit.plan.plan`), "train" it by reading its losses from the
+table, refit, and again, until the budget is spent or no affordable run narrows
+the targets' intervals. Each round plans a batch for the whole budget left and
+trains its first runs, as much compute as has been spent so far (or the first
+run, if dearer): the study at most doubles its compute per round unless one run
+is worth more, and the planner sees a refitted law before it commits the rest.
+:func:`random_design` is the baseline of equal budget, :func:`predict_targets` how a design fares, and
+:func:`gadre_setup` the Gadre et al. testbed as such a study (``benchmarks/plan.py``).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from scaling.fit.plan import Planner, current_fit, plan
+from scaling.fit.tables import canonical, fit_table, matches
+from scaling.testbeds import gadre
+from scaling.train.flops import flops_6nd
+
+
+def replay(law: str, outcomes: pd.DataFrame, start: np.ndarray, targets: pd.DataFrame, budget: float,
+           method: str = "huber-log") -> pd.DataFrame:
+    """The runs of ``outcomes`` a planned study trains, from the ``start`` rows, within ``budget`` FLOPs in all
+    (the start's compute included): the known rows, with ``round`` (0 for the start) in the order trained."""
+    outcomes = canonical(outcomes).assign(round=0)
+    known, pool = outcomes[start], outcomes[~start]
+    spent, rounds = float(known["flops"].sum()), 0
+    while True:
+        planner = Planner.from_fit(law, current_fit(law, known, method=method))
+        proposals = plan(planner, known, pool, targets, budget - spent)
+        if proposals.empty:
+            return known.reset_index(drop=True)
+        proposals = proposals[proposals["cumulative_cost"] <= max(spent, proposals["cost"].iloc[0])]
+        rounds += 1
+        chosen = set(zip(proposals["n_params"], proposals["tokens"]))
+        taken = np.array([k in chosen for k in zip(pool["n_params"], pool["tokens"])])
+        known = pd.concat([known, pool[taken].assign(round=rounds)])
+        pool = pool[~taken]
+        spent = float(known["flops"].sum())
+
+
+def random_design(outcomes: pd.DataFrame, start: np.ndarray, budget: float, seed: int) -> pd.DataFrame:
+    """The start rows plus runs of ``outcomes`` drawn in a random order (``seed``), each kept while the budget (the
+    start's compute included) affords it."""
+    outcomes = canonical(outcomes)
+    spent = float(outcomes.loc[start, "flops"].sum())
+    keep = start.copy()
+    for i in np.random.default_rng(seed).permutation(np.flatnonzero(~start)):
+        cost = float(flops_6nd(outcomes["n_params"].iloc[i], outcomes["tokens"].iloc[i]))
+        if spent + cost <= budget:
+            keep[i], spent = True, spent + cost
+    return outcomes[keep].reset_index(drop=True)
+
+
+def gadre_setup(runs: pd.DataFrame):
+    """The Gadre et al. testbed as a study that plans itself, per training set: ``(dataset, candidates, start,
+    targets, paper)``: the runs at M ≥ 20 (the over-trained regime the law is for) that are not Figure 1
+    targets, the mask of the two smallest sizes at M = 20 among them, the targets, and the paper's five fit runs."""
+    for dataset, g in canonical(runs).groupby("dataset"):
+        g = g.reset_index(drop=True)
+        is_target = matches(g, gadre.TARGETS)
+        pool = g[~is_target & (g["token_multiplier"] >= 20)].reset_index(drop=True)
+        smallest = np.sort(pool["n_params"].unique())[:2]
+        start = (pool["n_params"].isin(smallest) & (pool["token_multiplier"] == 20)).to_numpy()
+        yield dataset, pool, start, g[is_target], g[matches(g, gadre.LOSS_FIT_ON)]
+
+
+def predict_targets(known: pd.DataFrame, targets: pd.DataFrame, law: str = "overtraining",
+                    resamples: int = 0) -> pd.DataFrame:
+    """The targets predicted by the law fitted on ``known`` only, with their 95% intervals (calibrated where the
+    runs allow, else a bootstrap of ``resamples``) and, where ``targets`` has a loss, its relative error and
+    coverage."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, pred = fit_table(law, known, fit_on="TRUE", resamples=resamples,
+                            targets=targets[["n_params", "tokens"]].to_dict("records"))
+    pred = pred[pred["role"] == "target"].reset_index(drop=True)
+    if "loss" in targets:
+        measured = targets["loss"].to_numpy()
+        pred = pred.assign(measured_loss=measured, rel_error=pred["predicted_loss"] / measured - 1,
+                           covered=(pred["predicted_loss_lo"] <= measured) & (measured <= pred["predicted_loss_hi"]))
+    return pred
