@@ -52,9 +52,9 @@ def _task_manager(include: str | Path):
 
 def check_task(task: str, include: str | Path, metric: str) -> None:
     """Raise :class:`HarnessError` unless ``task`` is a multiple-choice task of ``include`` with local data and ``metric``."""
+    index = _task_manager(include).task_index
     from lm_eval.tasks._index import Kind
 
-    index = _task_manager(include).task_index
     entry = index.get(task)
     if entry is None or entry.kind is not Kind.TASK:
         known = sorted(n for n, e in index.items() if e.kind is Kind.TASK)

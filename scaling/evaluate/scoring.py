@@ -118,6 +118,9 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, tasks: dict[str, dic
     if metrics["status"] == "ok":
         own = {name: task for name, task in tasks.items() if "path" in task}
         harnessed = {name: task for name, task in tasks.items() if "harness" in task}
+        if harnessed and hf_dir is None:
+            raise ValueError(f"harness tasks {sorted(harnessed)} are scored on the run's transformers export; fix: "
+                             f"give its directory (scaling export {run_dir} DIR)")
         scores = {}
         if own:
             device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -126,9 +129,6 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, tasks: dict[str, dic
                 scores[name] = score_task(model, tokenizer, read_task(task["path"]), model.shape.seq_len, batch_size,
                                           device)
         if harnessed:
-            if hf_dir is None:
-                raise ValueError(f"harness tasks {sorted(harnessed)} are scored on the run's transformers export; fix: "
-                                 f"give its directory (scaling export {run_dir} DIR)")
             scores.update(harness.score_tasks(hf_dir, harnessed, run_dir, batch_size))
         for name, task in tasks.items():
             s, metric = scores[name], task.get("metric", "acc_norm")
