@@ -142,6 +142,8 @@ def test_the_harness_scores_a_run_offline_as_the_built_in_scorer_does(tmp_path):
 
 @pytest.mark.workflow
 def test_a_study_with_a_harness_task_gets_its_rows_in_the_downstream_table(smoke_copy):
+    out = snakemake(smoke_copy, smoke_config(), "--dry-run", "exports").stdout  # the target, without harness tasks
+    assert re.search(r"^export\s+6\s*$", out, re.M) and not re.search(r"^(train|evaluate)\s", out, re.M), out
     shutil.copytree(TASKS, smoke_copy / "tests" / "data" / "harness")
     config = smoke_config()
     config["downstream"]["tasks"].update(tiny={"harness": "tiny_choice", "include": "tests/data/harness"},
@@ -157,5 +159,3 @@ def test_a_study_with_a_harness_task_gets_its_rows_in_the_downstream_table(smoke
     assert planned(smoke_copy, config) == {}
     assert all((smoke_copy / "results/smoke/runs" / r.id / "hf/model.safetensors").is_file()
                for r in S.runs(config))
-    out = snakemake(smoke_copy, smoke_config(), "--dry-run", "exports").stdout  # the target, without harness tasks
-    assert re.search(r"^export\s+6$", out, re.M) and not re.search(r"^(train|evaluate)\s", out, re.M), out
