@@ -127,7 +127,8 @@ def test_the_harness_scores_a_run_offline_as_the_built_in_scorer_does(tmp_path):
     for key in ("HF_HOME", "HF_DATASETS_CACHE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         env.pop(key, None)
     cmd = [sys.executable, "-m", "scaling.cli", "evaluate", "--run", str(run),
-           "--data", str(run.parents[3] / "data/bible"), "--tasks", json.dumps(tasks), "--task-sets", json.dumps({"both": ["ours", "theirs"]}), "--batch-size", "8"]
+           "--data", str(run.parents[3] / "data/bible"), "--tasks", json.dumps(tasks),
+           "--task-sets", json.dumps({"both": ["ours", "theirs"]}), "--batch-size", "8"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     assert proc.returncode == 1 and "fix: give its directory (scaling export" in proc.stderr  # no export, no harness
     subprocess.run([sys.executable, "-m", "scaling.cli", "export", str(run), str(run / "hf")], cwd=REPO, env=env,

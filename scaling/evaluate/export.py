@@ -19,10 +19,10 @@ rotary positions instead of our learned ones. Their export is refused.
 The tokenizer is written as a ``tokenizers`` JSON that ``AutoTokenizer`` loads:
 a byte-level run's is a BPE without merges whose 256 tokens are the bytes, in
 byte order (token i is byte i, GPT-2's byte-to-character table naming them); a
-BPE run's is its trained tokenizer. Neither was trained with special tokens, so
-the byte 0 token (NUL, which text does not contain) serves as end of text, which
-tools such as lm-evaluation-harness ask for. A run on pre-tokenized data has no
-tokenizer to write.
+BPE run's is its trained tokenizer. Neither has special tokens (runs train on
+plain text), and none is declared: a declared one would be matched in raw text,
+so that the character naming its byte would no longer encode as its UTF-8
+bytes. A run on pre-tokenized data has no tokenizer to write.
 """
 
 from __future__ import annotations

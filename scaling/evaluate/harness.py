@@ -51,7 +51,8 @@ def _task_manager(include: str | Path):
 
 
 def check_task(task: str, include: str | Path, metric: str) -> None:
-    """Raise :class:`HarnessError` unless ``task`` is a multiple-choice task of ``include`` with local data and ``metric``."""
+    """Raise :class:`HarnessError` unless ``task`` is a multiple-choice task of ``include`` with local data that
+    reports ``metric``."""
     index = _task_manager(include).task_index
     from lm_eval.tasks._index import Kind
 
@@ -79,7 +80,7 @@ def check_task(task: str, include: str | Path, metric: str) -> None:
             raise HarnessError(f"{where}: dataset_path {path!r} reads dataset_kwargs.data_files, and "
                                f"{missing[0]!r} matches no file; fix: give the task's data files, relative to the "
                                f"directory snakemake runs in")
-    elif not Path(path).exists():
+    elif not path or not Path(path).exists():
         raise HarnessError(f"{where}: dataset_path {path!r} is neither a local directory nor one of {LOCAL_BUILDERS} "
                            f"with local data_files, and nothing is downloaded; fix: save the data as JSON lines and "
                            f"set dataset_path: json, dataset_kwargs: {{data_files: {{test: FILE}}}}")
