@@ -36,6 +36,7 @@ def max_logit_error(model: GPT, hf: torch.nn.Module, ids: torch.Tensor) -> float
         return (model(ids) - hf(ids).logits).abs().max().item()
 
 
+@pytest.mark.slow
 def test_a_byte_level_run_loads_in_transformers_with_the_same_logits_and_bytes(tmp_path):
     shape = Shape(d_model=32, n_layers=3, n_heads=4, ff_ratio=3.0, seq_len=48)
     run, model = make_run(tmp_path, shape)
@@ -52,6 +53,7 @@ def test_a_byte_level_run_loads_in_transformers_with_the_same_logits_and_bytes(t
     assert torch.nn.functional.cross_entropy(model(batch).flatten(0, 1), batch.flatten()).item() > 1  # not trivial
 
 
+@pytest.mark.slow
 def test_a_bpe_run_exports_its_trained_tokenizer(tmp_path):
     shape = Shape(d_model=24, n_layers=2, n_heads=2, vocab_size=300, seq_len=32)
     run, model = make_run(tmp_path, shape, tokenizer="bpe")
@@ -66,6 +68,7 @@ def test_a_bpe_run_exports_its_trained_tokenizer(tmp_path):
     assert max_logit_error(model, hf, ids) <= 1e-5
 
 
+@pytest.mark.slow
 def test_a_pre_tokenized_run_exports_without_a_tokenizer_and_reexport_replaces(tmp_path):
     shape = Shape(d_model=16, n_layers=1, n_heads=2, vocab_size=1000, seq_len=16)
     run, model = make_run(tmp_path, shape, tokenizer=None)
