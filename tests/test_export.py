@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2LMHeadModel
 
 from scaling.cli import main
 from scaling.data.tokenizer import BPETokenizer
@@ -38,6 +37,8 @@ def max_logit_error(model: GPT, hf: torch.nn.Module, ids: torch.Tensor) -> float
 
 @pytest.mark.slow
 def test_a_byte_level_run_loads_in_transformers_with_the_same_logits_and_bytes(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2LMHeadModel
+
     shape = Shape(d_model=32, n_layers=3, n_heads=4, ff_ratio=3.0, seq_len=48)
     run, model = make_run(tmp_path, shape)
     main(["export", str(run), str(tmp_path / "hf")])
@@ -55,6 +56,8 @@ def test_a_byte_level_run_loads_in_transformers_with_the_same_logits_and_bytes(t
 
 @pytest.mark.slow
 def test_a_bpe_run_exports_its_trained_tokenizer(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     shape = Shape(d_model=24, n_layers=2, n_heads=2, vocab_size=300, seq_len=32)
     run, model = make_run(tmp_path, shape, tokenizer="bpe")
     ours = BPETokenizer.train(("In the beginning God created the heaven and the earth. " * 50).encode(), 300)
@@ -70,6 +73,8 @@ def test_a_bpe_run_exports_its_trained_tokenizer(tmp_path):
 
 @pytest.mark.slow
 def test_a_pre_tokenized_run_exports_without_a_tokenizer_and_reexport_replaces(tmp_path):
+    from transformers import AutoModelForCausalLM
+
     shape = Shape(d_model=16, n_layers=1, n_heads=2, vocab_size=1000, seq_len=16)
     run, model = make_run(tmp_path, shape, tokenizer=None)
     out = tmp_path / "hf"
