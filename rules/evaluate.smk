@@ -1,6 +1,8 @@
 # Downstream evaluation: built-in tasks made once per dataset from its validation text, then every run
 # scored on its dataset's tasks. Changing `downstream` re-evaluates (and refits); it retrains nothing.
+# Harness tasks are scored on each run's transformers export (rule export; `snakemake exports` writes every run's).
 TASK_SETS = json.dumps(config["downstream"]["task_sets"], sort_keys=True)
+HARNESS = any("harness" in task for task in TASKS.values())
 
 
 rule tasks:
@@ -28,7 +30,9 @@ rule evaluate:
         model=f"{RUN_DIR}/model.pt",
         metrics=f"{RUN_DIR}/metrics.json",
         meta=f"{RESULTS}/data/{{dataset}}/meta.json",
-        tasks=lambda wc: [t["path"] for t in S.task_files(config, RESULTS, wc.dataset).values()],
+        tasks=lambda wc: [t["path"] for t in S.task_files(config, RESULTS, wc.dataset).values() if "path" in t],
+        harness=S.harness_files(config),
+        hf=f"{RUN_DIR}/hf" if HARNESS else [],
     output:
         f"{RUN_DIR}/downstream.json",
     params:
@@ -37,6 +41,7 @@ rule evaluate:
         batch_size=config["downstream"]["batch_size"],
         run=lambda wc, input: os.path.dirname(input.metrics),
         data=lambda wc, input: os.path.dirname(input.meta),
+        hf=lambda wc, input: ["--hf", input.hf] if HARNESS else [],
     threads: 1
     resources:
         gpu=lambda wc: min(run_gpus(wc), 1),
@@ -45,4 +50,27 @@ rule evaluate:
         run_log("evaluate"),
     shell:
         "{SCALING} evaluate --run {params.run:q} --data {params.data:q} --tasks {params.tasks:q} "
-        "--task-sets {params.task_sets:q} --batch-size {params.batch_size:q} --threads {threads:q} > {log:q} 2>&1"
+        "--task-sets {params.task_sets:q} --batch-size {params.batch_size:q} --threads {threads:q} {params.hf:q} "
+        "> {log:q} 2>&1"
+
+
+rule export:
+    """One finished run as a Hugging Face transformers model (GPT-2: config, safetensors weights, tokenizer)."""
+    input:
+        model=f"{RUN_DIR}/model.pt",
+        meta=f"{RESULTS}/data/{{dataset}}/meta.json",
+    output:
+        directory(f"{RUN_DIR}/hf"),
+    params:
+        run=lambda wc, input: os.path.dirname(input.model),
+        data=lambda wc, input: os.path.dirname(input.meta),
+    log:
+        run_log("export"),
+    shell:
+        "{SCALING} export {params.run:q} {output:q} --data {params.data:q} > {log:q} 2>&1"
+
+
+rule exports:
+    """Target: every run of the study exported (`snakemake exports`)."""
+    input:
+        [f"{RESULTS}/runs/{r.id}/hf" for r in RUNS],

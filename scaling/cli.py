@@ -1,5 +1,5 @@
 """The ``scaling`` command: the pipeline's stages (called by the Snakemake rules), ``scaling sql``,
-``scaling fit``, ``scaling backtest``, ``scaling status``, ``scaling plan`` and ``scaling import``."""
+``scaling fit``, ``scaling backtest``, ``scaling status``, ``scaling plan``, ``scaling import`` and ``scaling export``."""
 
 from __future__ import annotations
 
@@ -54,13 +54,24 @@ def _evaluate(args):
 
     try:
         result = evaluate_run(args.run, args.data, json.loads(args.tasks), json.loads(args.task_sets),
-                              batch_size=args.batch_size, threads=args.threads)
+                              batch_size=args.batch_size, threads=args.threads, hf_dir=args.hf)
     except (TaskError, RunFileError, ValueError) as e:
         raise SystemExit(f"error: {e}")
     for name, r in {**result["tasks"], **result["task_sets"]}.items():
         print(f"{name}: accuracy {r['accuracy']:.4f} (random {r['random_baseline_accuracy']:.4f})")
     if result["status"] != "ok":
         print(f"{result['run_id']}: {result['status']}, not scored")
+
+
+def _export(args):
+    from scaling.evaluate.export import ExportError, export_run
+
+    try:
+        out = export_run(args.run_dir, args.out_dir, args.data)
+    except ExportError as e:
+        raise SystemExit(f"error: {e}")
+    print(f"exported {args.run_dir} as a transformers GPT-2 model into {out} "
+          f"(AutoModelForCausalLM.from_pretrained({str(out)!r}))")
 
 
 def _collect(args):
@@ -379,7 +390,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--task-sets", default="{}", help="{name: [tasks]}, as JSON: each set's mean accuracy")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--hf", help="the run's transformers export (scaling export), which harness tasks are scored on")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("export", help="write a finished run as a Hugging Face transformers model (GPT-2): config, "
+                       "safetensors weights, tokenizer")
+    p.add_argument("run_dir", help="the run's directory, results/<study>/runs/<dataset>/<size>/<run> (its model.pt)")
+    p.add_argument("out_dir", help="the directory to write (replaced if it exists)")
+    p.add_argument("--data", help="the run's prepared dataset, for its tokenizer (default: the study's "
+                   "results/<study>/data/<dataset>)")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("collect", help="(pipeline) finished runs → Parquet tables, parsing only new runs")
     p.add_argument("--out", required=True, help="tables directory")

@@ -36,7 +36,6 @@ def test_engine_tensorboard_adds_the_flag_and_needs_its_package(monkeypatch):
 
 
 def test_the_curve_goes_to_tensorboard_step_by_step_with_the_final_validation_loss(data_dir, tmp_path):  # noqa: F811
-    pytest.importorskip("tensorboard", reason="the optional extra: pip install -e '.[tensorboard]' (CI installs it)")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     m = train(spec(), data_dir, tmp_path / "run", log=lambda _: None, tensorboard=tmp_path / "tb")

@@ -28,6 +28,7 @@ from scaling.io import read_metrics
 from scaling.data.prepare import load_tokenizer
 from scaling.io import write_json
 from scaling.train.model import GPT, Shape
+from scaling.evaluate import harness
 from scaling.evaluate.tasks import random_baseline, read_task
 
 
@@ -96,8 +97,13 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> GPT:
 
 
 def evaluate_run(run_dir: str | Path, data_dir: str | Path, tasks: dict[str, dict], task_sets: dict[str, list[str]],
-                 batch_size: int = 64, threads: int = 1) -> dict:
-    """Score a finished run on ``tasks`` ({name: {"path": JSONL, "metric": …}}); write ``downstream.json``.
+                 batch_size: int = 64, threads: int = 1, hf_dir: str | Path | None = None) -> dict:
+    """Score a finished run on ``tasks``; write ``downstream.json``.
+
+    A task is {"path": JSONL, "metric": …}, scored here, or {"harness": task,
+    "include": directory, "metric": …}, an lm-evaluation-harness task scored by
+    the harness on the run's transformers export in ``hf_dir``
+    (:mod:`scaling.evaluate.harness`).
 
     Each task gets ``accuracy`` (its metric's value), ``accuracy_raw``,
     ``accuracy_norm``, ``n_examples`` and ``random_baseline_accuracy``; each task
@@ -110,11 +116,22 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, tasks: dict[str, dic
     metrics = read_metrics(run_dir / "metrics.json", required={"run_id": False, "status": False})
     result: dict = {"run_id": metrics["run_id"], "status": metrics["status"], "tasks": {}, "task_sets": {}}
     if metrics["status"] == "ok":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        model, tokenizer = load_model(run_dir / "model.pt", device), load_tokenizer(data_dir)
+        own = {name: task for name, task in tasks.items() if "path" in task}
+        harnessed = {name: task for name, task in tasks.items() if "harness" in task}
+        if harnessed and hf_dir is None:
+            raise ValueError(f"harness tasks {sorted(harnessed)} are scored on the run's transformers export; fix: "
+                             f"give its directory (scaling export {run_dir} DIR)")
+        scores = {}
+        if own:
+            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            model, tokenizer = load_model(run_dir / "model.pt", device), load_tokenizer(data_dir)
+            for name, task in own.items():
+                scores[name] = score_task(model, tokenizer, read_task(task["path"]), model.shape.seq_len, batch_size,
+                                          device)
+        if harnessed:
+            scores.update(harness.score_tasks(hf_dir, harnessed, run_dir, batch_size))
         for name, task in tasks.items():
-            s = score_task(model, tokenizer, read_task(task["path"]), model.shape.seq_len, batch_size, device)
-            metric = task.get("metric", "acc_norm")
+            s, metric = scores[name], task.get("metric", "acc_norm")
             result["tasks"][name] = {"accuracy": s[metric], "accuracy_raw": s["acc"], "accuracy_norm": s["acc_norm"],
                                      "metric": metric, "n_examples": s["n_examples"],
                                      "random_baseline_accuracy": s["random_baseline_accuracy"]}

@@ -16,12 +16,12 @@
 4. checks that every planned run can run: the runs (a derived model name is a
    safe name, each run trains a step after warmup), the data (every split
    holds a window, no text file is empty, task files parse and fit the
-   window), the machines (a batch splits over a run's processes, training fits
-   the memory of the device, the time limits are finite), the ladder (with
-   ``training.ladder``: a WSD schedule, a cooldown fraction in (0, 1), every
-   branch point after the warmup), the fit (each ``fit.fit_on`` filter selects
-   planned runs; the bootstrap fits in memory) and the engine
-   (``engine.tensorboard`` has its package).
+   window, harness tasks exist with local data), the machines (a batch splits
+   over a run's processes, training fits the memory of the device, the time
+   limits are finite), the ladder (with ``training.ladder``: a WSD schedule, a
+   cooldown fraction in (0, 1), every branch point after the warmup), the fit
+   (each ``fit.fit_on`` filter selects planned runs; the bootstrap fits in
+   memory) and the engine (``engine.tensorboard`` has its package).
 
 Every error is a :class:`scaling.study.runs.ConfigError` naming the field (or the
 file and line) and the fix.
@@ -47,6 +47,7 @@ from scaling.data.prepare import resolve_files, split_sizes, vocab_size
 from scaling.train.flops import planned_tokens
 from scaling.train.model import Shape, count_params
 from scaling.evaluate.tasks import TaskError, read_task
+from scaling.evaluate.harness import HarnessError, check_task as check_harness
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 YTE_KEY = "__use_yte__"  # Snakemake evaluates a YAML file that starts with it as a YTE template (Python code)
@@ -276,6 +277,8 @@ def check_task_files(config: dict) -> None:
     bytes_data = [d for d, ds in config["datasets"].items()
                   if ds["source"] != "tokens" and ds.get("tokenizer", "bytes") == "bytes"]
     for name, task in config["downstream"]["tasks"].items():
+        if "harness" in task:
+            check_harness_task(config, name, task)
         if "path" not in task:
             continue
         try:
@@ -289,6 +292,20 @@ def check_task_files(config: dict) -> None:
             raise S.ConfigError(f"downstream.tasks.{name}.path: a choice of {longest} bytes is longer than the "
                                 f"window of byte-level models on {bytes_data}, training.seq_len = {seq_len}; fix: "
                                 f"shorten the choices, or raise training.seq_len")
+
+
+def check_harness_task(config: dict, name: str, task: dict) -> None:
+    """An lm-evaluation-harness task: the harness installed, a multiple-choice task of its `include` directory with
+    local data and the task's metric, and runs that export to transformers (:mod:`scaling.evaluate.harness`)."""
+    field = f"downstream.tasks.{name}.harness"
+    if config["training"]["qk_layernorm"]:
+        raise S.ConfigError(f"{field}: harness tasks are scored on each run's transformers (GPT-2) export, and runs "
+                            f"trained with training.qk_layernorm have no such export (GPT-2 has no LayerNorm on "
+                            f"queries and keys); fix: score these runs on JSONL tasks (`path`) instead")
+    try:
+        check_harness(task["harness"], task["include"], task.get("metric", "acc_norm"))
+    except HarnessError as e:
+        raise S.ConfigError(f"{field}: {e}") from None
 
 
 # -- 5. the machines ------------------------------------------------------------------------------------------------

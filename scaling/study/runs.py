@@ -274,9 +274,13 @@ def check_downstream(config: dict) -> None:
     tasks = ds["tasks"]
     tokens = [d for d, spec in config["datasets"].items() if spec["source"] == "tokens"]
     for name, task in tasks.items():
-        if ("builtin" in task) == ("path" in task):
+        if sum(key in task for key in ("builtin", "path", "harness")) != 1:
             raise ConfigError(f"downstream.tasks.{name}: give exactly one of `builtin` (a task made from held-out "
-                              f"text) or `path` (a JSONL file); fix: keep one of them")
+                              f"text), `path` (a JSONL file) or `harness` (an lm-evaluation-harness task); fix: keep "
+                              f"one of them")
+        if ("harness" in task) != ("include" in task):
+            raise ConfigError(f"downstream.tasks.{name}: `harness` (the task's name) and `include` (the directory of "
+                              f"its YAML files) go together; fix: give both, or neither")
         if "path" in task and not Path(task["path"]).is_file():
             raise ConfigError(f"downstream.tasks.{name}.path: no file {task['path']!r}; fix: give the path of a "
                               f"JSONL task file, relative to the directory snakemake runs in")
@@ -298,10 +302,18 @@ def check_downstream(config: dict) -> None:
 
 
 def task_files(config: dict, results: str, dataset: str) -> dict[str, dict]:
-    """The tasks a run on ``dataset`` is scored on: {name: {"path": JSONL, "metric": …}}."""
-    return {name: {"path": task.get("path") or f"{results}/tasks/{dataset}/{name}.jsonl",
-                   "metric": task.get("metric", "acc_norm")}
+    """The tasks a run on ``dataset`` is scored on: {name: {"path": JSONL, "metric": …}}, or for a harness task
+    {name: {"harness": task, "include": directory, "metric": …}}."""
+    return {name: ({"harness": task["harness"], "include": task["include"]} if "harness" in task else
+                   {"path": task.get("path") or f"{results}/tasks/{dataset}/{name}.jsonl"})
+            | {"metric": task.get("metric", "acc_norm")}
             for name, task in config["downstream"]["tasks"].items()}
+
+
+def harness_files(config: dict) -> list[str]:
+    """Every file under the harness tasks' `include` directories (their YAML, and data kept beside it)."""
+    includes = {task["include"] for task in config["downstream"]["tasks"].values() if "harness" in task}
+    return sorted(str(p) for d in includes for p in Path(d).rglob("*") if p.is_file())
 
 
 def downstream_task(config: dict) -> str | None:
