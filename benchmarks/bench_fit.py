@@ -106,15 +106,19 @@ def main() -> None:
     q = refit_quality(*data, min(resamples, 200))
     print(f"  huber-log refit vs polished refit, objective: median {np.median(q):+.1e}, "
           f"worst {q.max():+.1e}, best {q.min():+.1e} ({len(q)} resamples)")
+    if CHINCHILLA.exists():
+        chinchilla(resamples)
+    else:
+        print(f"Chinchilla: {CHINCHILLA} not found, skipped")
     if args.stage:
         stage_s = fit_stage(args.stage)
         print(f"fit stage of {args.stage}: {stage_s:.2f} s (process start included)  goal <= {STAGE_GOAL_S:g} s: "
               f"{'met' if stage_s <= STAGE_GOAL_S else 'MISSED'}")
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
-    if not CHINCHILLA.exists():
-        print(f"Chinchilla: {CHINCHILLA} not found, skipped")
-        return
+
+def chinchilla(resamples: int) -> None:
+    """Chinchilla's Approach 3 on Epoch AI's points: fit and bootstrap timings."""
     p = pd.read_csv(CHINCHILLA)
     p = p[~p["epoch_excluded_outlier"]]
     chin = p["n_params"], p["tokens"], p["loss"]

@@ -60,7 +60,8 @@ def fit_downstream(L, err, *, starts=(PAPER_START,), resamples: int = 0, seed: i
     check_distinct("downstream", len(PARAMS), L, hint="fit the error law on more runs")
     popt, pcov, sse, converged = least_squares(_law, L, err, list(starts))
 
-    boot = refits(lambda w: _refit(L, err, popt, w), list(L), len(PARAMS), resamples=resamples, seed=seed, scheme=scheme, weights=weights)
+    boot = refits(lambda w: _refit(L, err, popt, w), list(L), len(PARAMS), resamples=resamples, seed=seed,
+                  scheme=scheme, weights=weights)
     se = np.sqrt(np.clip(np.diag(pcov), 0, None)) if np.all(np.isfinite(pcov)) else np.full(len(PARAMS), np.inf)
     noise_sd = robust_scale(err - _law(L, *popt), len(PARAMS))
     return FitResult(

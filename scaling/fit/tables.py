@@ -210,8 +210,9 @@ def _reused(cache: dict | None, make, *parts):
     caller completes its result: calibration, meta); without a cache, ``make()``."""
     if cache is None:
         return make()
-    key = hashlib.sha256(b"".join(np.ascontiguousarray(p).tobytes() if isinstance(p, np.ndarray)
-                                  else repr(p).encode() + b"\0" for p in parts)).hexdigest()
+    key = hashlib.sha256(b"".join(repr(p.shape).encode() + np.ascontiguousarray(p).tobytes()
+                                  if isinstance(p, np.ndarray) else repr(p).encode() + b"\0"
+                                  for p in parts)).hexdigest()
     if key not in cache:
         cache[key] = make()
     return copy.deepcopy(cache[key])
