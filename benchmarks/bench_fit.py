@@ -50,6 +50,7 @@ def timed(fn):
 
 def refit_quality(N, M, L, resamples: int) -> np.ndarray:
     """(refit − polished refit) / polished refit of the Huber objective, per resample."""
+    N, M, L = (np.asarray(v, dtype=float) for v in (N, M, L))
     logs = np.log(N), np.log(N * M), np.log(L)
     theta, _ = huber_log(*logs, hoffmann_grid(shared_exponent=True), shared_exponent=True)
     out = []

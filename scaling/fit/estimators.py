@@ -148,11 +148,6 @@ def _exponent_bounds(shared_exponent: bool) -> list:
     return [(None, None), (0, None), (None, None)] + ([] if shared_exponent else [(0, None)]) + [(None, None)]
 
 
-def _scaled_objective(theta, scale, *args):
-    f, g = lse_huber_objective(theta, *args)
-    return f * scale, g * scale
-
-
 def huber_log_refit(logN, logD, logL, theta, weights, *, shared_exponent: bool = False, delta: float = 1e-3):
     """:func:`huber_log` refitted from its solution ``theta`` under run weights ``weights`` (a bootstrap resample).
 
@@ -171,11 +166,12 @@ def huber_log_refit(logN, logD, logL, theta, weights, *, shared_exponent: bool =
     x0 = np.array(theta, dtype=float)
     x0[0] -= x0[1] * centre_N  # the intercepts at the mean N and D
     x0[2] -= x0[beta] * centre_D
-    args = (np.asarray(logN) - centre_N, np.asarray(logD) - centre_D, logL, np.asarray(weights, dtype=float), delta,
-            shared_exponent)
-    start = lse_huber_objective(x0, *args)[0]
-    x = minimize(_scaled_objective, x0, args=(1.0 / start if start > 0 else 1.0, *args), jac=True,
-                 method="L-BFGS-B", bounds=_exponent_bounds(shared_exponent)).x
+    w = np.asarray(weights, dtype=float)
+    centred = (np.asarray(logN) - centre_N, np.asarray(logD) - centre_D, logL)
+    start = lse_huber_objective(x0, *centred, w, delta, shared_exponent)[0]
+    w = w / start if start > 0 else w  # the objective in units of its value at theta
+    x = minimize(lse_huber_objective, x0, args=(*centred, w, delta, shared_exponent), jac=True, method="L-BFGS-B",
+                 bounds=_exponent_bounds(shared_exponent)).x
     x[0] += x[1] * centre_N  # back to the intercepts at N = D = 1
     x[2] += x[beta] * centre_D
     return x
