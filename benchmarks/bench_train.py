@@ -12,7 +12,7 @@ one process, interleaved over several rounds:
   forward, cross-entropy, backward, clip, ``torch.optim.AdamW(fused=True)``, the
   trainer's optimizer implementation on every device, nothing else (no logging,
   no loss read back), so that trainer / plain is what the trainer's bookkeeping
-  costs. (The default, per-tensor AdamW is 14–16% slower on CPU here.)
+  costs.
 
 The plain loop takes the trainer's batches and learning rates (both pure
 functions of the step), so both do the same arithmetic: the script checks that
