@@ -1,28 +1,35 @@
-"""Training throughput: the project's trainer against a minimal PyTorch loop, side by side.
+"""Training throughput: the project's trainer against a minimal PyTorch loop, side by side, and what a train job
+pays besides its loop.
 
 For every model of the default study (workflow/config.yaml, with its training
-settings) it trains the same model for the same number of steps three ways, in
+settings) it trains the same model for the same number of steps two ways, in
 one process, interleaved over several rounds:
 
 - ``trainer``: :func:`scaling.train.loop.train`, with its schedule, loss buffering,
   divergence checks, progress log and a checkpoint half way (more often than the
   default of every 1,000 steps, so its cost is counted);
 - ``plain``: the minimal loop, plain PyTorch: set the LR, take the batch,
-  forward, cross-entropy, backward, clip, ``torch.optim.AdamW`` with its
-  default implementation, nothing else (no logging, no loss read back);
-- ``plain+fused``: the same loop with ``AdamW(fused=True)``, as the trainer uses,
-  so that trainer / plain+fused is what the trainer's bookkeeping costs.
+  forward, cross-entropy, backward, clip, ``torch.optim.AdamW(fused=True)``, the
+  trainer's optimizer implementation on every device, nothing else (no logging,
+  no loss read back), so that trainer / plain is what the trainer's bookkeeping
+  costs.
 
-The plain loops take the trainer's batches and learning rates (both pure
-functions of the step), so all three do the same arithmetic: the script checks
-that plain+fused ends on the trainer's last loss exactly. (With other batches
-or LRs the speed itself changes by a few percent on CPU, as the values change.)
+The plain loop takes the trainer's batches and learning rates (both pure
+functions of the step), so both do the same arithmetic: the script checks that
+the plain loop ends on the trainer's last loss exactly. (With other batches or
+LRs the speed itself changes by a few percent on CPU, as the values change.)
 
 It prints tokens/s of each (the best of several interleaved rounds, the
-measurement least disturbed by other processes), the ratios, and the trainer's
-achieved FLOP/s (attention and output layer counted, scaling.train.flops) against
-this machine's fp32 matrix-multiply peak, measured here with the same number of
-threads. The goal: trainer / plain ≥ 1.0 at every size.
+measurement least disturbed by other processes), trainer / plain of the best
+rounds and the min / median / max of the rounds' ratios, the load average, and
+the trainer's achieved FLOP/s (attention and output layer counted,
+scaling.train.flops) against this machine's fp32 matrix-multiply peak, measured
+here with the same number of threads. The goal: trainer / plain ≥ 1.0 at every size.
+
+Then ``job``: one ``scaling train`` process per size, as the train rule starts it,
+the same steps: its wall time (process start, imports, model, the final
+validation on the study's ``eval_tokens`` and the outputs included) and how much of
+it was not the training loop.
 
     python benchmarks/bench_train.py            # every default size (about 2 minutes on 2 cores)
     python benchmarks/bench_train.py --smoke    # one tiny size, a few steps (CI)
@@ -32,6 +39,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -67,13 +77,13 @@ def matmul_peak(threads: int, n: int = 1024, seconds: float = 1.0) -> float:
     return best
 
 
-def plain_loop(shape: Shape, data: np.ndarray, spec: dict, steps: int, fused: bool) -> tuple[float, float]:
-    """Tokens/s and last loss of the minimal loop: the same model, batches, LRs and AdamW, nothing else."""
+def plain_loop(shape: Shape, data: np.ndarray, spec: dict, steps: int) -> tuple[float, float]:
+    """Tokens/s and last loss of the minimal loop: the same model, batches, LRs and (fused) AdamW, nothing else."""
     cfg = spec["training"]
     torch.manual_seed(spec["seed"])
     model = GPT(shape)
     opt = torch.optim.AdamW(model.param_groups(cfg["weight_decay"]), lr=spec["lr"],
-                            betas=(cfg["beta1"], cfg["beta2"]), fused=fused or None)
+                            betas=(cfg["beta1"], cfg["beta2"]), fused=True)
     n_seqs, T = cfg["batch_tokens"] // shape.seq_len, shape.seq_len
     t = time.perf_counter()
     for step in range(steps):
@@ -98,6 +108,17 @@ def trainer(spec: dict, data_dir: Path, steps: int, threads: int) -> tuple[float
     return m["tokens_per_s"], last
 
 
+def job(spec: dict, data_dir: Path, threads: int) -> tuple[float, float]:
+    """Wall time of one ``scaling train`` process, as rules/train.smk starts it, and its training loop's time."""
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "scaling.cli", "train", "--spec", json.dumps(spec), "--data",
+                        str(data_dir), "--out", out, "--threads", str(threads)], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wall = time.perf_counter() - start
+        return wall, json.loads((Path(out) / "metrics.json").read_text())["train_s"]
+
+
 def default_study() -> dict:
     config = yaml.safe_load((REPO / "workflow/config.yaml").read_text())
     validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
@@ -119,8 +140,9 @@ def main(argv=None) -> int:
     peak = matmul_peak(args.threads, seconds=0.2 if args.smoke else 1.0)
     print(f"torch {torch.__version__}, {args.threads} thread(s); measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s")
     print(f"{steps} steps × {config['training']['batch_tokens']} tokens per measurement, best of {rounds} round(s)\n")
-    header = (f"{'size':>6} {'N':>9} | {'trainer':>9} {'plain':>9} {'+fused':>9} tok/s | "
-              f"{'/plain':>6} {'/fused':>6} | {'GFLOP/s':>7} {'of peak':>7}")
+    header = (f"{'size':>6} {'N':>9} | {'trainer':>9} {'plain':>9} tok/s | {'/plain':>6} "
+              f"{'rounds min/median/max':>21} | {'GFLOP/s':>7} {'of peak':>7} | {'job s':>6} {'not loop':>8}")
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(header + "\n" + "-" * len(header))
     ratios = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,21 +154,24 @@ def main(argv=None) -> int:
             spec = copy.deepcopy(study.run_spec(config, study.Run("bible", name, 20.0, args.lr, 0)))
             spec["tokens"] = steps * spec["training"]["batch_tokens"]
             shape = Shape(**spec["shape"])
-            plain_loop(shape, data, spec, 5, fused=True)  # warm up: first calls allocate and pick kernels
-            runs = {"trainer": [], "plain": [], "fused": []}
+            plain_loop(shape, data, spec, 5)  # warm up: first calls allocate and pick kernels
+            runs = {"trainer": [], "plain": []}
             for _ in range(rounds):
                 runs["trainer"].append(trainer(spec, data_dir, steps, args.threads))
-                runs["plain"].append(plain_loop(shape, data, spec, steps, fused=False))
-                runs["fused"].append(plain_loop(shape, data, spec, steps, fused=True))
-            if runs["trainer"][0][1] != runs["fused"][0][1]:
+                runs["plain"].append(plain_loop(shape, data, spec, steps))
+            if runs["trainer"][0][1] != runs["plain"][0][1]:
                 raise RuntimeError(f"{name}: the trainer and the plain loop did different work (last losses "
-                                   f"{runs['trainer'][0][1]!r} and {runs['fused'][0][1]!r})")
-            t, p, f = (max(rate for rate, _ in runs[k]) for k in ("trainer", "plain", "fused"))
+                                   f"{runs['trainer'][0][1]!r} and {runs['plain'][0][1]!r})")
+            t, p = (max(rate for rate, _ in runs[k]) for k in ("trainer", "plain"))
+            per_round = [a / b for (a, _), (b, _) in zip(runs["trainer"], runs["plain"])]
             achieved = t * flops_per_token(shape)
             ratios.append(t / p)
             n = sum(x.numel() for x in GPT(shape).parameters())
-            print(f"{name:>6} {n:>9,} | {t:>9,.0f} {p:>9,.0f} {f:>9,.0f}       | "
-                  f"{t / p:>6.3f} {t / f:>6.3f} | {achieved / 1e9:>7.2f} {achieved / peak:>7.1%}")
+            wall, loop_s = job(spec, data_dir, args.threads)
+            print(f"{name:>6} {n:>9,} | {t:>9,.0f} {p:>9,.0f}       | {t / p:>6.3f} "
+                  f"{min(per_round):>9.3f}/{np.median(per_round):.3f}/{max(per_round):.3f} | "
+                  f"{achieved / 1e9:>7.2f} {achieved / peak:>7.1%} | {wall:>6.2f} {wall - loop_s:>8.2f}")
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     met = all(r >= GOAL for r in ratios)
     print(f"\ngoal trainer/plain ≥ {GOAL}: {'met' if met else 'NOT met'} at "
           f"{sum(r >= GOAL for r in ratios)}/{len(ratios)} sizes (min {min(ratios):.3f})"

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from scaling.store import schema
-from scaling.fit.stage import fit_study, write_fits
+from scaling.fit.stage import fit_study, with_error, write_fits
+from scaling.fit.tables import fit_table
 from scaling.fit.laws import downstream_error, optimal_lr, overtraining_loss
 
 LOSS = {"E": 1.5, "a": 100.0, "b": -0.3, "c": 200.0}
@@ -107,3 +108,18 @@ def test_every_law_gets_its_json_and_the_tables_fit_the_schema(tmp_path):
     assert backtest.loc["overtraining", "n"] == len(held) == 3 and backtest.loc["downstream", "quantity"] == "error"
     assert backtest.loc["overtraining", "coverage"] == pytest.approx(held["covered"].astype(float).mean(), nan_ok=True)
     assert backtest.loc["overtraining", "mean_abs_rel_error"] == pytest.approx(held["rel_error"].abs().mean())
+
+
+def test_the_downstream_law_reuses_the_over_training_fit_and_gets_what_a_fresh_fit_gives():
+    runs, scores = study()
+    scored = with_error(runs, scores, "core")
+    options = {"fit_on": FIT["fit_on"], "by": ["dataset"], "resamples": 20, "seed": 3}
+    cache: dict = {}
+    fit_table("overtraining", runs, cache=cache, **options)
+    made = len(cache)  # the fit (and those of its calibration's folds, where the fit set has enough points)
+    reused, reused_pred = fit_table("downstream", scored, cache=cache, **options)
+    assert made >= 1 and len(cache) == made  # no over-training fit made twice
+    fresh, fresh_pred = fit_table("downstream", scored, **options)
+    for a, b in zip(reused, fresh):
+        assert a.law == b.law and a.params == b.params and np.array_equal(a.samples, b.samples)
+    pd.testing.assert_frame_equal(reused_pred, fresh_pred)

@@ -13,7 +13,8 @@ exceed the model's window, the context is cut from the left.
 
 Requests (context, choice pairs) are scored in batches: each is the last
 ``seq_len + 1`` tokens of context + choice, right-padded; one forward pass per
-batch gives the log-probabilities of every choice token.
+batch gives the log-probabilities of every choice token (computed at the choice's
+positions only).
 """
 
 from __future__ import annotations
@@ -32,13 +33,16 @@ from scaling.evaluate import harness
 from scaling.evaluate.tasks import random_baseline, read_task
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def loglikelihoods(model: torch.nn.Module, requests: list[tuple[np.ndarray, np.ndarray]], seq_len: int,
                    batch_size: int = 64, device: torch.device | str = "cpu") -> np.ndarray:
     """Σ log p(continuation | context) for each (context ids, continuation ids) request, in nats.
 
     ``model`` maps (B, T) token ids to (B, T, V) logits, T ≤ ``seq_len``. A
-    continuation longer than ``seq_len`` tokens cannot be scored and raises.
+    continuation longer than ``seq_len`` tokens cannot be scored and raises. Of a
+    :class:`~scaling.train.model.GPT`, only the continuation's positions go
+    through the output layer and the softmax (a choice is a few tokens of a
+    ``seq_len`` window): the same scores as the whole window's logits, for less work.
     """
     out = np.empty(len(requests))
     # longest first, so each batch pads little
@@ -46,25 +50,27 @@ def loglikelihoods(model: torch.nn.Module, requests: list[tuple[np.ndarray, np.n
     model.eval()
     for b in range(0, len(order), batch_size):
         idx = order[b : b + batch_size]
-        windows, n_cont = [], []
+        windows = []
         for i in idx:
             ctx, cont = requests[i]
             if not 0 < len(cont) <= seq_len or len(ctx) == 0:
                 raise ValueError(f"request {i}: the context must be non-empty and the continuation 1 … {seq_len} "
                                  f"tokens long (got {len(ctx)} and {len(cont)})")
-            windows.append(np.concatenate([ctx, cont])[-(seq_len + 1):].astype(np.int64))
-            n_cont.append(len(cont))
-        width = max(len(w) for w in windows) - 1
-        x = torch.zeros(len(idx), width, dtype=torch.long)
-        y = torch.zeros(len(idx), width, dtype=torch.long)
-        mask = torch.zeros(len(idx), width, dtype=torch.bool)
-        for j, (w, n) in enumerate(zip(windows, n_cont)):
-            t = torch.from_numpy(w)
-            x[j, : len(w) - 1], y[j, : len(w) - 1] = t[:-1], t[1:]
-            mask[j, len(w) - 1 - n : len(w) - 1] = True
-        logp = F.log_softmax(model(x.to(device)).float(), dim=-1)
-        token_logp = logp.gather(-1, y.to(device).unsqueeze(-1)).squeeze(-1)
-        out[idx] = (token_logp * mask.to(device)).sum(-1).double().cpu().numpy()
+            windows.append((np.concatenate([ctx, cont])[-(seq_len + 1):].astype(np.int64), len(cont)))
+        x = torch.zeros(len(idx), max(len(w) for w, _ in windows) - 1, dtype=torch.long)
+        rows, cols, targets = [], [], []  # the continuation's positions, and the tokens they predict
+        for j, (w, n) in enumerate(windows):
+            x[j, : len(w) - 1] = torch.from_numpy(w[:-1])
+            rows += [j] * n
+            cols += range(len(w) - 1 - n, len(w) - 1)
+            targets.append(w[-n:])
+        rows, cols = torch.tensor(rows, device=device), torch.tensor(cols, device=device)
+        x = x.to(device)
+        logits = model.output(model.hidden(x)[rows, cols]) if isinstance(model, GPT) else model(x)[rows, cols]
+        token_logp = F.log_softmax(logits.float(), dim=-1).gather(
+            -1, torch.from_numpy(np.concatenate(targets)).to(device)[:, None]).squeeze(-1)
+        sums = torch.zeros(len(idx), dtype=torch.float64, device=device).index_add_(0, rows, token_logp.double())
+        out[idx] = sums.cpu().numpy()
     return out
 
 

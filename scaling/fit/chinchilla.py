@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from scaling.fit.bootstrap import noise_draws, refits, robust_scale, run_weights
-from scaling.fit.estimators import (FitError, FitWarning, check_data, check_distinct, hoffmann_grid, huber_log, loglinear,
-                                one_blas_thread)
+from scaling.fit.estimators import (FitError, FitWarning, check_data, check_distinct, hoffmann_grid, huber_log,
+                                huber_log_refit, loglinear, one_blas_thread)
 from scaling.fit.laws import LAWS
 from scaling.fit.result import FitResult
 from scaling.train.flops import flops_6nd
@@ -72,7 +72,7 @@ def fit_chinchilla(N, D, L, *, delta: float = 1e-3, starts=None, screen: int | N
     theta, objective = huber_log(*logs, hoffmann_grid() if starts is None else starts, delta=delta, screen=screen)
 
     def refit(w):
-        return _from_lse(huber_log(*logs, [theta], delta=delta, weights=w, screen=None)[0])
+        return _from_lse(huber_log_refit(*logs, theta, w, delta=delta))
 
     popt = _from_lse(theta)
     params = dict(zip(PARAMS, map(float, popt)))

@@ -28,8 +28,8 @@ import itertools
 import numpy as np
 
 from scaling.fit.bootstrap import noise_draws, refits, robust_scale
-from scaling.fit.estimators import (FitError, check_data, check_distinct, hoffmann_grid, huber_log, least_squares,
-                                one_blas_thread)
+from scaling.fit.estimators import (FitError, check_data, check_distinct, hoffmann_grid, huber_log, huber_log_refit,
+                                least_squares, one_blas_thread)
 from scaling.fit.laws import LAWS, overtraining_loss
 from scaling.fit.result import FitResult
 
@@ -82,7 +82,7 @@ def fit_overtraining(N, M, L, *, method: str = "huber-log", resamples: int = 0, 
         popt = _from_lse(theta)
 
         def refit(w):
-            return _from_lse(huber_log(*logs, [theta], shared_exponent=True, weights=w, screen=None)[0])
+            return _from_lse(huber_log_refit(*logs, theta, w, shared_exponent=True))
     else:
         popt, pcov, objective, converged = least_squares(_law, X, L, starts, bounds=bounds)
         meta["starts_converged"] = converged

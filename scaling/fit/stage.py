@@ -57,15 +57,18 @@ def fit_study(runs: pd.DataFrame, downstream: pd.DataFrame, fit: dict, sizes: di
     """{law: (fits, predictions, why it was skipped or None)} for overtraining, downstream and optimal_lr."""
     common = {"targets": fit.get("targets", []), "by": ["dataset"], "sizes": sizes, "resamples": fit["bootstrap"],
               "seed": fit["seed"], "scheme": fit["scheme"], "level": fit["level"]}
+    cache: dict = {}  # the downstream law's chained loss fits are the over-training law's: made once
     out = {}
-    results, pred = fit_table("overtraining", runs, fit_on=fit.get("fit_on"), method=fit["method"], **common)
+    results, pred = fit_table("overtraining", runs, fit_on=fit.get("fit_on"), method=fit["method"], cache=cache,
+                              **common)
     out["overtraining"] = ([fit_dict(r) for r in results], pred, None)
     if task is None:
         out["downstream"] = ([], pd.DataFrame(), "the study scores no downstream tasks")
     else:
         results, pred = fit_table("downstream", with_error(runs, downstream, task), fit_on=fit.get("fit_on"),
-                                  method=fit["method"], chance_error=chance_error(downstream, task), **common)
-        # the chained loss fit repeats the over-training fit above: keep the error law only
+                                  method=fit["method"], chance_error=chance_error(downstream, task), cache=cache,
+                                  **common)
+        # the chained loss fit is the over-training fit above: keep the error law only
         error_fits = [r for r in results if r.law == "downstream"]
         pred = pred.assign(task=task, error_at_measured_loss=np.nan)
         for r in error_fits:  # the error law alone, without the loss law's miss

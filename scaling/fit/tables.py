@@ -30,6 +30,8 @@ predicted / measured − 1. :func:`backtest_summary` aggregates them.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -203,8 +205,25 @@ def law_inputs(law: str) -> tuple[str, ...]:
     return LAWS[loss_law(law)].inputs
 
 
-def _fit_one(law, pts, mask, error_mask, *, method, resamples, seed, scheme, level):
-    """The fit(s) of one group: {"loss": FitResult} (+ "error" for downstream, or {"lr": …})."""
+def _reused(cache: dict | None, make, *parts):
+    """``make()``, made once per distinct ``parts`` (arrays and values) in ``cache``, and a copy of it each time (the
+    caller completes its result: calibration, meta); without a cache, ``make()``."""
+    if cache is None:
+        return make()
+    key = hashlib.sha256(b"".join(repr(p.shape).encode() + np.ascontiguousarray(p).tobytes()
+                                  if isinstance(p, np.ndarray) else repr(p).encode() + b"\0"
+                                  for p in parts)).hexdigest()
+    if key not in cache:
+        cache[key] = make()
+    return copy.deepcopy(cache[key])
+
+
+def _fit_one(law, pts, mask, error_mask, *, method, resamples, seed, scheme, level, cache=None):
+    """The fit(s) of one group: {"loss": FitResult} (+ "error" for downstream, or {"lr": …}).
+
+    ``cache`` (see :func:`fit_table`) holds over-training fits already made to the same points with the same run
+    weights: the downstream law's chained loss fit is the over-training law's fit, not a second bootstrap of it.
+    """
     fit = pts[mask]
     if law == "optimal_lr":
         return {"lr": fit_optimal_lr(fit["n_params"], fit["tokens"], fit["lr"], level=level)}
@@ -216,8 +235,9 @@ def _fit_one(law, pts, mask, error_mask, *, method, resamples, seed, scheme, lev
     if law == "chinchilla":
         out = {"loss": fit_chinchilla(fit["n_params"], fit["tokens"], fit["loss"], **boot(mask))}
     else:
-        out = {"loss": fit_overtraining(fit["n_params"], fit["token_multiplier"], fit["loss"], method=method,
-                                        **boot(mask))}
+        data = [fit[c].to_numpy(dtype=float) for c in ("n_params", "token_multiplier", "loss")]
+        out = {"loss": _reused(cache, lambda: fit_overtraining(*data, method=method, **boot(mask)),
+                               *data, method, seed, level, np.zeros(0) if w is None else w[:, mask])}
     if law == "downstream":
         err = pts[error_mask]
         out["error"] = fit_downstream(err["loss"], err["error"], **boot(error_mask))
@@ -264,7 +284,7 @@ def _fit_noise(law, result, pts, mask, q: str) -> float:
     return robust_scale(_errors(q, _point_predictions(law, result, pts[mask])[q], pts.loc[mask, q]), len(fit.params))
 
 
-def _calibrations(law, pts, mask, error_mask, test, result, *, method, level) -> dict:
+def _calibrations(law, pts, mask, error_mask, test, result, *, method, level, cache=None) -> dict:
     """The calibration of each predicted quantity of one group (see :mod:`scaling.fit.calibration`), or None each.
 
     Scores: every measured point that is neither in the fit set nor a
@@ -294,7 +314,7 @@ def _calibrations(law, pts, mask, error_mask, test, result, *, method, level) ->
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 fold = _fit_one(law, pts, train, None if error_mask is None else error_mask & (flops <= cut),
-                                method=method, resamples=0, seed=0, scheme="bayesian", level=level)
+                                method=method, resamples=0, seed=0, scheme="bayesian", level=level, cache=cache)
         except (FitError, ValueError):
             continue
         score(fold, train, mask & ~train, "fold")
@@ -341,7 +361,7 @@ def fit_table(law: str, runs: pd.DataFrame, *, fit_on: str | list[dict] | None =
               error_fit_on: str | list[dict] | None = None, targets: list[dict] = (), by: list[str] | None = None,
               sizes: dict | None = None, method: str = "huber-log", resamples: int = 0, seed: int = 0,
               scheme: str = "bayesian", level: float = 0.95, test: str | list[dict] | None = None,
-              calibrate_intervals: bool = True, chance_error: float | None = None,
+              calibrate_intervals: bool = True, chance_error: float | None = None, cache: dict | None = None,
               ) -> tuple[list[FitResult], pd.DataFrame]:
     """Fit ``law`` to each group of ``runs``; return the fits and one prediction row per point and target.
 
@@ -358,6 +378,10 @@ def fit_table(law: str, runs: pd.DataFrame, *, fit_on: str | list[dict] | None =
     (:mod:`scaling.fit.calibration`); otherwise they are the bootstrap's. Each
     fit's ``meta["diagnostics"]`` lists what :func:`scaling.fit.diagnostics.diagnose`
     found (``chance_error``: the downstream error of guessing, for its check).
+
+    ``cache``, a dict shared by calls on the same runs (the fit stage's over-training and downstream laws), makes
+    each over-training fit (with its bootstrap, and those of the calibration's folds) once: the same points and run
+    weights give the same fit.
     """
     if law not in TABLE_LAWS:
         raise ValueError(f"unknown law {law!r}; use one of {TABLE_LAWS}")
@@ -378,10 +402,10 @@ def fit_table(law: str, runs: pd.DataFrame, *, fit_on: str | list[dict] | None =
         if not mask.any():
             raise FitError(f"no point{f' ({label})' if label else ''} is in the fit set {cond!r}")
         result = _fit_one(law, pts, mask, error_mask, method=method, resamples=resamples, seed=seed, scheme=scheme,
-                          level=level)
+                          level=level, cache=cache)
         if calibrate_intervals and law != "optimal_lr":
-            for q, cal in _calibrations(law, pts, mask, error_mask, is_test, result, method=method,
-                                        level=level).items():
+            for q, cal in _calibrations(law, pts, mask, error_mask, is_test, result, method=method, level=level,
+                                        cache=cache).items():
                 result[q].calibration = cal
         for r in result.values():
             r.meta.update(group=group, fit_on=cond, **({"error_fit_on": error_fit_on or cond}

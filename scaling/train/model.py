@@ -150,11 +150,19 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Next-token logits (B, T, V) for token ids ``idx`` (B, T)."""
+        return self.output(self.hidden(idx))
+
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+        """The final (normalized) hidden states (B, T, d) of token ids ``idx`` (B, T)."""
         T = idx.shape[1]
         x = self.tok(idx) + self.pos(torch.arange(T, device=idx.device))
         for block in self.blocks:
             x = block(x)
-        return self.ln_f(x) @ self.tok.weight.T
+        return self.ln_f(x)
+
+    def output(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits (…, V) of hidden states (…, d): the output layer, tied to the token embedding."""
+        return h @ self.tok.weight.T
 
     def param_groups(self, weight_decay: float) -> list[dict]:
         """AdamW groups: decay matrices, not biases, norms or position embeddings."""
