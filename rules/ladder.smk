@@ -39,7 +39,7 @@ rule trunk_segment:
         start=lambda wc, input: ["--start-from", input.previous] if input.previous else [],
     threads: 1
     resources:
-        gpu=GPUS,
+        gpu=run_gpus,
         runtime=lambda wc: S.train_runtime_minutes(config, segment(wc)),
     log:
         f"{RESULTS}/logs/trunk/{S.TRUNK_ID}/step{{end}}.log",

@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="seconds without a log line after which a run without metrics counts as failed (default 120)")
     p.add_argument("--runs", action="store_true", help="also list every run that is not done, with its state")
     p.add_argument("--csv", action="store_true", help="print one CSV row per run instead")
-    p.add_argument("--watch", type=float, nargs="?", const=5.0, default=None, metavar="SECONDS",
+    p.add_argument("--watch", type=fit_cli._positive, nargs="?", const=5.0, default=None, metavar="SECONDS",
                    help="redraw the study's progress every SECONDS (default 5) until every run has finished; run it "
                         "in a second terminal beside snakemake")
     p.set_defaults(func=_status)

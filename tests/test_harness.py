@@ -66,6 +66,10 @@ def test_a_harness_task_is_accepted_and_passed_to_the_evaluate_rule(tmp_path):
     ({"metric": "acc", "include": None}, "downstream.tasks.tiny", "`harness` (the task's name) and `include`"),
     ({"path": str(JSONL)}, "downstream.tasks.tiny", "give exactly one of"),
     ({"harness": "../x"}, "downstream.tasks.tiny.harness", "does not match"),
+    ({"include": "."}, "downstream.tasks.tiny.include", "every file under it would become an input"),
+    ({"include": ".."}, "downstream.tasks.tiny.include", "one above it"),
+    ({"include": "results/smoke"}, "downstream.tasks.tiny.include", "in `results/`"),
+    ({"include": ".venv"}, "downstream.tasks.tiny.include", "hidden"),
 ])
 def test_a_bad_harness_task_is_named_with_the_fix(tmp_path, task, field, message):
     path = harness_study(tmp_path, **task)

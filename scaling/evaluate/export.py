@@ -133,6 +133,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, data_dir: str | Path | 
             tokenizer.save_pretrained(tmp)
         old = out_dir.with_name(f".{out_dir.name}.old")
         if out_dir.exists():
+            shutil.rmtree(old, ignore_errors=True)  # an earlier export that crashed between its two renames
             os.replace(out_dir, old)
         os.replace(tmp, out_dir)
         shutil.rmtree(old, ignore_errors=True)

@@ -16,8 +16,8 @@ accuracy like the built-in tasks: ``acc`` (highest Σ log p) and ``acc_norm``
 (per character of the choice, the harness's normalization; the built-in scorer
 divides by bytes, the same for ASCII). The random baseline is the mean of
 1 / (number of choices) over the scored documents. Token 0 (the NUL byte for
-byte-level runs) prefixes an empty context, as the exported tokenizer declares
-no special tokens.
+byte-level runs, the vocabulary's first token for BPE runs) prefixes an empty
+context, as the exported tokenizer declares no special tokens.
 
 :func:`check_task` is what the study loader asks before any job;
 :func:`score_tasks` what the evaluate stage runs.

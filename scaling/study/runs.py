@@ -268,6 +268,14 @@ def check(config: dict) -> None:
                           f"fix: name the targets by `n_params` instead of `size`")
 
 
+def _task_folder(folder: str) -> bool:
+    """Whether a harness `include` is a folder of its own: not the directory snakemake runs in nor one above it, not
+    in `results/`, not hidden (`.venv`, `.git`): every file under it becomes an input of each evaluate job."""
+    d, here = Path(folder).resolve(), Path.cwd().resolve()
+    inside = d.relative_to(here).parts if d.is_relative_to(here) else ()
+    return not (d == here or d in here.parents or inside[:1] == ("results",) or any(p.startswith(".") for p in inside))
+
+
 def check_downstream(config: dict) -> None:
     """The `downstream` section: each task built-in or a readable file, on text data; task sets of known tasks."""
     ds = config["downstream"]
@@ -281,6 +289,11 @@ def check_downstream(config: dict) -> None:
         if ("harness" in task) != ("include" in task):
             raise ConfigError(f"downstream.tasks.{name}: `harness` (the task's name) and `include` (the directory of "
                               f"its YAML files) go together; fix: give both, or neither")
+        if "include" in task and not _task_folder(task["include"]):
+            raise ConfigError(f"downstream.tasks.{name}.include: {task['include']!r} is the directory snakemake "
+                              f"runs in, one above it, in `results/` or hidden, and every file under it would become "
+                              f"an input of each evaluate job; fix: keep "
+                              f"the task's YAML and data in a folder of their own, e.g. harness_tasks/")
         if "path" in task and not Path(task["path"]).is_file():
             raise ConfigError(f"downstream.tasks.{name}.path: no file {task['path']!r}; fix: give the path of a "
                               f"JSONL task file, relative to the directory snakemake runs in")

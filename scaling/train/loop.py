@@ -332,6 +332,8 @@ def end_segment(run: Training, stop: int | None, train_s: float) -> dict:
     state = {**checkpoint_state(run, done, train_s), "spec": {k: v for k, v in run.spec.items() if k != "segment"},
              "step": end, "diverged_step": None if stop is None else stop + 1}
     checkpoint.write(run.out / f"step{end}.pt", state)
+    if run.curves:
+        run.curves.close(run, done, float("nan"))
     run.say(f"[{run.run_id}] " + (f"checkpointed at step {end}" if stop is None else
                                   f"diverged at step {stop + 1}: its runs will record it"))
     shutil.rmtree(work_dir(run.spec, run.out), ignore_errors=True)  # its checkpoints and kept log lines
@@ -386,6 +388,8 @@ def train_steps(run: Training, start: int, prior_s: float, checkpoint_every: int
             return stop, prior_s + time.perf_counter() - loop_t0
         signum = world.max(signalled()) if done < steps else 0
         if (ckpt_now or signum) and world.main:
+            if run.curves:  # TensorBoard holds every step the checkpoint holds: a resumed run adds the rest once
+                run.curves.add(run, done)
             save_checkpoint(run, done, prior_s + time.perf_counter() - loop_t0)
         if signum:
             run.say(f"[{run.run_id}] {signal.Signals(signum).name}: checkpointed at step {done}/{steps}; stopping "
