@@ -36,7 +36,7 @@ include: "rules/fit.smk"
 include: "rules/report.smk"
 
 
-localrules: all, tasks, collect, database, fit, report  # cheap: they run where snakemake runs
+localrules: all, study, tasks, collect, database, fit, report  # cheap: they run where snakemake runs
 
 
 rule all:

@@ -3,9 +3,9 @@
 rule collect:
     """Finished runs → Parquet tables `runs`, `curves`, `evals`, `downstream`; only new runs are parsed."""
     input:
-        metrics=[f"{RESULTS}/runs/{r.id}/metrics.json" for r in RUNS],
-        curves=[f"{RESULTS}/runs/{r.id}/curve.parquet" for r in RUNS],
-        downstream=[f"{RESULTS}/runs/{r.id}/downstream.json" for r in RUNS] if TASKS else [],
+        metrics=[f"{RESULTS}/runs/{run}/metrics.json" for run in RUN_IDS],
+        curves=[f"{RESULTS}/runs/{run}/curve.parquet" for run in RUN_IDS],
+        downstream=[f"{RESULTS}/runs/{run}/downstream.json" for run in RUN_IDS] if TASKS else [],
     output:
         manifest=f"{RESULTS}/tables/collect.json",
     params:

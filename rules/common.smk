@@ -10,7 +10,8 @@ from scaling.study import runs as S
 STUDY = config["study"]
 RESULTS = f"results/{STUDY}"
 RUNS = S.runs(config)
-SPECS = {run.id: S.spec_json(config, run) for run in RUNS}
+RUN_IDS = [run.id for run in RUNS]
+SPECS = S.Specs(config, RUNS)  # each computed only when a job this invocation builds asks for it
 TASKS = config["downstream"]["tasks"]
 GPUS = config["engine"]["gpus_per_run"]  # per training run; an evaluation takes one of them, if any
 PYTHON = shlex.quote(sys.executable)  # the interpreter running snakemake, venv or not
@@ -25,7 +26,7 @@ def run_log(stage):
 
 
 def spec(wildcards):
-    """The spec of the run whose wildcards these are, as the JSON the train command takes."""
+    """The spec of the run whose wildcards these are, as a dict."""
     return SPECS[S.RUN_ID.format(**wildcards)]
 
 

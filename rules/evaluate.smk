@@ -1,6 +1,7 @@
 # Downstream evaluation: built-in tasks made once per dataset from its validation text, then every run
 # scored on its dataset's tasks. Changing `downstream` re-evaluates (and refits); it retrains nothing.
 TASK_SETS = json.dumps(config["downstream"]["task_sets"], sort_keys=True)
+TASK_FILES = {dataset: S.task_files(config, RESULTS, dataset) for dataset in config["datasets"]}
 
 
 rule tasks:
@@ -28,15 +29,15 @@ rule evaluate:
         model=f"{RUN_DIR}/model.pt",
         metrics=f"{RUN_DIR}/metrics.json",
         meta=f"{RESULTS}/data/{{dataset}}/meta.json",
-        tasks=lambda wc: [t["path"] for t in S.task_files(config, RESULTS, wc.dataset).values()],
+        tasks=lambda wc: [t["path"] for t in TASK_FILES[wc.dataset].values()],
     output:
         f"{RUN_DIR}/downstream.json",
     params:
-        tasks=lambda wc: json.dumps(S.task_files(config, RESULTS, wc.dataset), sort_keys=True),
+        tasks=lambda wc: json.dumps(TASK_FILES[wc.dataset], sort_keys=True),
         task_sets=TASK_SETS,
         batch_size=config["downstream"]["batch_size"],
-        run=lambda wc, input: os.path.dirname(input.metrics),
-        data=lambda wc, input: os.path.dirname(input.meta),
+        run=RUN_DIR,
+        data=f"{RESULTS}/data/{{dataset}}",
     threads: 1
     resources:
         gpu=min(GPUS, 1),

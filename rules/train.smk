@@ -1,8 +1,22 @@
 # How runs execute (the `engine` section) is not a param: changing it must retrain nothing.
 # A run's checkpoint, RUN_DIR/ckpt/, is not an output, so a failed job's rerun resumes from it.
+from scaling.io import write_json
+
 TRAIN = (f"{PYTHON} -m torch.distributed.run --standalone --nproc_per_node {GPUS} -m scaling.cli train"
          if GPUS > 1 else f"{SCALING} train")
 ENGINE = S.engine_args(config)
+STUDY_FILE = f"{RESULTS}/study.json"
+
+
+rule study:
+    """The checked study, from which each train job takes its run's spec by the run's id: the Snakefile computes
+    no spec a job it builds does not need, and the command stays short."""
+    output:
+        STUDY_FILE,
+    params:
+        study=json.dumps(config, sort_keys=True),  # rewritten whenever the study changes
+    run:
+        write_json(output[0], config)
 
 
 rule train:
@@ -11,20 +25,23 @@ rule train:
         train=f"{RESULTS}/data/{{dataset}}/train.bin",
         val=f"{RESULTS}/data/{{dataset}}/val.bin",
         meta=f"{RESULTS}/data/{{dataset}}/meta.json",
+        # ancient: a rewritten study file retrains nothing; the spec below decides which runs retrain
+        study=ancient(STUDY_FILE),
     output:
         metrics=f"{RUN_DIR}/metrics.json",
         curve=f"{RUN_DIR}/curve.parquet",
         model=f"{RUN_DIR}/model.pt",
     params:
-        spec=spec,
-        data=lambda wc, input: os.path.dirname(input.meta),
-        out=lambda wc, output: os.path.dirname(output.metrics),
+        spec=lambda wc: json.dumps(spec(wc), sort_keys=True),  # not in the command: a run retrains when it changes
+        run=S.RUN_ID,
+        data=f"{RESULTS}/data/{{dataset}}",
+        out=RUN_DIR,
     threads: 1
     resources:
         gpu=GPUS,  # SLURM: --gpus (a local run ignores it)
-        runtime=lambda wc: S.train_runtime_minutes(config, json.loads(spec(wc))),
+        runtime=lambda wc: S.train_runtime_minutes(config, spec(wc)),
     log:
         run_log("train"),
     shell:
-        "{TRAIN} --spec {params.spec:q} --data {params.data:q} --out {params.out:q} "
+        "{TRAIN} --study {input.study:q} --run {params.run:q} --data {params.data:q} --out {params.out:q} "
         "--threads {threads:q} {ENGINE:q} > {log:q} 2>&1"

@@ -22,12 +22,20 @@ def _prepare(args):
 
 
 def _train(args):
+    from scaling.io import read_json
+    from scaling.study.runs import ConfigError, Specs
     from scaling.train.preemption import Stopped, stop_signals
     from scaling.train.loop import train
 
+    if (args.spec is None) == (args.study is None) or (args.study is None) != (args.run is None):
+        raise SystemExit("error: give the run's --spec, or the --study file and the --run id")
+    try:
+        spec = json.loads(args.spec) if args.spec else Specs(read_json(args.study))[args.run]
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}")
     with stop_signals() as signalled:
         try:
-            train(json.loads(args.spec), args.data, args.out, threads=args.threads,
+            train(spec, args.data, args.out, threads=args.threads,
                   checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
                   compile_model=args.compile, log=lambda msg: print(msg, file=sys.stderr, flush=True),
                   signalled=signalled)
@@ -256,7 +264,9 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser("train", help="(pipeline) train one run")
-    p.add_argument("--spec", required=True, help="the run's spec, as JSON")
+    p.add_argument("--spec", help="the run's spec, as JSON (or --study and --run)")
+    p.add_argument("--study", help="the checked study as the pipeline writes it (results/<study>/study.json)")
+    p.add_argument("--run", help="with --study: the run's id, e.g. bible/d32/M20_lr0.01_s0")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=1)

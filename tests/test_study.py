@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from scaling.fit.tables import canonical
-from scaling.train.model import count_params
+from scaling.train.shapes import count_params
 from scaling.study.runs import ConfigError, Run, check, model_sizes, run_id, run_spec, runs, spec_json
 
 from conftest import smoke_config

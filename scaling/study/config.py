@@ -41,7 +41,7 @@ import yaml
 from scaling.study import runs as S
 from scaling.data.prepare import resolve_files, split_sizes, vocab_size
 from scaling.train.flops import planned_tokens
-from scaling.train.model import Shape, count_params
+from scaling.train.shapes import Shape, count_params
 from scaling.evaluate.tasks import TaskError, read_task
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -291,14 +291,12 @@ def _ram() -> int:
 
 
 def _gpu_memory() -> int | None:
-    """The memory of this machine's smallest GPU, as nvidia-smi reports it; None without a GPU for torch.
+    """The memory of this machine's smallest GPU, as nvidia-smi reports it; None without nvidia-smi or a GPU.
 
-    nvidia-smi answers from the driver, so Snakemake's own process opens no CUDA
-    context on a GPU its jobs train on.
+    nvidia-smi answers from the driver, so Snakemake's own process neither imports torch (seconds, at every parse)
+    nor opens a CUDA context on a GPU its jobs train on.
     """
-    import torch
-
-    if not torch.cuda.is_available() or shutil.which("nvidia-smi") is None:
+    if shutil.which("nvidia-smi") is None:
         return None
     out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
                          capture_output=True, text=True)
@@ -365,10 +363,15 @@ def check_devices(config: dict) -> None:
 
 
 def check_time_limits(config: dict) -> None:
-    """Every train job's SLURM time limit (:func:`scaling.study.runs.train_runtime_minutes`) is a finite number."""
-    for run in S.runs(config):
+    """Every train job's SLURM time limit (:func:`scaling.study.runs.train_runtime_minutes`) is a finite number.
+
+    A limit depends on the run's N and D alone, so one run of each (dataset, size, M) is checked.
+    """
+    points = {(run.dataset, run.size, run.token_multiplier): run for run in S.runs(config)}
+    specs = S.Specs(config, list(points.values()))
+    for run in points.values():
         try:
-            S.train_runtime_minutes(config, S.run_spec(config, run))
+            S.train_runtime_minutes(config, specs[run.id])
         except OverflowError:
             raise S.ConfigError(f"cluster: the time limit of {run.id}, runtime_margin × 6·N·D / "
                                 f"train_flops_per_second, is not finite; fix: give cluster.train_flops_per_second "

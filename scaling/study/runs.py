@@ -22,8 +22,7 @@ from string import Formatter
 
 from scaling.data.prepare import dataset_inputs, resolve_files, vocab_size
 from scaling.train.flops import flops_6nd, planned_tokens
-from scaling.train.model import Shape, count_params
-from scaling.train.shapes import shape_for_params
+from scaling.train.shapes import Shape, count_params, shape_for_params
 
 
 class ConfigError(ValueError):
@@ -314,11 +313,18 @@ def runs(config: dict) -> list[Run]:
     return sorted(out, key=lambda r: (r.dataset, r.size, r.token_multiplier, r.lr, r.seed))
 
 
-def run_spec(config: dict, run: Run) -> dict:
-    """Everything that defines a run's training (and nothing else), as a JSON-able dict."""
-    model = next(m for m in config["models"] if model_name(m) == run.size)
-    training = config["training"]
-    shape = shape_of(model, training, vocab_size(config["datasets"][run.dataset]))
+def model_shape(config: dict, dataset: str, size: str) -> Shape:
+    """The shape of model ``size`` on ``dataset`` (whose vocabulary sizes the embeddings)."""
+    model = next(m for m in config["models"] if model_name(m) == size)
+    return shape_of(model, config["training"], vocab_size(config["datasets"][dataset]))
+
+
+def run_spec(config: dict, run: Run, shape: Shape | None = None) -> dict:
+    """Everything that defines a run's training (and nothing else), as a JSON-able dict.
+
+    ``shape`` is the run's :func:`model_shape`, for a caller that has it already.
+    """
+    shape = shape or model_shape(config, run.dataset, run.size)
     n = count_params(shape)["n_params"]
     return {
         "run_id": run.id,
@@ -329,12 +335,36 @@ def run_spec(config: dict, run: Run) -> dict:
         "tokens": planned_tokens(n, run.token_multiplier),
         "lr": run.lr,
         "seed": run.seed,
-        "training": dict(sorted(training.items())),
+        "training": dict(sorted(config["training"].items())),
     }
 
 
 def spec_json(config: dict, run: Run) -> str:
     return json.dumps(run_spec(config, run), sort_keys=True)
+
+
+class Specs:
+    """The specs of a study's planned runs by run id, each computed when first asked for.
+
+    A study of 10,000 runs has 10,000 specs, but a Snakemake invocation needs only
+    those of the jobs it builds (one, in a job's own invocation), so none is
+    computed when the Snakefile is read; a model's shape is computed once per dataset.
+    """
+
+    def __init__(self, config: dict, planned: list[Run] | None = None):
+        self.config = config
+        self.runs = {run.id: run for run in (runs(config) if planned is None else planned)}
+        self._shapes: dict[tuple[str, str], Shape] = {}
+
+    def __getitem__(self, run_id: str) -> dict:
+        run = self.runs.get(run_id)
+        if run is None:
+            raise ConfigError(f"run {run_id!r}: not a run of study {self.config['study']!r}; fix: use the id of a "
+                              f"planned run (`scaling status --runs` lists them), or add it to the grid")
+        key = (run.dataset, run.size)
+        if key not in self._shapes:
+            self._shapes[key] = model_shape(self.config, *key)
+        return run_spec(self.config, run, self._shapes[key])
 
 
 def model_sizes(config: dict) -> dict[str, int]:
