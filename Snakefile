@@ -21,8 +21,8 @@ min_version("9.0")
 if not workflow.configfiles:  # `--configfile` replaces the default study
     configfile: os.path.join(workflow.basedir, "workflow/config.yaml")
 
-try:  # checks the study before any job, or fails naming the field and the fix
-    load(workflow.configfiles, config)
+try:  # checks the study before any job, or fails naming the field and the fix (a job's own invocation: see load)
+    load(workflow.configfiles, config, check_runs=not workflow.remote_exec)
 except ConfigError as e:
     sys.exit(f"error in the study: {e}")
 
@@ -50,7 +50,7 @@ rule all:
 
 onsuccess:
     print(
-        f"\nStudy '{STUDY}' done: {len(RUNS)} runs.\n"
+        f"\nStudy '{STUDY}' done: {len(RUN_IDS)} runs.\n"
         f"  summary:   {RESULTS}/summary.md\n"
         f"  figures:   {RESULTS}/figures/\n"
         f"  database:  {RESULTS}/scaling.duckdb   (query it: scaling sql \"SELECT * FROM runs\")\n"

@@ -5,19 +5,31 @@ import os
 import shlex
 import sys
 
+from scaling.io import write_json
 from scaling.study import runs as S
 
 STUDY = config["study"]
 RESULTS = f"results/{STUDY}"
-RUNS = S.runs(config)
-RUN_IDS = [run.id for run in RUNS]
-SPECS = S.Specs(config, RUNS)  # each computed only when a job this invocation builds asks for it
+SPECS = S.Specs(config)  # each run's, computed only when a job this invocation builds asks for it
+RUN_IDS = list(SPECS.runs)
 TASKS = config["downstream"]["tasks"]
 GPUS = config["engine"]["gpus_per_run"]  # per training run; an evaluation takes one of them, if any
 PYTHON = shlex.quote(sys.executable)  # the interpreter running snakemake, venv or not
 SCALING = f"{PYTHON} -m scaling.cli"
 
 RUN_DIR = f"{RESULTS}/runs/{S.RUN_ID}"  # one run's files, with the run's wildcards
+STUDY_FILE = f"{RESULTS}/study.json"
+
+
+rule study:
+    """The checked study, from which each train job takes its run's spec by the run's id and collect its runs: the
+    Snakefile computes no spec a job it builds does not need, and the commands stay short."""
+    output:
+        STUDY_FILE,
+    params:
+        study=json.dumps(config, sort_keys=True),  # rewritten whenever the study changes
+    run:
+        write_json(output[0], config)
 
 
 def run_log(stage):

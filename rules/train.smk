@@ -1,24 +1,8 @@
 # How runs execute (the `engine` section) is not a param: changing it must retrain nothing.
 # A run's checkpoint, RUN_DIR/ckpt/, is not an output, so a failed job's rerun resumes from it.
-from scaling.io import write_json
-
 TRAIN = (f"{PYTHON} -m torch.distributed.run --standalone --nproc_per_node {GPUS} -m scaling.cli train"
          if GPUS > 1 else f"{SCALING} train")
 ENGINE = S.engine_args(config)
-STUDY_FILE = f"{RESULTS}/study.json"
-
-
-rule study:
-    """The checked study, from which each train job takes its run's spec by the run's id: the Snakefile computes
-    no spec a job it builds does not need, and the command stays short."""
-    output:
-        STUDY_FILE,
-    params:
-        study=json.dumps(config, sort_keys=True),  # rewritten whenever the study changes
-    run:
-        write_json(output[0], config)
-
-
 rule train:
     """Train one grid point; writes its per-step curve and final metrics."""
     input:

@@ -72,12 +72,16 @@ def _evaluate(args):
 
 
 def _collect(args):
-    from scaling.io import RunFileError
+    from scaling.io import RunFileError, read_json
     from scaling.store.collect import collect
     from scaling.store.schema import SchemaError
+    from scaling.study.runs import runs
 
+    if bool(args.metrics) == bool(args.study) or (args.study is None) != (args.runs_dir is None):
+        raise SystemExit("error: give the runs' metrics.json files, or the --study file and the --runs-dir")
+    metrics = args.metrics or [Path(args.runs_dir) / run.id / "metrics.json" for run in runs(read_json(args.study))]
     try:
-        done = collect(args.metrics, args.out, use_cache=not args.full)
+        done = collect(metrics, args.out, use_cache=not args.full)
     except (RunFileError, SchemaError) as e:
         raise SystemExit(f"error: {e}")
     print(f"collected {done.tables['runs'].num_rows} runs into {args.out}: "
@@ -295,7 +299,9 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("collect", help="(pipeline) finished runs → Parquet tables, parsing only new runs")
     p.add_argument("--out", required=True, help="tables directory")
     p.add_argument("--full", action="store_true", help="parse every run, ignoring the previous collect")
-    p.add_argument("metrics", nargs="*", help="runs' metrics.json files")
+    p.add_argument("metrics", nargs="*", help="runs' metrics.json files (or --study and --runs-dir)")
+    p.add_argument("--study", help="the checked study as the pipeline writes it: collect every run it plans")
+    p.add_argument("--runs-dir", help="with --study: the directory of the study's runs, one folder per run id")
     p.set_defaults(func=_collect)
 
     p = sub.add_parser("fit", help="fit a scaling law to a study's database or to any CSV/Parquet table of runs",

@@ -66,6 +66,7 @@ def fmt(x: float) -> str:
 
 RUN_ID = "{dataset}/{size}/M{M}_lr{lr}_s{seed}"
 """A run's id, which is also its path under ``runs/`` and ``logs/<stage>/``; the rules match it as a wildcard pattern."""
+_RUN_ID_PARTS = [(before, name) for before, name, _, _ in Formatter().parse(RUN_ID)]
 
 
 def run_id(dataset: str, size: str, token_multiplier: float, lr: float | None = None, seed: int | None = None) -> str:
@@ -73,8 +74,7 @@ def run_id(dataset: str, size: str, token_multiplier: float, lr: float | None = 
     or seed leaves out that part (``_lr…``, ``_s…``), the text before it in the pattern with it."""
     values = {"dataset": dataset, "size": size, "M": fmt(float(token_multiplier)),
               "lr": None if lr is None else fmt(float(lr)), "seed": None if seed is None else int(seed)}
-    return "".join(f"{before}{values[name]}" for before, name, _, _ in Formatter().parse(RUN_ID)
-                   if values[name] is not None)
+    return "".join(f"{before}{values[name]}" for before, name in _RUN_ID_PARTS if values[name] is not None)
 
 
 @dataclass(frozen=True)
@@ -300,17 +300,16 @@ def downstream_task(config: dict) -> str | None:
 
 def runs(config: dict) -> list[Run]:
     """All runs of the study (the union of the grid blocks), in a stable order."""
-    out = set()
+    out = set()  # of (dataset, size, M, lr, seed): tuples hash and sort much faster than Runs
     for block in config["grid"]:
-        for ds, size, m, lr, seed in itertools.product(
+        out.update(itertools.product(
             block.get("datasets") or list(config["datasets"]),
             block["sizes"],
-            block["token_multipliers"],
-            block["learning_rates"],
-            block.get("seeds", [0]),
-        ):
-            out.add(Run(ds, size, float(m), float(lr), int(seed)))
-    return sorted(out, key=lambda r: (r.dataset, r.size, r.token_multiplier, r.lr, r.seed))
+            map(float, block["token_multipliers"]),
+            map(float, block["learning_rates"]),
+            map(int, block.get("seeds", [0])),
+        ))
+    return [Run(*values) for values in sorted(out)]
 
 
 def model_shape(config: dict, dataset: str, size: str) -> Shape:

@@ -24,7 +24,7 @@ smaller aspect ratio to resolve their sizes (e.g. head_dim 16, aspect_ratio 16).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 ASPECT_RATIO = 64
 HEAD_DIM = 64
@@ -58,7 +58,7 @@ class Shape:
         return int(round(self.ff_ratio * self.d_model))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return dict(vars(self))  # its fields (asdict's deep copy is slow, and they are plain values)
 
 
 def count_params(shape: Shape) -> dict[str, int]:
