@@ -180,7 +180,8 @@ class Executor(RemoteExecutor):
 
     def _executor(self, job: JobExecutorInterface) -> submitit.SlurmExecutor:
         ex = submitit.SlurmExecutor(folder=self.folder, max_num_timeout=self.settings.max_requeues)
-        params = slurm_parameters(job.resources, job.threads, self.settings, f"smk-{job.name}")
+        name = job.groupid if job.is_group() else job.name  # e.g. smk-run: a run's train and evaluate jobs
+        params = slurm_parameters(job.resources, job.threads, self.settings, f"smk-{name}")
         ex.update_parameters(**params)
         return ex
 
