@@ -13,6 +13,7 @@ import sys
 
 from snakemake.utils import min_version
 
+from scaling.io import write_json
 from scaling.study.config import load
 from scaling.study.runs import ConfigError
 
@@ -36,7 +37,7 @@ include: "rules/fit.smk"
 include: "rules/report.smk"
 
 
-localrules: all, study, tasks, collect, database, fit, report  # cheap: they run where snakemake runs
+localrules: all, tasks, collect, database, fit, report  # cheap: they run where snakemake runs
 
 
 rule all:
@@ -46,6 +47,13 @@ rule all:
         rules.report.output,  # every figure and the summary
         # a target, so that a collect that failed reruns even when no run changed since (a restored file)
         rules.collect.output,
+
+
+# Train and collect jobs read the checked study (the train command gets its run's id, not its spec), written here,
+# once the DAG is built and before any job runs: in a dry run it is not, nor in a SLURM job's own Snakemake.
+# Not a rule's output: a study rule rerun for any edit made Snakemake skip the new runs of a grid (masked behind it).
+onstart:
+    write_json(STUDY_FILE, config)
 
 
 onsuccess:

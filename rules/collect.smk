@@ -7,16 +7,15 @@ rule collect:
         metrics=lambda wc: [f"{RESULTS}/runs/{run}/metrics.json" for run in RUN_IDS],
         curves=lambda wc: [f"{RESULTS}/runs/{run}/curve.parquet" for run in RUN_IDS],
         downstream=lambda wc: [f"{RESULTS}/runs/{run}/downstream.json" for run in RUN_IDS] if TASKS else [],
-        study=ancient(STUDY_FILE),  # which runs to collect: their paths would not fit on a command line
     output:
         manifest=f"{RESULTS}/tables/collect.json",
     params:
         out=f"{RESULTS}/tables",
-        runs=f"{RESULTS}/runs",
+        runs=f"{RESULTS}/runs",  # with STUDY_FILE, which runs to collect: their paths would not fit on a command line
     log:
         f"{RESULTS}/logs/collect.log",
     shell:
-        "{SCALING} collect --out {params.out:q} --study {input.study:q} --runs-dir {params.runs:q} > {log:q} 2>&1"
+        "{SCALING} collect --out {params.out:q} --study {STUDY_FILE:q} --runs-dir {params.runs:q} > {log:q} 2>&1"
 
 
 rule database:

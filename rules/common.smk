@@ -5,7 +5,6 @@ import os
 import shlex
 import sys
 
-from scaling.io import write_json
 from scaling.study import runs as S
 
 STUDY = config["study"]
@@ -18,18 +17,7 @@ PYTHON = shlex.quote(sys.executable)  # the interpreter running snakemake, venv 
 SCALING = f"{PYTHON} -m scaling.cli"
 
 RUN_DIR = f"{RESULTS}/runs/{S.RUN_ID}"  # one run's files, with the run's wildcards
-STUDY_FILE = f"{RESULTS}/study.json"
-
-
-rule study:
-    """The checked study, from which each train job takes its run's spec by the run's id and collect its runs: the
-    Snakefile computes no spec a job it builds does not need, and the commands stay short."""
-    output:
-        STUDY_FILE,
-    params:
-        study=json.dumps(config, sort_keys=True),  # rewritten whenever the study changes
-    run:
-        write_json(output[0], config)
+STUDY_FILE = f"{RESULTS}/study.json"  # the checked study, written when jobs start (Snakefile: onstart)
 
 
 def run_log(stage):

@@ -3,20 +3,21 @@
 TRAIN = (f"{PYTHON} -m torch.distributed.run --standalone --nproc_per_node {GPUS} -m scaling.cli train"
          if GPUS > 1 else f"{SCALING} train")
 ENGINE = S.engine_args(config)
+
+
 rule train:
     """Train one grid point; writes its per-step curve and final metrics."""
     input:
         train=f"{RESULTS}/data/{{dataset}}/train.bin",
         val=f"{RESULTS}/data/{{dataset}}/val.bin",
         meta=f"{RESULTS}/data/{{dataset}}/meta.json",
-        # ancient: a rewritten study file retrains nothing; the spec below decides which runs retrain
-        study=ancient(STUDY_FILE),
     output:
         metrics=f"{RUN_DIR}/metrics.json",
         curve=f"{RUN_DIR}/curve.parquet",
         model=f"{RUN_DIR}/model.pt",
     params:
-        spec=lambda wc: json.dumps(spec(wc), sort_keys=True),  # not in the command: a run retrains when it changes
+        # the run's spec: not in the command (the job reads it from STUDY_FILE), but a run retrains when it changes
+        spec=lambda wc: json.dumps(spec(wc), sort_keys=True),
         run=S.RUN_ID,
         data=f"{RESULTS}/data/{{dataset}}",
         out=RUN_DIR,
@@ -27,5 +28,5 @@ rule train:
     log:
         run_log("train"),
     shell:
-        "{TRAIN} --study {input.study:q} --run {params.run:q} --data {params.data:q} --out {params.out:q} "
+        "{TRAIN} --study {STUDY_FILE:q} --run {params.run:q} --data {params.data:q} --out {params.out:q} "
         "--threads {threads:q} {ENGINE:q} > {log:q} 2>&1"
