@@ -47,16 +47,13 @@ rule prepare:
     output: "data/{dataset}/train.bin", "data/{dataset}/val.bin", "data/{dataset}/meta.json"
     log: "logs/prepare/{dataset}.log"
     shell: "true"
-rule study:
-    output: "study.json"
-    shell: "true"
 rule tasks:
     input: "data/{dataset}/val.bin", "data/{dataset}/meta.json"
     output: "tasks/{dataset}/{task}.jsonl"
     log: "logs/tasks/{dataset}/{task}.log"
     shell: "true"
 rule train:
-    input: "data/{dataset}/train.bin", "data/{dataset}/val.bin", "data/{dataset}/meta.json", ancient("study.json")
+    input: "data/{dataset}/train.bin", "data/{dataset}/val.bin", "data/{dataset}/meta.json"
     output: f"runs/{RUN}/metrics.json", f"runs/{RUN}/curve.parquet", f"runs/{RUN}/model.pt"
     log: f"logs/train/{RUN}.log"
     shell: "true"
@@ -87,9 +84,9 @@ rule report:
 def study(n_runs: int) -> dict:
     """A study of ``n_runs`` runs: 10 sizes × 5 multipliers × learning rates × seeds (n_runs a multiple of 50)."""
     per_point = n_runs // (len(SIZES) * len(MULTIPLIERS))
-    lrs = max(1, per_point // 5) if per_point >= 5 else per_point
-    seeds = per_point // lrs
-    assert lrs * seeds * 50 == n_runs, f"use a multiple of 250 runs (or 50 … 200), not {n_runs}"
+    lrs = per_point // 5 if per_point >= 5 else per_point  # and 5 seeds
+    seeds = per_point // max(1, lrs)
+    assert lrs * seeds * 50 == n_runs, f"use a multiple of 250 runs (or 50, 100, 150, 200), not {n_runs}"
     return {
         "study": f"dag{n_runs}",
         "datasets": {"bible": {"source": "embedded"}},
@@ -121,7 +118,6 @@ def first_job_start(work: Path, config_file: Path, run: S.Run, results: Path, ti
     for name in ("train.bin", "val.bin", "meta.json"):
         (results / "data" / run.dataset / name).parent.mkdir(parents=True, exist_ok=True)
         (results / "data" / run.dataset / name).touch()
-    (results / "study.json").touch()
     log = results / "logs" / "train" / f"{run.id}.log"
     log.unlink(missing_ok=True)
     target = f"train:dataset={run.dataset},size={run.size},M={S.fmt(run.token_multiplier)},lr={S.fmt(run.lr)}," \
