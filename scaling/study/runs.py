@@ -343,11 +343,11 @@ def spec_json(config: dict, run: Run) -> str:
 
 
 class Specs:
-    """The specs of a study's planned runs by run id, each computed when first asked for.
+    """The specs of a study's planned runs by run id, each computed when asked for.
 
     A study of 10,000 runs has 10,000 specs, but a Snakemake invocation needs only
     those of the jobs it builds (one, in a job's own invocation), so none is
-    computed when the Snakefile is read; a model's shape is computed once per dataset.
+    computed when the Snakefile is read; each model's shape is computed once per dataset.
     """
 
     def __init__(self, config: dict, planned: list[Run] | None = None):
