@@ -201,6 +201,11 @@ class Executor(RemoteExecutor):
     def run_job(self, job: JobExecutorInterface):
         self._submit([job])
 
+    def report_job_error(self, job_info: SubmittedJobInfo, msg=None, **kwargs):
+        if msg and job_info.job.is_group():  # Snakemake reports a group job's error without the message
+            self.logger.error(f"Error in group {job_info.job.groupid}: {msg}")
+        super().report_job_error(job_info, msg=msg, **kwargs)
+
     def _submit(self, jobs: List[JobExecutorInterface]):
         ex = self._executor(jobs[0])
         commands = [JobCommand(self.format_job_exec(job), os.getcwd()) for job in jobs]

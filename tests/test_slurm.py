@@ -94,13 +94,13 @@ def test_a_failing_job_reports_its_log_and_the_others_complete(slurm, tmp_path):
     assert len(done) == 6
 
 
-@pytest.mark.parametrize("resource, message", [
-    ("train:slurm_partition=nosuchpartition", "invalid partition"),
-    ("train:gpu=8", "Requested node configuration is not available"),
+@pytest.mark.parametrize("resources, message", [  # a run's train and evaluate jobs are one job: one partition
+    (["train:slurm_partition=nosuchpartition", "evaluate:slurm_partition=nosuchpartition"], "invalid partition"),
+    (["train:gpu=8"], "Requested node configuration is not available"),
 ])
-def test_a_resource_slurm_rejects_is_reported_at_submission(slurm, tmp_path, resource, message):
+def test_a_resource_slurm_rejects_is_reported_at_submission(slurm, tmp_path, resources, message):
     start = time.monotonic()
-    proc = snakemake_slurm(tmp_path, smoke_config(), "--set-resources", resource)
+    proc = snakemake_slurm(tmp_path, smoke_config(), "--set-resources", *resources)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "SLURM refused the job" in out and message.lower() in out.lower()
     assert time.monotonic() - start < 120  # reported, not a hang
