@@ -13,6 +13,7 @@ import sys
 
 from snakemake.utils import min_version
 
+from scaling.io import write_json
 from scaling.study.config import load
 from scaling.study.runs import ConfigError
 
@@ -21,8 +22,8 @@ min_version("9.0")
 if not workflow.configfiles:  # `--configfile` replaces the default study
     configfile: os.path.join(workflow.basedir, "workflow/config.yaml")
 
-try:  # checks the study before any job, or fails naming the field and the fix
-    load(workflow.configfiles, config)
+try:  # checks the study before any job, or fails naming the field and the fix (a job's own invocation: see load)
+    load(workflow.configfiles, config, check_runs=not workflow.remote_exec)
 except ConfigError as e:
     sys.exit(f"error in the study: {e}")
 
@@ -52,15 +53,22 @@ rule all:
         rules.collect.output,
 
 
-STUDY_FILE = os.path.relpath(workflow.configfiles[-1])  # what `scaling sql` and `scaling status` take
+# Train and collect jobs read the checked study (the train command gets its run's id, not its spec), written here,
+# once the DAG is built and before any job runs: in a dry run it is not, nor in a SLURM job's own Snakemake.
+# Not a rule's output: a study rule rerun for any edit made Snakemake skip the new runs of a grid (masked behind it).
+onstart:
+    write_json(STUDY_FILE, config)
+
+
+CONFIG_FILE = os.path.relpath(workflow.configfiles[-1])  # what `scaling sql` and `scaling status` take
 
 
 onsuccess:
     print(
-        f"\nStudy '{STUDY}' done: {len(RUNS)} runs.\n"
+        f"\nStudy '{STUDY}' done: {len(RUN_IDS)} runs.\n"
         f"  summary:   {RESULTS}/summary.md\n"
         f"  figures:   {RESULTS}/figures/\n"
-        f"  database:  {RESULTS}/scaling.duckdb   (query it: scaling sql --configfile {STUDY_FILE} "
+        f"  database:  {RESULTS}/scaling.duckdb   (query it: scaling sql --configfile {CONFIG_FILE} "
         f"\"SELECT * FROM runs\")\n"
         f"  tables:    {RESULTS}/tables/*.parquet\n"
     )

@@ -3,17 +3,19 @@
 rule collect:
     """Finished runs → Parquet tables `runs`, `curves`, `evals`, `downstream`; only new runs are parsed."""
     input:
-        metrics=[f"{RESULTS}/runs/{r.id}/metrics.json" for r in RUNS],
-        curves=[f"{RESULTS}/runs/{r.id}/curve.parquet" for r in RUNS],
-        downstream=[f"{RESULTS}/runs/{r.id}/downstream.json" for r in RUNS] if TASKS else [],
+        # functions, so that only an invocation that builds this job lists every run's files (a job's own does not)
+        metrics=lambda wc: [f"{RESULTS}/runs/{run}/metrics.json" for run in RUN_IDS],
+        curves=lambda wc: [f"{RESULTS}/runs/{run}/curve.parquet" for run in RUN_IDS],
+        downstream=lambda wc: [f"{RESULTS}/runs/{run}/downstream.json" for run in RUN_IDS] if TASKS else [],
     output:
         manifest=f"{RESULTS}/tables/collect.json",
     params:
         out=f"{RESULTS}/tables",
+        runs=f"{RESULTS}/runs",  # with STUDY_FILE, which runs to collect: their paths would not fit on a command line
     log:
         f"{RESULTS}/logs/collect.log",
     shell:
-        "{SCALING} collect --out {params.out:q} {input.metrics:q} > {log:q} 2>&1"
+        "{SCALING} collect --out {params.out:q} --study {STUDY_FILE:q} --runs-dir {params.runs:q} > {log:q} 2>&1"
 
 
 rule database:

@@ -10,8 +10,8 @@ from scaling.study.config import has_gpu
 
 STUDY = config["study"]
 RESULTS = f"results/{STUDY}"
-RUNS = S.runs(config)
-SPECS = {run.id: S.spec_json(config, run) for run in RUNS}
+SPECS = S.Specs(config)  # each run's, computed only when a job this invocation builds asks for it
+RUN_IDS = list(SPECS.runs)
 TASKS = config["downstream"]["tasks"]
 GPUS = config["engine"]["gpus_per_run"]  # per training run; an evaluation takes one of them, if any
 LOCAL_GPU = has_gpu()
@@ -19,6 +19,7 @@ PYTHON = shlex.quote(sys.executable)  # the interpreter running snakemake, venv 
 SCALING = f"{PYTHON} -m scaling.cli"
 
 RUN_DIR = f"{RESULTS}/runs/{S.RUN_ID}"  # one run's files, with the run's wildcards
+STUDY_FILE = f"{RESULTS}/study.json"  # the checked study, written when jobs start (Snakefile: onstart)
 
 
 def run_log(stage):
@@ -33,7 +34,7 @@ def run_gpus(wildcards):
 
 
 def spec(wildcards):
-    """The spec of the run whose wildcards these are, as the JSON the train command takes."""
+    """The spec of the run whose wildcards these are, as a dict."""
     return SPECS[S.RUN_ID.format(**wildcards)]
 
 

@@ -3,6 +3,7 @@
 # Harness tasks are scored on each run's transformers export (rule export; `snakemake exports` writes every run's).
 TASK_SETS = json.dumps(config["downstream"]["task_sets"], sort_keys=True)
 HARNESS = any("harness" in task for task in TASKS.values())
+TASK_FILES = {dataset: S.task_files(config, RESULTS, dataset) for dataset in config["datasets"]}
 
 
 rule tasks:
@@ -30,17 +31,17 @@ rule evaluate:
         model=f"{RUN_DIR}/model.pt",
         metrics=f"{RUN_DIR}/metrics.json",
         meta=f"{RESULTS}/data/{{dataset}}/meta.json",
-        tasks=lambda wc: [t["path"] for t in S.task_files(config, RESULTS, wc.dataset).values() if "path" in t],
+        tasks=lambda wc: [t["path"] for t in TASK_FILES[wc.dataset].values() if "path" in t],
         harness=S.harness_files(config),
         hf=f"{RUN_DIR}/hf" if HARNESS else [],
     output:
         f"{RUN_DIR}/downstream.json",
     params:
-        tasks=lambda wc: json.dumps(S.task_files(config, RESULTS, wc.dataset), sort_keys=True),
+        tasks=lambda wc: json.dumps(TASK_FILES[wc.dataset], sort_keys=True),
         task_sets=TASK_SETS,
         batch_size=config["downstream"]["batch_size"],
-        run=lambda wc, input: os.path.dirname(input.metrics),
-        data=lambda wc, input: os.path.dirname(input.meta),
+        run=RUN_DIR,
+        data=f"{RESULTS}/data/{{dataset}}",
         hf=lambda wc, input: ["--hf", input.hf] if HARNESS else [],
     threads: 1
     resources:

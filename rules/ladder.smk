@@ -15,8 +15,8 @@ def trunk_checkpoint(trunk, step):
 
 def branch_point(wildcards):
     """A ladder's run: the trunk checkpoint its cooldown starts from; none for a run from scratch."""
-    spec = json.loads(SPECS[S.RUN_ID.format(**wildcards)])
-    return trunk_checkpoint(spec["ladder"]["trunk"], spec["ladder"]["branch_step"]) if "ladder" in spec else []
+    ladder = spec(wildcards).get("ladder")
+    return trunk_checkpoint(ladder["trunk"], ladder["branch_step"]) if ladder else []
 
 
 def segment(wildcards):

@@ -17,16 +17,18 @@ rule train:
         curve=f"{RUN_DIR}/curve.parquet",
         model=f"{RUN_DIR}/model.pt",
     params:
-        spec=spec,
-        data=lambda wc, input: os.path.dirname(input.meta),
-        out=lambda wc, output: os.path.dirname(output.metrics),
+        # the run's spec: not in the command (the job reads it from STUDY_FILE), but a run retrains when it changes
+        spec=lambda wc: json.dumps(spec(wc), sort_keys=True),
+        run=S.RUN_ID,
+        data=f"{RESULTS}/data/{{dataset}}",
+        out=RUN_DIR,
         start=lambda wc, input: ["--start-from", input.trunk] if input.trunk else [],
     threads: 1
     resources:
         gpu=run_gpus,  # SLURM: --gpus
-        runtime=lambda wc: S.train_runtime_minutes(config, json.loads(spec(wc))),
+        runtime=lambda wc: S.train_runtime_minutes(config, spec(wc)),
     log:
         run_log("train"),
     shell:
-        "{TRAIN} --spec {params.spec:q} --data {params.data:q} --out {params.out:q} "
+        "{TRAIN} --study {STUDY_FILE:q} --run {params.run:q} --data {params.data:q} --out {params.out:q} "
         "{params.start:q} --threads {threads:q} {ENGINE:q} > {log:q} 2>&1"

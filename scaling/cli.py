@@ -22,12 +22,20 @@ def _prepare(args):
 
 
 def _train(args):
+    from scaling.io import read_json
+    from scaling.study.runs import ConfigError, Specs
     from scaling.train.preemption import Stopped, stop_signals
     from scaling.train.loop import train
 
+    if (args.spec is None) == (args.study is None) or (args.study is None) != (args.run is None):
+        raise SystemExit("error: give the run's --spec, or the --study file and the --run id")
+    try:
+        spec = json.loads(args.spec) if args.spec else Specs(read_json(args.study))[args.run]
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}")
     with stop_signals() as signalled:
         try:
-            train(json.loads(args.spec), args.data, args.out, threads=args.threads,
+            train(spec, args.data, args.out, threads=args.threads,
                   checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
                   compile_model=args.compile, log=lambda msg: print(msg, file=sys.stderr, flush=True),
                   signalled=signalled, tensorboard=args.tensorboard, start_from=args.start_from)
@@ -75,12 +83,16 @@ def _export(args):
 
 
 def _collect(args):
-    from scaling.io import RunFileError
+    from scaling.io import RunFileError, read_json
     from scaling.store.collect import collect
     from scaling.store.schema import SchemaError
+    from scaling.study.runs import runs
 
+    if bool(args.metrics) == bool(args.study) or (args.study is None) != (args.runs_dir is None):
+        raise SystemExit("error: give the runs' metrics.json files, or the --study file and the --runs-dir")
+    metrics = args.metrics or [Path(args.runs_dir) / run.id / "metrics.json" for run in runs(read_json(args.study))]
     try:
-        done = collect(args.metrics, args.out, use_cache=not args.full)
+        done = collect(metrics, args.out, use_cache=not args.full)
     except (RunFileError, SchemaError) as e:
         raise SystemExit(f"error: {e}")
     print(f"collected {done.tables['runs'].num_rows} runs into {args.out}: "
@@ -364,7 +376,9 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser("train", help="(pipeline) train one run")
-    p.add_argument("--spec", required=True, help="the run's spec, as JSON")
+    p.add_argument("--spec", help="the run's spec, as JSON (or --study and --run)")
+    p.add_argument("--study", help="the checked study as the pipeline writes it (results/<study>/study.json)")
+    p.add_argument("--run", help="with --study: the run's id, e.g. bible/d32/M20_lr0.01_s0")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=1)
@@ -404,7 +418,9 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("collect", help="(pipeline) finished runs → Parquet tables, parsing only new runs")
     p.add_argument("--out", required=True, help="tables directory")
     p.add_argument("--full", action="store_true", help="parse every run, ignoring the previous collect")
-    p.add_argument("metrics", nargs="*", help="runs' metrics.json files")
+    p.add_argument("metrics", nargs="*", help="runs' metrics.json files (or --study and --runs-dir)")
+    p.add_argument("--study", help="the checked study as the pipeline writes it: collect every run it plans")
+    p.add_argument("--runs-dir", help="with --study: the directory of the study's runs, one folder per run id")
     p.set_defaults(func=_collect)
 
     p = sub.add_parser("fit", help="fit a scaling law to a study's database or to any CSV/Parquet table of runs",

@@ -12,8 +12,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # imported where a table is written: the Snakefile's parse loads this module without pandas
+    import pandas as pd
 
 
 def _file_mode() -> int:

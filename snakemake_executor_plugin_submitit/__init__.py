@@ -180,7 +180,8 @@ class Executor(RemoteExecutor):
 
     def _executor(self, job: JobExecutorInterface) -> submitit.SlurmExecutor:
         ex = submitit.SlurmExecutor(folder=self.folder, max_num_timeout=self.settings.max_requeues)
-        params = slurm_parameters(job.resources, job.threads, self.settings, f"smk-{job.name}")
+        name = job.groupid if job.is_group() else job.name  # e.g. smk-run: a run's train and evaluate jobs
+        params = slurm_parameters(job.resources, job.threads, self.settings, f"smk-{name}")
         ex.update_parameters(**params)
         return ex
 
@@ -199,6 +200,11 @@ class Executor(RemoteExecutor):
 
     def run_job(self, job: JobExecutorInterface):
         self._submit([job])
+
+    def report_job_error(self, job_info: SubmittedJobInfo, msg=None, **kwargs):
+        if msg and job_info.job.is_group():  # Snakemake reports a group job's error without the message
+            self.logger.error(f"Error in group {job_info.job.groupid}: {msg}")
+        super().report_job_error(job_info, msg=msg, **kwargs)
 
     def _submit(self, jobs: List[JobExecutorInterface]):
         ex = self._executor(jobs[0])

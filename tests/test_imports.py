@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import scaling
@@ -52,3 +55,22 @@ def test_every_module_is_in_a_stage_package_or_shared():
             for module in pkg.glob("*.py"):
                 assert module.stem == "__init__" or f"{pkg.name}.{module.stem}" in doc, \
                     f"{pkg.name}/__init__.py does not list {module.stem}"
+
+
+HEAVY = ("torch", "pandas", "pyarrow", "tokenizers", "matplotlib", "scipy", "statsmodels", "duckdb")
+
+
+def test_reading_the_snakefile_imports_no_heavy_library():
+    """What Snakemake runs when it reads the Snakefile (each SLURM job reads it again): the rule files' imports of
+    scaling, loading a study and a run's spec, leave torch, pandas and the rest of HEAVY unimported (numpy is not
+    among them: Snakemake imports it itself, reading config files with yte)."""
+    root = PACKAGE.parent
+    files = [root / "Snakefile", *sorted((root / "rules").glob("*.smk"))]
+    lines = [line for f in files for line in f.read_text().splitlines() if re.match(r"(from|import) scaling\b", line)]
+    assert any("scaling.study.config" in line for line in lines), lines  # the loader is among them
+    code = "\n".join([*lines, "from scaling.study import runs as S",
+                      f"config = load([{str(root / 'workflow/config.yaml')!r}])",
+                      "S.Specs(config)[S.runs(config)[0].id]",
+                      f"import sys; print(*[m for m in {HEAVY!r} if m in sys.modules])"])
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert loaded == []

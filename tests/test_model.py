@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from scaling.train.model import GPT, Shape, count_params, lm_loss
+from scaling.train.model import GPT, Shape, lm_loss
+from scaling.train.shapes import count_params
 
 
 @pytest.mark.parametrize("shape", [Shape(16, 1, 2), Shape(48, 3, 4, ff_ratio=2.5, seq_len=32), Shape(64, 2, 8, vocab_size=1000),

@@ -6,8 +6,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from scaling.train.flops import flops_6nd, flops_per_token, flops_with_attention, gpu_peak_flops
-from scaling.train.model import GPT, Shape, count_params, lm_loss
-from scaling.train.shapes import shape_for_params
+from scaling.train.model import GPT, Shape, lm_loss
+from scaling.train.shapes import count_params, shape_for_params
 
 
 def test_the_sizing_rule_gives_gpt2_small_for_124m_parameters():

@@ -25,6 +25,7 @@ from conftest import REPO, smoke_config
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 
 SLURM_PROFILE = REPO / "profiles" / "slurm"
+RUN_JOB = "smk-run"  # a run's train and evaluate jobs, one SLURM job (the profile's group `run`)
 
 
 @pytest.fixture(scope="session")
@@ -63,13 +64,12 @@ def test_smoke_study_runs_as_slurm_gpu_jobs(slurm, tmp_path):
     con = duckdb.connect(str(tmp_path / "results/smoke/scaling.duckdb"), read_only=True)
     assert con.execute("SELECT count(*) FROM runs WHERE status = 'ok'").fetchone()[0] == 6
     jobs = sacct(since)
-    train = [j for j in jobs if j["JobName"] == "smk-train"]
-    assert len(train) == 6 and all(j["State"] == "COMPLETED" and "gres/gpu=1" in j["AllocTRES"] for j in train)
-    assert all("_" in j["JobID"] for j in train)  # submitted as a job array
-    evaluate = [j for j in jobs if j["JobName"] == "smk-evaluate"]  # downstream scoring, one GPU job per run
-    assert len(evaluate) == 6 and all(j["State"] == "COMPLETED" and "gres/gpu=1" in j["AllocTRES"] for j in evaluate)
+    runs = [j for j in jobs if j["JobName"] == RUN_JOB]  # each run trained and scored in one GPU job
+    assert len(runs) == 6 and all(j["State"] == "COMPLETED" and "gres/gpu=1" in j["AllocTRES"] for j in runs)
+    assert all("_" in j["JobID"] for j in runs)  # submitted as a job array
+    assert not [j for j in jobs if j["JobName"] in ("smk-train", "smk-evaluate")]
     assert con.execute("SELECT count(DISTINCT run_id) FROM downstream").fetchone()[0] == 6
-    local = ("smk-tasks", "smk-collect", "smk-fit", "smk-report")
+    local = ("smk-study", "smk-tasks", "smk-collect", "smk-fit", "smk-report")
     assert not [j for j in jobs if j["JobName"] in local]  # local rules
 
 
@@ -94,13 +94,13 @@ def test_a_failing_job_reports_its_log_and_the_others_complete(slurm, tmp_path):
     assert len(done) == 6
 
 
-@pytest.mark.parametrize("resource, message", [
-    ("train:slurm_partition=nosuchpartition", "invalid partition"),
-    ("train:gpu=8", "Requested node configuration is not available"),
+@pytest.mark.parametrize("resources, message", [  # a run's train and evaluate jobs are one job: one partition
+    (["train:slurm_partition=nosuchpartition", "evaluate:slurm_partition=nosuchpartition"], "invalid partition"),
+    (["train:gpu=8"], "Requested node configuration is not available"),
 ])
-def test_a_resource_slurm_rejects_is_reported_at_submission(slurm, tmp_path, resource, message):
+def test_a_resource_slurm_rejects_is_reported_at_submission(slurm, tmp_path, resources, message):
     start = time.monotonic()
-    proc = snakemake_slurm(tmp_path, smoke_config(), "--set-resources", resource)
+    proc = snakemake_slurm(tmp_path, smoke_config(), "--set-resources", *resources)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "SLURM refused the job" in out and message.lower() in out.lower()
     assert time.monotonic() - start < 120  # reported, not a hang
@@ -111,15 +111,15 @@ def test_cancelling_the_workflow_cancels_its_slurm_jobs(slurm, tmp_path):
     config["grid"][0]["token_multipliers"] = [2000]  # long runs
     proc = snakemake_slurm(tmp_path, config, background=True)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not _queued("smk-train"):
+    while time.monotonic() < deadline and not _queued(RUN_JOB):
         time.sleep(1)
-    assert _queued("smk-train"), "no train job reached the queue"
+    assert _queued(RUN_JOB), "no run's job reached the queue"
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=120)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and _queued("smk-train"):
+    while time.monotonic() < deadline and _queued(RUN_JOB):
         time.sleep(1)
-    assert not _queued("smk-train")
+    assert not _queued(RUN_JOB)
 
 
 def _queued(name: str) -> list[str]:
@@ -181,11 +181,11 @@ def test_a_preempted_job_is_requeued_and_resumes_to_the_same_result_losing_no_st
     log = slurm_dir / "results/smoke/logs/train/bible/l/M80_lr0.01_s0.log"
     passed = random.Random(" ".join(preempt)).randrange(500, 1500)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not (_logged_step(log) >= passed and _queued("smk-train")):
+    while time.monotonic() < deadline and not (_logged_step(log) >= passed and _queued(RUN_JOB)):
         time.sleep(0.1)
     reached = _logged_step(log)
     assert reached >= passed, "the run never got that far"
-    job_id = _queued("smk-train")[0].split()[0]
+    job_id = _queued(RUN_JOB)[0].split()[0]
     subprocess.run([*preempt, job_id], check=True)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
@@ -208,9 +208,9 @@ def test_a_job_past_its_time_limit_is_requeued_and_completes(slurm, tmp_path):
     proc = snakemake_slurm(tmp_path, config, f"{ONE_RUN}/metrics.json", "--submitit-signal-delay-s", "90",
                            "--submitit-max-requeues", "10", background=True)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not _queued("smk-train"):
+    while time.monotonic() < deadline and not _queued(RUN_JOB):
         time.sleep(0.5)
-    job_id = _queued("smk-train")[0].split()[0]
+    job_id = _queued(RUN_JOB)[0].split()[0]
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out
     assert _restarts(job_id) >= 1

@@ -2,8 +2,8 @@ import pandas as pd
 import pytest
 
 from scaling.fit.tables import canonical
-from scaling.train.model import count_params
-from scaling.study.runs import ConfigError, Run, check, model_sizes, run_id, run_spec, runs, spec_json
+from scaling.train.shapes import count_params
+from scaling.study.runs import ConfigError, Run, Specs, check, model_sizes, run_id, run_spec, runs, spec_json
 
 from conftest import smoke_config
 
@@ -31,6 +31,17 @@ def test_run_ids_come_from_values_not_positions():
     assert all(after[k] == v for k, v in before.items())
     assert Run("bible", "xs", 20.0, 0.01, 0).id == "bible/xs/M20_lr0.01_s0"
     assert run_id("web", "a", 20, seed=1) == "web/a/M20_s1"  # an imported run without a learning rate
+
+
+def test_specs_on_demand_are_the_runs_specs_and_refuse_a_run_the_study_does_not_plan():
+    config = filled(smoke_config())
+    config["models"].append({"name": "big", "params": 30000})  # a shape from the sizing rule
+    config["grid"].append({"sizes": ["big"], "token_multipliers": [20], "learning_rates": [0.01, 0.02]})
+    specs = Specs(config)
+    assert list(specs.runs) == [r.id for r in runs(config)]
+    assert all(specs[r.id] == run_spec(config, r) for r in runs(config))
+    with pytest.raises(ConfigError, match=r"bible/xs/M20_lr0.5_s0.*not a run of study 'smoke'; fix:"):
+        specs["bible/xs/M20_lr0.5_s0"]
 
 
 def test_overlapping_blocks_define_each_run_once():

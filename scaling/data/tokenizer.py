@@ -13,9 +13,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+if TYPE_CHECKING:  # the library is imported where a BPE is made or read: byte-level studies never load it
+    from tokenizers import Tokenizer
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -44,6 +47,8 @@ class BPETokenizer:
 
     @classmethod
     def train(cls, text: bytes, vocab_size: int) -> BPETokenizer:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
@@ -72,6 +77,8 @@ class BPETokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> BPETokenizer:
+        from tokenizers import Tokenizer
+
         return cls(Tokenizer.from_file(str(path)))
 
 

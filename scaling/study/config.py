@@ -45,7 +45,7 @@ import yaml
 from scaling.study import runs as S
 from scaling.data.prepare import resolve_files, split_sizes, vocab_size
 from scaling.train.flops import planned_tokens
-from scaling.train.model import Shape, count_params
+from scaling.train.shapes import Shape, count_params
 from scaling.evaluate.tasks import TaskError, read_task
 from scaling.evaluate.harness import HarnessError, check_task as check_harness
 
@@ -55,14 +55,16 @@ GB = 1e9
 
 
 # -- the loader -----------------------------------------------------------------------------------------------------
-def load(files: list[str | Path], config: dict | None = None) -> dict:
+def load(files: list[str | Path], config: dict | None = None, check_runs: bool = True) -> dict:
     """The study of ``files``, checked before any job and filled with the schema's defaults.
 
     ``files`` are the study's YAML files, later ones overriding earlier ones
     (as Snakemake merges several ``--configfile``). ``config`` is Snakemake's
     own reading of them, with any ``--config`` overrides: it is what is
     checked and filled, in place. Without it (``scaling status``) the files'
-    merged content is. The files are read strictly either way.
+    merged content is. The files are read strictly either way. Without
+    ``check_runs`` the checks of step 4 are left out: a job's own Snakemake
+    invocation (on a SLURM node) runs what the head node checked.
     """
     from snakemake.utils import update_config
 
@@ -74,7 +76,7 @@ def load(files: list[str | Path], config: dict | None = None) -> dict:
     validate_schema(config)
     S.check(config)
     for check in (check_model_names, check_steps, check_ladder, check_corpora, check_task_files, check_devices,
-                  check_time_limits, check_fit_sets, check_engine):
+                  check_time_limits, check_fit_sets, check_engine) if check_runs else ():
         check(config)
     return config
 
@@ -154,7 +156,7 @@ StrictValidator = jsonschema.validators.extend(
 
 @functools.cache
 def schema() -> dict:
-    return yaml.safe_load(SCHEMA.read_text())
+    return yaml.load(SCHEMA.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml: 10× faster
 
 
 def validate_schema(config: dict) -> None:
@@ -338,14 +340,12 @@ def _ram() -> int:
 
 
 def _gpu_memory() -> int | None:
-    """The memory of this machine's smallest GPU, as nvidia-smi reports it; None without a GPU for torch.
+    """The memory of this machine's smallest GPU, as nvidia-smi reports it; None without nvidia-smi or a GPU.
 
-    nvidia-smi answers from the driver, so Snakemake's own process opens no CUDA
-    context on a GPU its jobs train on.
+    nvidia-smi answers from the driver, so Snakemake's own process neither imports torch (seconds, at every parse)
+    nor opens a CUDA context on a GPU its jobs train on.
     """
-    import torch
-
-    if not torch.cuda.is_available() or shutil.which("nvidia-smi") is None:
+    if shutil.which("nvidia-smi") is None:
         return None
     out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
                          capture_output=True, text=True)
@@ -417,11 +417,15 @@ def check_devices(config: dict) -> None:
 
 
 def check_time_limits(config: dict) -> None:
-    """Every train job's SLURM time limit (:func:`scaling.study.runs.train_runtime_minutes`) is a finite number."""
-    plans = S.ladders(config)
-    for run in S.runs(config):
+    """Every train job's SLURM time limit (:func:`scaling.study.runs.train_runtime_minutes`) is a finite number.
+
+    A limit depends on the run's N and D alone, so one run of each (dataset, size, M) is checked.
+    """
+    points = {(run.dataset, run.size, run.token_multiplier): run for run in S.runs(config)}
+    specs = S.Specs(config, list(points.values()))
+    for run in points.values():
         try:
-            S.train_runtime_minutes(config, S.run_spec(config, run, plans))
+            S.train_runtime_minutes(config, specs[run.id])
         except OverflowError:
             raise S.ConfigError(f"cluster: the time limit of {run.id}, runtime_margin × 6·N·D / "
                                 f"train_flops_per_second, is not finite; fix: give cluster.train_flops_per_second "

@@ -24,8 +24,7 @@ from string import Formatter
 from scaling.data.prepare import dataset_inputs, resolve_files, vocab_size
 from scaling.train import ladder
 from scaling.train.flops import flops_6nd, planned_tokens
-from scaling.train.model import Shape, count_params
-from scaling.train.shapes import shape_for_params
+from scaling.train.shapes import Shape, count_params, shape_for_params
 
 
 class ConfigError(ValueError):
@@ -69,6 +68,7 @@ def fmt(x: float) -> str:
 
 RUN_ID = "{dataset}/{size}/M{M}_lr{lr}_s{seed}"
 """A run's id, which is also its path under ``runs/`` and ``logs/<stage>/``; the rules match it as a wildcard pattern."""
+_RUN_ID_PARTS = [(before, name) for before, name, _, _ in Formatter().parse(RUN_ID)]
 
 
 def run_id(dataset: str, size: str, token_multiplier: float, lr: float | None = None, seed: int | None = None) -> str:
@@ -76,8 +76,7 @@ def run_id(dataset: str, size: str, token_multiplier: float, lr: float | None = 
     or seed leaves out that part (``_lr…``, ``_s…``), the text before it in the pattern with it."""
     values = {"dataset": dataset, "size": size, "M": fmt(float(token_multiplier)),
               "lr": None if lr is None else fmt(float(lr)), "seed": None if seed is None else int(seed)}
-    return "".join(f"{before}{values[name]}" for before, name, _, _ in Formatter().parse(RUN_ID)
-                   if values[name] is not None)
+    return "".join(f"{before}{values[name]}" for before, name in _RUN_ID_PARTS if values[name] is not None)
 
 
 TRUNK_ID = "{dataset}/{size}/trunk_lr{lr}_s{seed}"
@@ -337,28 +336,28 @@ def downstream_task(config: dict) -> str | None:
 
 def runs(config: dict) -> list[Run]:
     """All runs of the study (the union of the grid blocks), in a stable order."""
-    out = set()
+    out = set()  # of (dataset, size, M, lr, seed): tuples hash and sort much faster than Runs
     for block in config["grid"]:
-        for ds, size, m, lr, seed in itertools.product(
+        out.update(itertools.product(
             block.get("datasets") or list(config["datasets"]),
             block["sizes"],
-            block["token_multipliers"],
-            block["learning_rates"],
-            block.get("seeds", [0]),
-        ):
-            out.add(Run(ds, size, float(m), float(lr), int(seed)))
-    return sorted(out, key=lambda r: (r.dataset, r.size, r.token_multiplier, r.lr, r.seed))
+            map(float, block["token_multipliers"]),
+            map(float, block["learning_rates"]),
+            map(int, block.get("seeds", [0])),
+        ))
+    return [Run(*values) for values in sorted(out)]
 
 
-def run_shape(config: dict, run: Run) -> Shape:
-    """The shape of a run's model on its dataset."""
-    model = next(m for m in config["models"] if model_name(m) == run.size)
-    return shape_of(model, config["training"], vocab_size(config["datasets"][run.dataset]))
+def model_shape(config: dict, dataset: str, size: str) -> Shape:
+    """The shape of model ``size`` on ``dataset`` (whose vocabulary sizes the embeddings)."""
+    model = next(m for m in config["models"] if model_name(m) == size)
+    return shape_of(model, config["training"], vocab_size(config["datasets"][dataset]))
 
 
-def run_tokens(config: dict, run: Run) -> int:
-    """A run's token budget D = M·N."""
-    return planned_tokens(count_params(run_shape(config, run))["n_params"], run.token_multiplier)
+def run_tokens(config: dict, run: Run, shape: Shape | None = None) -> int:
+    """A run's token budget D = M·N (``shape``: the run's :func:`model_shape`, for a caller that has it already)."""
+    shape = shape or model_shape(config, run.dataset, run.size)
+    return planned_tokens(count_params(shape)["n_params"], run.token_multiplier)
 
 
 def ladders(config: dict, trunk: str | None = None) -> dict[str, tuple[list[Run], ladder.Plan]]:
@@ -371,24 +370,28 @@ def ladders(config: dict, trunk: str | None = None) -> dict[str, tuple[list[Run]
     for run in runs(config):
         if trunk in (None, run.trunk):
             groups[run.trunk].append(run)
-    return {key: (group, ladder.plan([run_tokens(config, r) for r in group], training["batch_tokens"],
-                                     training["cooldown_fraction"], training["warmup_fraction"]))
+    shapes = {(r.dataset, r.size): model_shape(config, r.dataset, r.size) for g in groups.values() for r in g[:1]}
+    return {key: (group, ladder.plan([run_tokens(config, r, shapes[r.dataset, r.size]) for r in group],
+                                     training["batch_tokens"], training["cooldown_fraction"],
+                                     training["warmup_fraction"]))
             for key, group in groups.items()}
 
 
-def run_spec(config: dict, run: Run, plans: dict | None = None) -> dict:
+def run_spec(config: dict, run: Run, plans: dict | None = None, shape: Shape | None = None) -> dict:
     """Everything that defines a run's training (and nothing else), as a JSON-able dict.
 
     A run of a ladder also has ``ladder``: its trunk's id, the ladder's warmup steps and the step it branches at
-    (from ``plans``, :func:`ladders` of the config, when given; else from its trunk's plan)."""
-    shape = run_shape(config, run)
+    (from ``plans``, :func:`ladders` of the config, when given; else from its trunk's plan). ``shape`` is the run's
+    :func:`model_shape`, for a caller that has it already.
+    """
+    shape = shape or model_shape(config, run.dataset, run.size)
     spec = {
         "run_id": run.id,
         "dataset": run.dataset,
         "size": run.size,
         "shape": shape.to_dict(),
         "token_multiplier": run.token_multiplier,
-        "tokens": planned_tokens(count_params(shape)["n_params"], run.token_multiplier),
+        "tokens": run_tokens(config, run, shape),
         "lr": run.lr,
         "seed": run.seed,
         "training": dict(sorted(config["training"].items())),
@@ -413,6 +416,33 @@ def trunk_segments(config: dict, plans: dict | None = None) -> dict[str, dict]:
 
 def spec_json(config: dict, run: Run) -> str:
     return json.dumps(run_spec(config, run), sort_keys=True)
+
+
+class Specs:
+    """The specs of a study's planned runs by run id, each computed when asked for.
+
+    A study of 10,000 runs has 10,000 specs, but a Snakemake invocation needs only
+    those of the jobs it builds (one, in a job's own invocation), so none is
+    computed when the Snakefile is read; each model's shape is computed once per dataset.
+    """
+
+    def __init__(self, config: dict, planned: list[Run] | None = None):
+        self.config = config
+        self.runs = {run.id: run for run in (runs(config) if planned is None else planned)}
+        self._shapes: dict[tuple[str, str], Shape] = {}
+        self._plans: dict | None = None  # the study's ladders, made at the first ladder run's spec
+
+    def __getitem__(self, run_id: str) -> dict:
+        run = self.runs.get(run_id)
+        if run is None:
+            raise ConfigError(f"run {run_id!r}: not a run of study {self.config['study']!r}; fix: use the id of a "
+                              f"planned run (`scaling status --runs` lists them), or add it to the grid")
+        key = (run.dataset, run.size)
+        if key not in self._shapes:
+            self._shapes[key] = model_shape(self.config, *key)
+        if self._plans is None and self.config["training"].get("ladder"):
+            self._plans = ladders(self.config)
+        return run_spec(self.config, run, self._plans, self._shapes[key])
 
 
 def model_sizes(config: dict) -> dict[str, int]:

@@ -37,19 +37,19 @@ BF16 FLOP/s, looked up by device name in :data:`GPU_PEAK_BF16`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import numbers
 
-import numpy as np
-
-if TYPE_CHECKING:  # a type only: the fits use this module too, and must not import torch
-    from scaling.train.model import Shape
+from scaling.train.shapes import Shape
 
 
 def planned_tokens(n_params, token_multiplier):
     """D = M·N rounded to a whole token (halves to even, as Python's ``round``): an int for scalars, whole numbers
-    as floats for arrays and Series (NaN stays NaN)."""
-    d = np.rint(np.multiply(n_params, token_multiplier))
-    return int(d) if np.ndim(d) == 0 else d
+    as floats for arrays and Series (NaN stays NaN). Scalars need no numpy: the Snakefile sizes runs with this."""
+    if isinstance(n_params, numbers.Real) and isinstance(token_multiplier, numbers.Real):
+        return round(float(n_params) * float(token_multiplier))
+    import numpy as np
+
+    return np.rint(np.multiply(n_params, token_multiplier))
 
 
 def flops_6nd(n_params, tokens):

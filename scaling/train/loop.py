@@ -70,7 +70,8 @@ from scaling.data.prepare import load_tokens
 from scaling.train.distributed import World
 from scaling.train.flops import flops_6nd, flops_per_token, flops_with_attention, gpu_peak_flops
 from scaling.io import atomic_path, write_json, write_parquet
-from scaling.train.model import GPT, Shape, count_params, lm_loss
+from scaling.train.model import GPT, Shape, lm_loss
+from scaling.train.shapes import count_params
 from scaling.train.preemption import Stopped
 from scaling.train.schedules import constant, lr_at
 from scaling.train.stability import first_divergence

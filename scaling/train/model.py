@@ -13,64 +13,19 @@ show it prevents the attention-logit growth that makes large learning rates
 diverge). :func:`lm_loss` adds the optional z-loss of PaLM (Chowdhery et al.
 2022), the other stabilizer of Wortsman et al.
 
-Parameter counts follow Kaplan et al. (2020): ``n_params`` counts every
-trainable parameter once (the tied output layer is the token embedding);
-``n_params_nonembed`` leaves out the token and position embeddings.
+The shape and its closed-form parameter counts are in :mod:`scaling.train.shapes`,
+which imports no torch (the Snakefile sizes runs with it).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class Shape:
-    """The hyperparameters that fix a model's size."""
-
-    d_model: int
-    n_layers: int
-    n_heads: int
-    ff_ratio: float = 4.0
-    vocab_size: int = 256
-    seq_len: int = 128
-    qk_layernorm: bool = False
-
-    def __post_init__(self):
-        if self.d_model % self.n_heads:
-            raise ValueError(
-                f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}"
-            )
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_heads
-
-    @property
-    def d_ff(self) -> int:
-        return int(round(self.ff_ratio * self.d_model))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def count_params(shape: Shape) -> dict[str, int]:
-    """Closed-form parameter counts of :class:`GPT` for ``shape``.
-
-    Per block: attention 4·d² + 4·d (q, k, v, out projections with biases),
-    MLP 2·d·d_ff + d_ff + d, two LayerNorms 4·d, and with qk-layernorm two
-    more over a head's width, 4·d/n_heads. Embeddings: V·d (tied with the
-    output layer) + T·d positions. Final LayerNorm 2·d.
-    """
-    d, f, V, T = shape.d_model, shape.d_ff, shape.vocab_size, shape.seq_len
-    block = (4 * d * d + 4 * d) + (2 * d * f + f + d) + 4 * d + (4 * shape.head_dim if shape.qk_layernorm else 0)
-    nonembed = shape.n_layers * block + 2 * d
-    embed = V * d + T * d
-    return {"n_params": nonembed + embed, "n_params_nonembed": nonembed}
+from scaling.train.shapes import Shape
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, z_loss: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
