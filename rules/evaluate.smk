@@ -74,4 +74,4 @@ rule export:
 rule exports:
     """Target: every run of the study exported (`snakemake exports`)."""
     input:
-        [f"{RESULTS}/runs/{r.id}/hf" for r in RUNS],
+        [f"{RESULTS}/runs/{run_id}/hf" for run_id in RUN_IDS],

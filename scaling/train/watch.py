@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from scaling.train.model import count_params
+from scaling.train.shapes import count_params
 
 if TYPE_CHECKING:
     from scaling.train.loop import Training
