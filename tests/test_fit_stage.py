@@ -107,3 +107,13 @@ def test_every_law_gets_its_json_and_the_tables_fit_the_schema(tmp_path):
     assert backtest.loc["overtraining", "n"] == len(held) == 3 and backtest.loc["downstream", "quantity"] == "error"
     assert backtest.loc["overtraining", "coverage"] == pytest.approx(held["covered"].astype(float).mean(), nan_ok=True)
     assert backtest.loc["overtraining", "mean_abs_rel_error"] == pytest.approx(held["rel_error"].abs().mean())
+
+
+def test_a_fit_on_every_run_writes_an_empty_backtest_with_the_schema_columns(tmp_path):
+    runs, scores = study()
+    fitted = fit_study(runs, scores, {**FIT, "fit_on": "TRUE", "bootstrap": 0}, SIZES, "core")
+    write_fits(fitted, tmp_path / "fit", tmp_path / "fits.parquet", tmp_path / "parameters.parquet",
+               tmp_path / "predictions.parquet", tmp_path / "backtest.parquet")
+    backtest = schema.read_table(tmp_path / "backtest.parquet", "backtest")
+    assert backtest.num_rows == 0
+    assert backtest.column_names == [c.name for c in schema.columns("backtest")]
