@@ -64,12 +64,15 @@ def study(cooldown: float, sizes=SIZES, multipliers=MULTIPLIERS, seeds=(0,)) -> 
         return load([path])
 
 
-def quality(config: dict, work: Path) -> pd.DataFrame:
-    """Final validation loss of every run of ``config`` trained on its ladder and from scratch: one row per run."""
+def quality(config: dict, work: Path, warmup: float | None = None) -> pd.DataFrame:
+    """Final validation loss of every run of ``config`` trained on its ladder and from scratch: one row per run.
+    ``warmup``: the ladder's warmup fraction (of its shortest run), if not the study's (of each from-scratch run)."""
     data = work / "data"
     prepare(config["datasets"]["bible"], data)
     scratch = copy.deepcopy(config)
     scratch["training"]["ladder"] = False
+    config = copy.deepcopy(config)
+    config["training"]["warmup_fraction"] = warmup or config["training"]["warmup_fraction"]
     quiet = {"log": lambda _: None, "compile_model": False}
     for trunk, spec in S.trunk_segments(config).items():  # in order: each starts from the one before
         first = spec["segment"][0]
@@ -139,6 +142,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cooldown", type=float, default=0.2, help="the cooldown fraction f (default 0.2)")
     parser.add_argument("--quality", action="store_true", help="train a small grid on the ladder and from scratch")
+    parser.add_argument("--warmup", type=float, help="with --quality: the ladder's warmup fraction of its shortest "
+                        "run (default: the study's, 0.05, which is each from-scratch run's of its own steps)")
     parser.add_argument("--smoke", action="store_true", help="with --quality: 2 tiny sizes, M ≤ 1, 2 seeds")
     args = parser.parse_args()
     if args.quality:
@@ -148,7 +153,7 @@ def main() -> None:
         if args.smoke:
             config["fit"]["bootstrap"] = 50
         with tempfile.TemporaryDirectory() as work:
-            df = quality(config, Path(work))
+            df = quality(config, Path(work), args.warmup)
         print_quality(df)
         print_law(config, df)
         return
