@@ -51,10 +51,12 @@ SIZES = ["d32", "d40", "d48", "d64"]
 MULTIPLIERS = [20, 40, 80, 160, 320]
 
 
-def study(cooldown: float, sizes=SIZES, multipliers=MULTIPLIERS, seeds=(0,)) -> dict:
-    """The default study with ``sizes`` on a ladder over ``multipliers``, checked as the pipeline checks it."""
+def study(cooldown: float, sizes=SIZES, multipliers=MULTIPLIERS, seeds=(0,), warmup: float | None = None) -> dict:
+    """The default study with ``sizes`` on a ladder over ``multipliers`` (``warmup``: its warmup fraction, if not
+    the default's), checked as the pipeline checks it."""
     config = yaml.safe_load((REPO / "workflow" / "config.yaml").read_text())
-    config["training"].update(schedule="wsd", ladder=True, cooldown_fraction=cooldown)
+    config["training"].update(schedule="wsd", ladder=True, cooldown_fraction=cooldown,
+                              **({"warmup_fraction": warmup} if warmup else {}))
     config["grid"] = [{"sizes": sizes, "token_multipliers": multipliers, "learning_rates": [0.02],
                        "seeds": list(seeds)}]
     config["fit"] = {"fit_on": [{"size": sizes}]}
@@ -64,15 +66,13 @@ def study(cooldown: float, sizes=SIZES, multipliers=MULTIPLIERS, seeds=(0,)) -> 
         return load([path])
 
 
-def quality(config: dict, work: Path, warmup: float | None = None) -> pd.DataFrame:
-    """Final validation loss of every run of ``config`` trained on its ladder and from scratch: one row per run.
-    ``warmup``: the ladder's warmup fraction (of its shortest run), if not the study's (of each from-scratch run)."""
+def quality(config: dict, scratch: dict, work: Path) -> pd.DataFrame:
+    """Final validation loss of every run of ``config`` trained on its ladder and of ``scratch`` (the same runs)
+    trained from scratch: one row per run."""
     data = work / "data"
     prepare(config["datasets"]["bible"], data)
-    scratch = copy.deepcopy(config)
+    scratch = copy.deepcopy(scratch)
     scratch["training"]["ladder"] = False
-    config = copy.deepcopy(config)
-    config["training"]["warmup_fraction"] = warmup or config["training"]["warmup_fraction"]
     quiet = {"log": lambda _: None, "compile_model": False}
     for trunk, spec in S.trunk_segments(config).items():  # in order: each starts from the one before
         first = spec["segment"][0]
@@ -149,11 +149,11 @@ def main() -> None:
     if args.quality:
         sizes, multipliers, seeds = ((["d32", "d40"], [0.25, 0.5, 0.75, 1], (0, 1)) if args.smoke else
                                      (["d32", "d40", "d48"], [5, 10, 20, 30], (0, 1, 2)))
-        config = study(args.cooldown, sizes, multipliers, seeds)
+        config = study(args.cooldown, sizes, multipliers, seeds, args.warmup)
         if args.smoke:
             config["fit"]["bootstrap"] = 50
         with tempfile.TemporaryDirectory() as work:
-            df = quality(config, Path(work), args.warmup)
+            df = quality(config, study(args.cooldown, sizes, multipliers, seeds), Path(work))
         print_quality(df)
         print_law(config, df)
         return
