@@ -2,8 +2,8 @@
 
     python benchmarks/ladder.py                  # the default study's 4 fit sizes × M ∈ {20, 40, 80, 160, 320}
     python benchmarks/ladder.py --cooldown 0.1
-    python benchmarks/ladder.py --quality        # trains a small CPU grid both ways, 3 seeds (long)
-    python benchmarks/ladder.py --quality --smoke  # the smallest model at tiny budgets: checks the script runs
+    python benchmarks/ladder.py --quality        # 3 sizes × M ∈ {5, 10, 20, 30} × 3 seeds both ways (~30 min)
+    python benchmarks/ladder.py --quality --smoke  # 2 tiny models at M ≤ 1: checks the script runs (< 1 min)
 
 Goal (issue 14): the grid spends no more than the arithmetic minimum of its design,
 (1 − f)·M_max + f·ΣM of ΣM token-units per size: 380/620 = 0.613 of the from-scratch
@@ -14,9 +14,17 @@ with D the tokens of those steps. Nothing is trained: it takes a few seconds.
 
 Quality (``--quality``): every (size, M, seed) of a small grid is trained on the ladder
 and from scratch with the same WSD schedule (each from-scratch run warms up over
-``warmup_fraction`` of its own steps). Goal: each ladder run's final validation loss
-within the seed-to-seed spread (max − min over the seeds) of the from-scratch runs of
-its (size, M). Runs one after another, one thread each.
+``warmup_fraction`` of its own steps). Runs one after another, one thread each. Goals:
+
+1. each ladder run's final validation loss lies within the seed-to-seed spread
+   (max − min over the seeds) of the from-scratch runs of its (size, M), around their mean;
+2. the over-training law fitted on the ladder runs predicts the held-out points as well as
+   the one fitted on the from-scratch runs. Both go through the fit stage itself
+   (:func:`scaling.fit.stage.fit_study`, :func:`scaling.fit.stage.backtest_table`) with
+   Gadre et al.'s design scaled down: the smallest size at every M and every size at the
+   second-largest M are fitted, the other points held out. "As well as": the ladder's mean
+   |predicted / measured − 1| on them is at most the from-scratch one's plus the noise of
+   a measured point (the median over held-out points of the seeds' SD of log loss / √seeds).
 """
 
 from __future__ import annotations
@@ -26,10 +34,13 @@ import copy
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
 from scaling.data.prepare import prepare
+from scaling.fit.stage import backtest_table, fit_study
+from scaling.fit.tables import matches
 from scaling.study import runs as S
 from scaling.study.config import load
 from scaling.train.flops import flops_6nd
@@ -40,10 +51,12 @@ SIZES = ["d32", "d40", "d48", "d64"]
 MULTIPLIERS = [20, 40, 80, 160, 320]
 
 
-def study(cooldown: float, sizes=SIZES, multipliers=MULTIPLIERS, seeds=(0,)) -> dict:
-    """The default study with ``sizes`` on a ladder over ``multipliers``, checked as the pipeline checks it."""
+def study(cooldown: float, sizes=SIZES, multipliers=MULTIPLIERS, seeds=(0,), warmup: float | None = None) -> dict:
+    """The default study with ``sizes`` on a ladder over ``multipliers`` (``warmup``: its warmup fraction, if not
+    the default's), checked as the pipeline checks it."""
     config = yaml.safe_load((REPO / "workflow" / "config.yaml").read_text())
-    config["training"].update(schedule="wsd", ladder=True, cooldown_fraction=cooldown)
+    config["training"].update(schedule="wsd", ladder=True, cooldown_fraction=cooldown,
+                              **({"warmup_fraction": warmup} if warmup else {}))
     config["grid"] = [{"sizes": sizes, "token_multipliers": multipliers, "learning_rates": [0.02],
                        "seeds": list(seeds)}]
     config["fit"] = {"fit_on": [{"size": sizes}]}
@@ -53,11 +66,12 @@ def study(cooldown: float, sizes=SIZES, multipliers=MULTIPLIERS, seeds=(0,)) -> 
         return load([path])
 
 
-def quality(config: dict, work: Path) -> pd.DataFrame:
-    """Final validation loss of every run of ``config`` trained on its ladder and from scratch: one row per run."""
+def quality(config: dict, scratch: dict, work: Path) -> pd.DataFrame:
+    """Final validation loss of every run of ``config`` trained on its ladder and of ``scratch`` (the same runs)
+    trained from scratch: one row per run."""
     data = work / "data"
     prepare(config["datasets"]["bible"], data)
-    scratch = copy.deepcopy(config)
+    scratch = copy.deepcopy(scratch)
     scratch["training"]["ladder"] = False
     quiet = {"log": lambda _: None, "compile_model": False}
     for trunk, spec in S.trunk_segments(config).items():  # in order: each starts from the one before
@@ -73,6 +87,7 @@ def quality(config: dict, work: Path) -> pd.DataFrame:
         own = train(S.run_spec(scratch, run), data, work / "scratch" / run.id, **quiet)
         rows.append({"size": run.size, "M": run.token_multiplier, "seed": run.seed,
                      "ladder": ladder_run["val_loss"], "scratch": own["val_loss"]})
+        print(rows[-1], flush=True)
     return pd.DataFrame(rows)
 
 
@@ -86,20 +101,61 @@ def print_quality(df: pd.DataFrame) -> None:
                                                    include_groups=False)})
     out["within_spread"] = out["ladder_off_most"] <= out["scratch_spread"]
     print(out.to_string(float_format=lambda v: f"{v:.4f}"))
-    print(f"{out['within_spread'].sum()} of {len(out)} (size, M) points: every ladder run within the from-scratch "
-          f"seed spread of its mean")
+    print(f"goal 1 {'met' if out['within_spread'].all() else 'NOT met'}: at {out['within_spread'].sum()} of "
+          f"{len(out)} (size, M) points every ladder run is within the from-scratch seed spread of its mean")
+
+
+def fit_on(config: dict, df: pd.DataFrame) -> list[dict]:
+    """Gadre et al.'s fit set scaled down: the smallest size at every M, every size at the second-largest M."""
+    return [{"size": min(df["size"], key=S.model_sizes(config).get)},
+            {"token_multiplier": float(sorted(df["M"].unique())[-2])}]
+
+
+def law_backtest(config: dict, df: pd.DataFrame) -> pd.DataFrame:
+    """The fit stage's over-training backtest of the runs ``df`` on the ladder and from scratch: one row each."""
+    sizes, fit = S.model_sizes(config), {**config["fit"], "fit_on": fit_on(config, df)}
+    rows = []
+    for how in ("ladder", "scratch"):
+        runs = pd.DataFrame({"dataset": "bible", "size": df["size"], "n_params": df["size"].map(sizes),
+                             "token_multiplier": df["M"].astype(float), "lr": config["grid"][0]["learning_rates"][0],
+                             "seed": df["seed"], "val_loss": df[how], "status": "ok"})
+        table = backtest_table(fit_study(runs, pd.DataFrame(), fit, sizes, None))
+        rows.append({"fitted_on": how, **table.loc[table["law"] == "overtraining"].iloc[0].to_dict()})
+    return pd.DataFrame(rows).set_index("fitted_on")
+
+
+def print_law(config: dict, df: pd.DataFrame) -> None:
+    """The two backtests side by side, and whether the ladder's law predicts as well as from scratch's."""
+    table = law_backtest(config, df)
+    print(table[["n", "mean_abs_rel_error", "median_abs_rel_error", "coverage", "median_half_width",
+                 "max_compute_ratio", "calibrated"]].to_string(float_format=lambda v: f"{v:.4f}"))
+    held_out = df[~matches(df.rename(columns={"M": "token_multiplier"}), fit_on(config, df))]
+    log_loss = np.log(held_out["scratch"]).groupby([held_out["size"], held_out["M"]])
+    noise = float((log_loss.std() / np.sqrt(log_loss.count())).median())
+    ladder, scratch = table.loc["ladder", "mean_abs_rel_error"], table.loc["scratch", "mean_abs_rel_error"]
+    print(f"goal 2 {'met' if ladder - scratch <= noise else 'NOT met'}: the law fitted on the ladder misses the "
+          f"held-out points by {ladder:.2%} on average, the one fitted from scratch by {scratch:.2%} (difference "
+          f"{ladder - scratch:+.2%}; the noise of a measured point, seeds' SD of log loss / √seeds: {noise:.2%})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cooldown", type=float, default=0.2, help="the cooldown fraction f (default 0.2)")
     parser.add_argument("--quality", action="store_true", help="train a small grid on the ladder and from scratch")
-    parser.add_argument("--smoke", action="store_true", help="with --quality: the smallest model at M ∈ {1, 2}")
+    parser.add_argument("--warmup", type=float, help="with --quality: the ladder's warmup fraction of its shortest "
+                        "run (default: the study's, 0.05, which is each from-scratch run's of its own steps)")
+    parser.add_argument("--smoke", action="store_true", help="with --quality: 2 tiny sizes, M ≤ 1, 2 seeds")
     args = parser.parse_args()
     if args.quality:
-        sizes, multipliers = (["d32"], [1, 2]) if args.smoke else (["d32", "d48"], [5, 10, 20, 40])
+        sizes, multipliers, seeds = ((["d32", "d40"], [0.25, 0.5, 0.75, 1], (0, 1)) if args.smoke else
+                                     (["d32", "d40", "d48"], [5, 10, 20, 30], (0, 1, 2)))
+        config = study(args.cooldown, sizes, multipliers, seeds, args.warmup)
+        if args.smoke:
+            config["fit"]["bootstrap"] = 50
         with tempfile.TemporaryDirectory() as work:
-            print_quality(quality(study(args.cooldown, sizes, multipliers, seeds=(0, 1, 2)), Path(work)))
+            df = quality(config, study(args.cooldown, sizes, multipliers, seeds), Path(work))
+        print_quality(df)
+        print_law(config, df)
         return
     config = study(args.cooldown)
     batch, sizes = config["training"]["batch_tokens"], S.model_sizes(config)

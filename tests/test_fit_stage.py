@@ -123,3 +123,13 @@ def test_the_downstream_law_reuses_the_over_training_fit_and_gets_what_a_fresh_f
     for a, b in zip(reused, fresh):
         assert a.law == b.law and a.params == b.params and np.array_equal(a.samples, b.samples)
     pd.testing.assert_frame_equal(reused_pred, fresh_pred)
+
+
+def test_a_fit_on_every_run_writes_an_empty_backtest_with_the_schema_columns(tmp_path):
+    runs, scores = study()
+    fitted = fit_study(runs, scores, {**FIT, "fit_on": "TRUE", "bootstrap": 0}, SIZES, "core")
+    write_fits(fitted, tmp_path / "fit", tmp_path / "fits.parquet", tmp_path / "parameters.parquet",
+               tmp_path / "predictions.parquet", tmp_path / "backtest.parquet")
+    backtest = schema.read_table(tmp_path / "backtest.parquet", "backtest")
+    assert backtest.num_rows == 0
+    assert backtest.column_names == [c.name for c in schema.columns("backtest")]

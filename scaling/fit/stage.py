@@ -30,7 +30,7 @@ import pandas as pd
 from scaling.fit.estimators import FitError
 from scaling.fit.tables import backtest_summary, fit_dict, fit_table, fits_table, parameters_table, records
 from scaling.io import write_json
-from scaling.store.schema import write_table
+from scaling.store.schema import empty, write_table
 
 SWEEP = "n_lrs >= 3"  # the points whose best learning rate is measured, not just the one rate tried
 
@@ -87,11 +87,13 @@ def fit_study(runs: pd.DataFrame, downstream: pd.DataFrame, fit: dict, sizes: di
 
 def backtest_table(fitted: dict) -> pd.DataFrame:
     """How each law's predictions fared on the points it was not fitted on, per dataset (see
-    :func:`scaling.fit.tables.backtest_summary`): the loss of the over-training law, the error of the downstream law."""
-    parts = [backtest_summary(pred, ["dataset"], q=q).assign(law=law)
-             for law, q in (("overtraining", "loss"), ("downstream", "error"))
-             if len(pred := fitted[law][1]) and f"measured_{q}" in pred]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    :func:`scaling.fit.tables.backtest_summary`): the loss of the over-training law, the error of the downstream law.
+    With no such point (every run fitted on) it has no rows, but the table's columns."""
+    summaries = (backtest_summary(pred, ["dataset"], q=q).assign(law=law)
+                 for law, q in (("overtraining", "loss"), ("downstream", "error"))
+                 if len(pred := fitted[law][1]) and f"measured_{q}" in pred)
+    parts = [s for s in summaries if len(s)]
+    return pd.concat(parts, ignore_index=True) if parts else empty("backtest").to_pandas()
 
 
 def write_fits(fitted: dict, out_dir: str | Path, fits_path: str | Path, parameters_path: str | Path,
