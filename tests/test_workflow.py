@@ -169,3 +169,18 @@ def test_scaling_fit_downstream_task_on_the_database_matches_the_fit_stage(finis
     assert error_fit["params"] == pytest.approx(stage, rel=1e-6)
     proc = subprocess.run([*cli, "--task", "nope"], capture_output=True, text=True, cwd=finished_smoke)
     assert proc.returncode != 0 and "no run has a downstream score for 'nope'" in proc.stderr
+
+
+def test_a_run_trained_here_on_the_cpu_asks_for_no_gpu(tmp_path):
+    from scaling.study.config import has_gpu
+
+    proc = snakemake(tmp_path, smoke_config(), "--dry-run", "--cores", "2")
+    rule, jobs, gpus = None, 0, []
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if line.startswith("rule "):
+            rule = line[5:].rstrip(":")
+            jobs += rule in ("train", "evaluate")
+        elif line.strip().startswith("resources:") and rule in ("train", "evaluate"):
+            gpus.append(line.split("gpu=")[1].split(",")[0] if "gpu=" in line else None)
+    assert jobs == 12 and len(gpus) == jobs  # the smoke study's 6 runs, each trained and scored, each stating its GPUs
+    assert set(gpus) == ({"1"} if has_gpu() else {"0"})
