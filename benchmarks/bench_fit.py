@@ -98,9 +98,10 @@ def main() -> None:
     data = fs["n_params"], fs["token_multiplier"], fs["loss"]
     print(f"over-training law, Gadre et al. Figure 1 fit set ({len(fs)} runs), {resamples} resamples")
     for method in METHODS:
+        fit_overtraining(*data, method=method)  # once untimed: the first call pays one-off set-up (imports, caches)
         _, fit_s = timed(lambda: fit_overtraining(*data, method=method))
         boot, total_s = timed(lambda: fit_overtraining(*data, method=method, resamples=resamples, seed=0))
-        boot_s = total_s - fit_s
+        boot_s = max(total_s - fit_s, 0.0)  # the resamples' share; at a few resamples, within the fit's own noise
         verdict = ("" if args.smoke or method != "huber-log"
                    else f"  goal fit + bootstrap <= {GOAL_S:g} s: {'met' if total_s <= GOAL_S else 'MISSED'}")
         print(f"  {method:10} fit {fit_s:6.2f} s   bootstrap {boot_s:6.2f} s "
@@ -124,11 +125,12 @@ def chinchilla(resamples: int) -> None:
     p = pd.read_csv(CHINCHILLA)
     p = p[~p["epoch_excluded_outlier"]]
     chin = p["n_params"], p["tokens"], p["loss"]
+    fit_chinchilla(*chin)  # once untimed, as above
     _, fit_s = timed(lambda: fit_chinchilla(*chin))
     fit, total_s = timed(lambda: fit_chinchilla(*chin, resamples=resamples, seed=0))
     lo, hi = fit.intervals["E"]
     print(f"Chinchilla Approach 3 ({len(p)} points, 4,500 starts screened to 100), {resamples} resamples")
-    print(f"  fit {fit_s:6.2f} s   bootstrap {total_s - fit_s:6.2f} s   E = {fit.params['E']:.4f} "
+    print(f"  fit {fit_s:6.2f} s   bootstrap {max(total_s - fit_s, 0.0):6.2f} s   E = {fit.params['E']:.4f} "
           f"[{lo:.4f}, {hi:.4f}]")
 
 

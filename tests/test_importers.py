@@ -103,8 +103,9 @@ def test_scaling_import_csv_then_sql(tmp_path):
                           "n_params=N", "--map", "tokens=D", "--map", "val_loss=loss", "--set", "dataset=web",
                           "--val-set-column", "eval", "--val-set", "x"], cwd=tmp_path, capture_output=True, text=True)
     assert imp.returncode == 0, imp.stderr
-    sql = subprocess.run([*cli, "sql", "--csv", "SELECT size, val_loss FROM runs ORDER BY size"], cwd=tmp_path,
-                         capture_output=True, text=True)
+    assert "query it: scaling sql --db results/bed/scaling.duckdb" in imp.stdout  # an imported study has no study file
+    sql = subprocess.run([*cli, "sql", "--db", "results/bed/scaling.duckdb", "--csv",
+                          "SELECT size, val_loss FROM runs ORDER BY size"], cwd=tmp_path, capture_output=True, text=True)
     assert sql.stdout.split() == ["size,val_loss", "a,4.5", "b,4.4"]
     bad = subprocess.run([*cli, "import", "csv", str(csv), "--study", "bed", "--map", "size"], cwd=tmp_path,
                          capture_output=True, text=True)
