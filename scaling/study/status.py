@@ -79,9 +79,10 @@ def grid(config: dict, results_root: str | Path = "results", stale_after: float 
     cost = {run.id: spent / steps for group, plan in S.ladders(config).values()  # a ladder run's / from scratch
              for run, spent, steps in zip(group, plan.spent_steps(), plan.steps)}
     now, rows = time.time(), []
-    for run in S.runs(config):
+    specs = S.Specs(config)  # one shape per (dataset, size) and the ladders once, not per run
+    for run in specs.runs.values():
         n = sizes[run.size]
-        tokens = S.run_spec(config, run)["tokens"]
+        tokens = specs[run.id]["tokens"]
         scratch = flops_6nd(n, tokens)
         planned = scratch * cost.get(run.id, 1.0)
         state, m = run_state(results / "runs" / run.id, results / "logs" / "train" / f"{run.id}.log", now, stale_after)
