@@ -108,3 +108,15 @@ def test_a_runs_planned_tokens_are_the_tokens_the_fits_derive_from_its_multiplie
     assert planned == round(7.3 * n) != 7.3 * n and isinstance(planned, int)
     fitted = canonical(pd.DataFrame({"n_params": [n], "token_multiplier": [7.3], "val_loss": [3.0]}))
     assert fitted.loc[0, "tokens"] == planned and fitted.loc[0, "flops"] == 6 * n * planned
+
+
+def test_a_size_with_its_own_batch_trains_on_it_and_the_others_keep_the_studys():
+    config = filled(smoke_config())
+    before = {r.id: spec_json(config, r) for r in runs(config)}
+    config["models"][-1]["batch_tokens"] = 4 * config["training"]["batch_tokens"]
+    specs = {r.id: run_spec(config, r) for r in runs(config)}
+    largest = config["models"][-1]["name"]
+    for rid, spec in specs.items():
+        own = spec["size"] == largest
+        assert spec["training"]["batch_tokens"] == config["training"]["batch_tokens"] * (4 if own else 1)
+        assert (spec_json(config, next(r for r in runs(config) if r.id == rid)) == before[rid]) == (not own)

@@ -197,20 +197,20 @@ def check_steps(config: dict) -> None:
     steps = ceil(D / batch_tokens) with D = M·N (:func:`scaling.train.flops.planned_tokens`),
     warmup = round(warmup_fraction · steps).
     """
-    batch, fraction = config["training"]["batch_tokens"], config["training"]["warmup_fraction"]
+    fraction = config["training"]["warmup_fraction"]
     least_steps = next(s for s in itertools.count(1) if s >= round(fraction * s) + 1)
-    least_tokens = (least_steps - 1) * batch + 1
     for i, block in enumerate(config["grid"]):
-        n, size = _block_sizes(config, block)[0]
-        for j, m in enumerate(block["token_multipliers"]):
+        for (n, size), (j, m) in itertools.product(_block_sizes(config, block), enumerate(block["token_multipliers"])):
+            batch = S.size_training(config, size)["batch_tokens"]
             d = planned_tokens(n, m)
             steps = math.ceil(d / batch)
             warmup = round(fraction * steps)
             if steps < warmup + 1:
                 raise S.ConfigError(
                     f"grid[{i}].token_multipliers[{j}]: M = {m:g} gives {size} (N = {n:,}) D = M·N = "
-                    f"{d:,} tokens, {steps} step(s) of training.batch_tokens = {batch} with {warmup} of warmup; "
-                    f"a run needs at least one step after warmup; fix: use M ≥ {_round(least_tokens / n, math.ceil):g}")
+                    f"{d:,} tokens, {steps} step(s) of {batch} tokens (its batch_tokens) with {warmup} of warmup; "
+                    f"a run needs at least one step after warmup; fix: use M ≥ "
+                    f"{_round(((least_steps - 1) * batch + 1) / n, math.ceil):g}")
 
 
 def check_ladder(config: dict) -> None:
@@ -385,29 +385,31 @@ def check_devices(config: dict) -> None:
     activations; on a CPU the processes of a run share the machine's RAM.
     """
     training, gpus = config["training"], config["engine"]["gpus_per_run"]
-    seqs = training["batch_tokens"] // training["seq_len"]
-    if seqs % gpus:
-        raise S.ConfigError(f"engine.gpus_per_run: the {seqs} sequences of a step (training.batch_tokens / seq_len) "
-                            f"do not split over {gpus} processes; fix: make training.batch_tokens a multiple of "
-                            f"{gpus * training['seq_len']}, or change gpus_per_run")
     limit, where, gpu = device_memory(config)
     models = {S.model_name(m): (i, m) for i, m in enumerate(config["models"])}
     for ds, size in sorted({(run.dataset, run.size) for run in S.runs(config)}):
         i, model = models[size]
+        field = f"models[{i}].batch_tokens" if "batch_tokens" in model else "training.batch_tokens"
+        batch = S.size_training(config, size)["batch_tokens"]
+        seqs = batch // training["seq_len"]
+        if seqs % gpus:
+            raise S.ConfigError(f"engine.gpus_per_run: the {seqs} sequences of a step of {size} ({field} / seq_len) "
+                                f"do not split over {gpus} processes; fix: make {field} a multiple of "
+                                f"{gpus * training['seq_len']}, or change gpus_per_run")
         shape = S.shape_of(model, training, vocab_size(config["datasets"][ds]))
-        state, activations = training_memory(shape, training["batch_tokens"] // (gpus if gpu else 1), gpu)
+        state, activations = training_memory(shape, batch // (gpus if gpu else 1), gpu)
         need = state + activations if gpu else gpus * state + activations
         if need > limit:
             raise S.ConfigError(
                 f"models[{i}] ({size}) on dataset {ds}: training needs at least {_size(need)} (weights, gradients "
-                f"and AdamW state {_size(state)} per process; activations of training.batch_tokens = "
-                f"{training['batch_tokens']:,} at seq_len {training['seq_len']}: {_size(activations)}), more than the "
-                f"{where}; fix: lower training.batch_tokens, use a smaller model, or spread each run over more GPUs "
+                f"and AdamW state {_size(state)} per process; activations of {field} = "
+                f"{batch:,} at seq_len {training['seq_len']}: {_size(activations)}), more than the "
+                f"{where}; fix: lower {field}, use a smaller model, or spread each run over more GPUs "
                 f"(engine.gpus_per_run); set cluster.gpu_memory_gb when runs train on other machines")
-    ram, batch = _ram(), training["batch_tokens"]
+    ram = _ram()
     for i, block in enumerate(config["grid"]):
-        n, size = _block_sizes(config, block)[-1]
-        for j, m in enumerate(block["token_multipliers"]):
+        for (n, size), (j, m) in itertools.product(_block_sizes(config, block), enumerate(block["token_multipliers"])):
+            batch = S.size_training(config, size)["batch_tokens"]
             steps = planned_tokens(n, m) / batch
             if 8 * math.ceil(steps) > ram:  # the trainer keeps one 8-byte loss a step in memory
                 raise S.ConfigError(

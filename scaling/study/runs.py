@@ -56,6 +56,15 @@ def shape_of(model: dict, training: dict, vocab: int) -> Shape:
     return Shape(d_model=model["d_model"], n_layers=model["n_layers"], n_heads=model["n_heads"], **common)
 
 
+def size_training(config: dict, size: str) -> dict:
+    """The training settings of the runs of model ``size``: the study's ``training``, with the size's own
+    ``batch_tokens`` where its ``models`` entry gives one. Larger models train best on larger batches (the critical
+    batch grows as the loss falls, McCandlish et al. 2018, arXiv 1812.06162), so scaling ladders grow the batch
+    with the model (OLMo-core's model ladder; DeepSeek LLM, arXiv 2401.02954)."""
+    model = next(m for m in config["models"] if model_name(m) == size)
+    return {**config["training"], **{k: model[k] for k in ("batch_tokens",) if k in model}}
+
+
 def study_vocab(config: dict) -> int:
     """The vocabulary size model sizes are quoted at: the first dataset's (check() makes `size` targets unambiguous)."""
     return vocab_size(next(iter(config["datasets"].values())))
@@ -181,14 +190,14 @@ def check(config: dict) -> None:
     if dupes:
         raise ConfigError(f"models: the name(s) {dupes} appear twice; fix: give each model a unique `name`")
     training = config["training"]
-    if training["batch_tokens"] % training["seq_len"]:
-        raise ConfigError(
-            f"training.batch_tokens: {training['batch_tokens']} is not a multiple of seq_len={training['seq_len']}; "
-            f"fix: use a multiple, e.g. {max(1, round(training['batch_tokens'] / training['seq_len'])) * training['seq_len']}"
-        )
     for i, m in enumerate(config["models"]):
         given = [k for k in SHAPE_KEYS if k in m]
         where = f"models[{i}]" + (f" ({m['name']})" if "name" in m else "")
+        field, batch = (f"models[{i}].batch_tokens", m["batch_tokens"]) if "batch_tokens" in m else \
+            ("training.batch_tokens", training["batch_tokens"])
+        if batch % training["seq_len"]:
+            raise ConfigError(f"{field}: {batch} is not a multiple of seq_len={training['seq_len']}; "
+                              f"fix: use a multiple, e.g. {max(1, round(batch / training['seq_len'])) * training['seq_len']}")
         if "params" in m and given:
             raise ConfigError(f"{where}: give either `params` or {list(SHAPE_KEYS)}, not both; fix: remove {given}")
         if "params" not in m:
@@ -372,7 +381,7 @@ def ladders(config: dict, trunk: str | None = None) -> dict[str, tuple[list[Run]
             groups[run.trunk].append(run)
     shapes = {(r.dataset, r.size): model_shape(config, r.dataset, r.size) for g in groups.values() for r in g[:1]}
     return {key: (group, ladder.plan([run_tokens(config, r, shapes[r.dataset, r.size]) for r in group],
-                                     training["batch_tokens"], training["cooldown_fraction"],
+                                     size_training(config, group[0].size)["batch_tokens"], training["cooldown_fraction"],
                                      training["warmup_fraction"]))
             for key, group in groups.items()}
 
@@ -394,7 +403,7 @@ def run_spec(config: dict, run: Run, plans: dict | None = None, shape: Shape | N
         "tokens": run_tokens(config, run, shape),
         "lr": run.lr,
         "seed": run.seed,
-        "training": dict(sorted(config["training"].items())),
+        "training": dict(sorted(size_training(config, run.size).items())),
     }
     if config["training"].get("ladder"):
         group, plan = (plans if plans is not None else ladders(config, run.trunk))[run.trunk]
