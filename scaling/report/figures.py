@@ -160,10 +160,12 @@ def _two_and_five(v: float, _pos=None) -> str:
     return rf"${mantissa}\times10^{{{exponent}}}$" if mantissa in (2, 5) else ""
 
 
-def _ticks_at(axis, values, most: int = 8) -> None:
-    """Label a log axis at ``values`` (a sweep's rates) when there are few of them, instead of at powers of ten."""
+def _ticks_at(axis, values, most: int = 8, labelled: int = 4) -> None:
+    """Tick a log axis at ``values`` (a sweep's rates) when there are few of them, instead of at powers of ten;
+    label every one, or every other one past ``labelled`` (labels of close rates overlap on a narrow panel)."""
     if 1 < len(values) <= most:
-        axis.set_ticks(values, labels=[f"{v:.2g}" for v in values])
+        step = math.ceil(len(values) / labelled)
+        axis.set_ticks(values, labels=[f"{v:.2g}" if i % step == 0 else "" for i, v in enumerate(values)])
         axis.set_minor_formatter(NullFormatter())
 
 

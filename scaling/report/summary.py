@@ -233,8 +233,8 @@ def _held_out_text(pred: pd.DataFrame, q: str, level) -> str:
            f"{100 * h[f'{prefix}rel_error']:+.3g}%{verdict}.")
     if len(held) > 1 and len(agg := backtest_summary(pred, q=q, roles=("held_out",))):
         a = agg.iloc[0]
-        out += (f" Over all {a['n']} held-out runs: {round(a['coverage'] * a['n'])} of {a['n']} inside their intervals, mean "
-                f"|relative error| {100 * a['mean_abs_rel_error']:.2g}%.")
+        out += (f" Over all {a['n']} held-out runs: {round(a['coverage'] * a['n'])} of {a['n']} inside their "
+                f"intervals, mean |relative error| {100 * a['mean_abs_rel_error']:.2g}%.")
     return out
 
 
@@ -273,8 +273,9 @@ def _diagnostics_text(ds: str, fit, parameters: pd.DataFrame, pred: pd.DataFrame
     elif edges.empty:
         out.append(f"Every learning-rate sweep ({len(sweeps)}) has its best rate inside, not at an edge.")
     else:
-        where = ", ".join(f"{r['size']} at M = {r['token_multiplier']:g} ({'highest' if r['lr_edge'] == 'high' else 'lowest'}"
-                          f" rate tried)" for _, r in edges.iterrows())
+        side = {"high": "highest", "low": "lowest"}
+        where = ", ".join(f"{r['size']} at M = {r['token_multiplier']:g} ({side[r['lr_edge']]} rate tried)"
+                          for _, r in edges.iterrows())
         out.append(f"The best learning rate is at the edge of its sweep for {len(edges)} of {len(sweeps)} sweeps: "
                    f"{where}; their losses may be too high.")
     out.append("Its prediction intervals are calibrated on points it was not fitted on." if fit.get("calibrated") else
