@@ -376,9 +376,10 @@ def test_a_cut_sweep_is_marked_on_its_edge():
     assert "no η* law fitted" in fig.axes[0].get_title()
 
 
-def test_without_a_sweep_the_optimal_lr_figure_is_a_placeholder(no_downstream):
+def test_without_a_sweep_the_learning_rate_figures_are_placeholders(no_downstream):
     t = no_downstream
     assert F.is_placeholder(F.plot_optimal_lr(t.runs, t.fits, t.parameters, t.predictions))
+    assert F.is_placeholder(F.plot_loss_vs_lr(t.runs))
 
 
 # -- the summary ----------------------------------------------------------------------------------------------------
