@@ -198,6 +198,63 @@ def test_loss_vs_compute_draws_the_fitted_law_per_m_and_the_prediction_intervals
     assert sum(len(c.get_offsets()) for c in gid(ax, "held_out")) == (pred["role"] == "held_out").sum()
 
 
+def test_each_token_multiplier_has_its_own_colour_marker_and_line_style(study):
+    styles = F.m_styles(study.runs, study.predictions)
+    assert len(styles) == 4  # M = 20, 40, 80 and the target's 160
+    for field in ("color", "marker", "ls"):
+        assert len({str(getattr(st, field)) for st in styles.values()}) == len(styles), field
+    ax = F.plot_loss_vs_compute(study.runs, study.fits, study.parameters, study.predictions).axes[0]
+    curves = lines(ax, "M = ")
+    assert len({(str(c.get_color()), c.get_linestyle()) for c in curves}) == len(curves) == 4
+
+
+def test_a_fitted_curve_spans_the_points_at_its_m_and_ends_within_10x_of_them(study):
+    """Each M's curve runs from its first to its last point (targets included), never a decade past them."""
+    ax = F.plot_loss_vs_compute(study.runs, study.fits, study.parameters, study.predictions).axes[0]
+    pred = study.predictions[study.predictions["law"] == "overtraining"]
+    for line in lines(ax, "M = "):
+        m = float(line.get_label().removeprefix("M = "))
+        flops = pred.loc[pred["token_multiplier"] == m, "flops"]
+        x = line.get_xdata()
+        assert x.min() <= flops.min() and flops.max() <= x.max(), m  # covers every point and target at M
+        assert x.min() >= flops.min() / 10 and x.max() <= 10 * flops.max(), m  # and stops near them
+    ax = F.plot_optimal_lr(study.runs, study.fits, study.parameters, study.predictions).axes[0]
+    best = T.lr_sweep_points(study.runs)
+    lr_targets = study.predictions[study.predictions["law"] == "optimal_lr"]
+    for m, line in zip((20, 80), lines(ax, "η*")):
+        n = pd.concat([best.loc[best["token_multiplier"] == m, "n_params"],
+                       lr_targets.loc[lr_targets["token_multiplier"] == m, "n_params"]])
+        x = line.get_xdata()
+        assert x.min() <= n.min() and n.max() <= x.max() <= 10 * n.max() and x.min() >= n.min() / 10, m
+    plt.close("all")
+
+
+def test_held_out_points_carry_their_interval_and_prediction_at_their_own_compute(study):
+    ax = F.plot_loss_vs_compute(study.runs, study.fits, study.parameters, study.predictions).axes[0]
+    pred = study.predictions[(study.predictions["law"] == "overtraining") & (study.predictions["role"] != "fit")]
+    bars = [(s[0][0], s[0][1], s[1][1]) for c in gid(ax, "interval") for s in c.get_segments()]
+    assert_same_rows(bars, zip(pred["flops"], pred["predicted_loss_lo"], pred["predicted_loss_hi"]))
+    held = pred[pred["role"] == "held_out"]
+    assert_same_rows(np.concatenate([c.get_offsets() for c in gid(ax, "prediction")]),
+                     zip(held["flops"], held["predicted_loss"]))  # the tick across the bar
+    assert_same_rows(np.concatenate([c.get_offsets() for c in gid(ax, "held_out")]),
+                     zip(held["flops"], held["measured_loss"]))  # the measured point on the same vertical
+    plt.close("all")
+
+
+def test_downstream_predictions_show_both_intervals_and_join_the_measured_point(study):
+    fig = F.plot_downstream_vs_loss(study.runs, study.downstream, study.fits, study.parameters, study.predictions)
+    avg = fig.axes[0]
+    pred = study.predictions[(study.predictions["law"] == "downstream") & (study.predictions["role"] != "fit")]
+    across = [(s[0][1], s[0][0], s[1][0]) for c in gid(avg, "loss_interval") for s in c.get_segments()]
+    assert_same_rows(across, zip(pred["predicted_error"], pred["predicted_loss_lo"], pred["predicted_loss_hi"]))
+    held = pred[pred["role"] == "held_out"]
+    joins = [np.r_[ln.get_xdata(), ln.get_ydata()] for ln in avg.get_lines() if ln.get_gid() == "miss"]
+    assert_same_rows(joins, zip(held["measured_loss"], held["predicted_loss"], held["measured_error"],
+                                held["predicted_error"]))
+    plt.close(fig)
+
+
 def test_downstream_figure_shows_the_law_the_points_chance_and_every_task(study):
     fig = F.plot_downstream_vs_loss(study.runs, study.downstream, study.fits, study.parameters, study.predictions)
     avg, tasks = fig.axes[:2]
@@ -237,6 +294,45 @@ def test_loss_vs_lr_marks_diverged_runs_and_labels_the_sizes(study):
     ok = study.runs[study.runs["status"] == "ok"]["val_loss"]
     lo, hi = ax.get_ylim()
     assert lo < ok.min() and ok.max() < hi  # every loss visible; diverged runs do not squash the curves
+
+
+def default_like_runs(m40_sweep: bool) -> pd.DataFrame:
+    """The default study's grid: four sizes swept over three rates at M = 20, the smallest also at M = 40 and
+    M = 80 and a larger shape at M = 20 at one rate each. d32 at M = 40 costs what d40 costs at M = 20 and here
+    reaches exactly its loss; with ``m40_sweep`` d32 at M = 40 is swept too, on d40's losses at every rate."""
+    sizes = {"d32": 35_712, "d40": 52_320, "d48": 72_000, "d64": 120_576, "d64L3": 170_560}
+    base = {"d32": 1.76, "d40": 1.60, "d48": 1.51, "d64": 1.42, "d64L3": 1.36}
+    lrs = (0.01, 0.02, 0.04)
+    shape = {0.01: 0.0, 0.02: 0.02, 0.04: 0.4}
+    cells = [(s, 20.0, lr, base[s] + shape[lr]) for s in ("d32", "d40", "d48", "d64") for lr in lrs]
+    cells += [("d32", 40.0, lr, base["d40"] + shape[lr]) for lr in (lrs if m40_sweep else (0.02,))]
+    cells += [("d32", 80.0, 0.02, 1.53), ("d64L3", 20.0, 0.02, 1.36)]
+    return pd.DataFrame([{"run_id": f"bible/{s}/M{m:g}_lr{lr:g}_s0", "dataset": "bible", "size": s,
+                          "token_multiplier": m, "lr": lr, "seed": 0, "n_params": sizes[s], "tokens": m * sizes[s],
+                          "flops": 6.0 * m * sizes[s] ** 2, "val_loss": loss, "status": "ok", "wall_s": 10.0}
+                         for s, m, lr, loss in cells])
+
+
+@pytest.mark.parametrize("m40_sweep", [False, True])
+def test_loss_vs_lr_hides_no_marker_under_another(m40_sweep):
+    runs = default_like_runs(m40_sweep)
+    fig = F.plot_loss_vs_lr(runs)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    drawn = [ln for ln in ax.get_lines() if ln.get_marker() not in (None, "None", "")]
+    points = np.concatenate([ln.get_transform().transform(ln.get_xydata()) for ln in drawn])
+    swept = runs.groupby(["size", "token_multiplier"])["lr"].transform("nunique") >= 2
+    assert len(points) == swept.sum()  # every run of a sweep, and no single-rate run
+    gaps = np.linalg.norm(points[:, None] - points[None], axis=-1)[np.triu_indices(len(points), 1)]
+    size_px = max(ln.get_markersize() for ln in drawn) * fig.dpi / 72
+    assert gaps.min() >= size_px  # no two markers overlap, let alone coincide
+    # a ring round each sweep's best rate, on its point
+    centres = np.concatenate([c.get_offset_transform().transform(c.get_offsets()) for c in gid(ax, "best_lr")])
+    assert len(centres) == runs[swept].groupby(["size", "token_multiplier"]).ngroups
+    assert all(np.linalg.norm(points - c, axis=1).min() < 1e-6 for c in centres)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert f"not drawn: {(~swept).sum()} run(s) at a single rate" in labels
+    plt.close(fig)
 
 
 def test_residuals_are_predicted_over_measured_minus_one_in_percent(study):
@@ -280,9 +376,10 @@ def test_a_cut_sweep_is_marked_on_its_edge():
     assert "no η* law fitted" in fig.axes[0].get_title()
 
 
-def test_without_a_sweep_the_optimal_lr_figure_is_a_placeholder(no_downstream):
+def test_without_a_sweep_the_learning_rate_figures_are_placeholders(no_downstream):
     t = no_downstream
     assert F.is_placeholder(F.plot_optimal_lr(t.runs, t.fits, t.parameters, t.predictions))
+    assert F.is_placeholder(F.plot_loss_vs_lr(t.runs))
 
 
 # -- the summary ----------------------------------------------------------------------------------------------------
@@ -319,6 +416,76 @@ def test_summary_has_every_law_its_parameters_and_the_held_out_numbers(study):
     target = pred[(pred["law"] == "downstream") & (pred["role"] == "target")].iloc[0]
     assert f"| {target['predicted_error']:.4g} | [{target['predicted_error_lo']:.4g}" in md
     assert "task set `core`" in md and "(figures/loss_vs_compute.png)" in md
+
+
+def result(md: str) -> str:
+    """The summary's opening section, the result in words."""
+    assert md.index("## Result") < md.index("## Over-training law")
+    return md[md.index("## Result"):md.index("## Over-training law")]
+
+
+def with_parameters(t: T.Tables, law: str, **changes) -> T.Tables:
+    """``t`` with some of ``law``'s parameter rows changed: ``name=(value, stderr)``."""
+    par = t.parameters.copy()
+    for name, (value, stderr) in changes.items():
+        at = (par["law"] == law) & (par["parameter"] == name)
+        par.loc[at, ["value", "stderr"]] = value, stderr
+    return T.Tables(t.runs, t.downstream, t.fits, par, t.predictions)
+
+
+def test_the_result_says_whether_each_parameter_is_identified(study):
+    law = law_params(study, "overtraining")
+    tight = {k: (v, 0.01 * abs(v)) for k, v in law.items()}
+    text = result(S.summary_markdown("T", "s", with_parameters(study, "overtraining", **tight)))
+    assert "Loss law on `web`" in text and "Every parameter is identified" in text
+    loose = {**tight, "a": (law["a"], 500 * abs(law["a"])), "c": (law["c"], 0.6 * abs(law["c"]))}
+    text = result(S.summary_markdown("T", "s", with_parameters(study, "overtraining", **loose)))
+    assert "Every parameter is identified" not in text.split("**Downstream")[0]
+    assert "Identified (standard error below 50% of its value): E, b." in text
+    assert "**Not identified**: a (standard error 50000% of its value), c (standard error 60% of its value)." in text
+    assert f"a = {law['a']:.4g} ± {500 * abs(law['a']):.2g}" in text
+
+
+def test_the_result_gives_the_held_out_largest_run_against_its_interval(study):
+    text = result(S.summary_markdown("T", "s", study))
+    pred = study.predictions
+    held = pred[(pred["law"] == "overtraining") & (pred["role"] == "held_out")]
+    h = held.loc[held["flops"].idxmax()]
+    assert (f"Held-out largest run {h['size']} (N = {h['n_params']:,}, M = {h['token_multiplier']:g}, "
+            f"{h['compute_ratio']:.2g}× the fit set's largest compute): predicted loss {h['predicted_loss']:.4g} "
+            f"(95% interval [{h['predicted_loss_lo']:.4g}, {h['predicted_loss_hi']:.4g}]), measured "
+            f"{h['measured_loss']:.4g}, relative error {100 * h['rel_error']:+.3g}%, "
+            f"**{'inside' if h['covered'] else 'outside'}** its interval.") in text
+    assert f"Over all {len(held)} held-out runs: {int(held['covered'].sum())} of {len(held)} inside" in text
+    flipped = study.predictions.assign(covered=lambda d: d["covered"].map(lambda c: c if c is None else not c))
+    other = result(S.summary_markdown("T", "s", T.Tables(study.runs, study.downstream, study.fits,
+                                                           study.parameters, flipped)))
+    assert f"**{'outside' if h['covered'] else 'inside'}** its interval." in other.split("**Downstream")[0]
+
+
+def test_the_result_compares_the_downstream_ceiling_with_chance(study):
+    chance = 1 - np.mean([1 - c for c, _ in TASKS.values()])
+    below = result(S.summary_markdown("T", "s", with_parameters(study, "downstream", epsilon=(chance - 0.2, 0.01))))
+    assert f"Ceiling ε = {chance - 0.2:.3g} is **below** the error of chance ({chance:.3g})" in below
+    above = result(S.summary_markdown("T", "s", with_parameters(study, "downstream", epsilon=(chance + 0.01, 0.01))))
+    assert f"Ceiling ε = {chance + 0.01:.3g} is at or above the error of chance ({chance:.3g})" in above
+
+
+def test_the_result_states_the_diagnostics_in_words(study):
+    text = result(S.summary_markdown("T", "s", study))
+    fitted = study.predictions[(study.predictions["law"] == "overtraining") & (study.predictions["role"] == "fit")]
+    assert f"fits its {len(fitted)} points within {100 * fitted['rel_error'].abs().max():.2g}%" in text
+    assert "with 5 points for 4 parameters it nearly interpolates them" in text
+    assert "**not calibrated**" in text and "lies above a measured loss" not in text
+    best = T.lr_sweep_points(study.runs)
+    assert (best["lr_edge"] == "").all() and f"Every learning-rate sweep ({len(best)}) has its best rate inside" in text
+    cut = study.runs[study.runs["lr"].isin(LRS[:2])]  # every sweep ends below its optimum
+    text = result(S.summary_markdown("T", "s", T.Tables(cut, study.downstream, study.fits, study.parameters,
+                                                         study.predictions)))
+    assert f"for {2 * len(SIZES)} of {2 * len(SIZES)} sweeps: s1 at M = 20 (highest rate tried)" in text
+    floor = study.predictions.loc[study.predictions["law"] == "overtraining", "measured_loss"].min() + 0.01
+    text = result(S.summary_markdown("T", "s", with_parameters(study, "overtraining", E=(floor, 0.001))))
+    assert f"Its floor E = {floor:.4g} lies above a measured loss" in text
 
 
 def test_the_accuracy_table_has_a_row_per_task_and_a_column_per_best_lr_point(study):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -20,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FormatStrFormatter, FuncFormatter, NullFormatter, PercentFormatter  # noqa: E402
+from matplotlib.transforms import offset_copy  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -36,7 +38,13 @@ DPI = 150
 PANEL = (6.0, 4.5)  # inches per panel: a PNG panel is 900 × 675 pixels
 LOSS = "validation loss (nats/token)"
 COMPUTE = "training compute C = 6ND (FLOPs)"
-ROLE_MARKERS = {"fit": ("o", True), "held_out": ("s", False)}  # marker, filled
+# one colour, marker and line style per token multiplier M: the Okabe–Ito colours (told apart with colour blindness
+# and on a grey print), viridis past them; a point's fill is its role (filled: fit, open: held out)
+M_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
+M_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+M_LINES = ("-", "--", ":", "-.")
+CURVE_MARGIN = 1.25  # a fitted curve at M runs this factor in N past the first and last point drawn at M, no further
+DODGE = 6.0  # points between the markers of two token multipliers' sweeps at the same learning rate
 STYLE = {
     "font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 8,
     "legend.title_fontsize": 8, "axes.grid": True, "axes.grid.which": "both", "grid.alpha": 0.3,
@@ -59,10 +67,28 @@ def _panels(n_cols: int, n_rows: int = 1) -> tuple[Figure, np.ndarray]:
     return fig, fig.subplots(n_rows, n_cols, squeeze=False)
 
 
-def m_colors(*frames: pd.DataFrame) -> dict[float, tuple]:
-    """One viridis colour per token multiplier M of ``frames``, the same in every figure of a study."""
+@dataclass(frozen=True)
+class MStyle:
+    """How one token multiplier M is drawn: its colour, its marker and its curve's line style."""
+
+    color: object
+    marker: str
+    ls: str
+
+
+def m_styles(*frames: pd.DataFrame) -> dict[float, MStyle]:
+    """One style per token multiplier M of ``frames`` (smallest M first), the same in every figure of a study."""
     ms = sorted(set().union(*(f["token_multiplier"].dropna().astype(float) for f in frames if len(f))))
-    return dict(zip(ms, plt.cm.viridis(np.linspace(0, 0.9, max(len(ms), 1)))))
+    colors = M_COLORS if len(ms) <= len(M_COLORS) else plt.cm.viridis(np.linspace(0, 0.9, len(ms)))
+    return {m: MStyle(colors[i], M_MARKERS[i % len(M_MARKERS)], M_LINES[i % len(M_LINES)])
+            for i, m in enumerate(ms)}
+
+
+def curve_span(n: pd.Series, points: int = 200) -> np.ndarray:
+    """The N at which to draw a fitted curve: from the first to the last N drawn at its M, :data:`CURVE_MARGIN`
+    beyond each, so a curve never runs far past what it is compared with (targets included)."""
+    n = n.dropna().astype(float)
+    return np.geomspace(n.min() / CURVE_MARGIN, n.max() * CURVE_MARGIN, points)
 
 
 def _interval(ax, x, lo, hi, color, **kw) -> None:
@@ -74,33 +100,42 @@ def _interval(ax, x, lo, hi, color, **kw) -> None:
         ax.scatter(np.r_[x[ok], x[ok]], np.r_[lo[ok], hi[ok]], marker="_", s=40, color=color, lw=1.3, **kw)
 
 
-def _roles(ax, df: pd.DataFrame, x: str, y: str, color) -> None:
-    """Measured points: fit filled circles, held-out open squares."""
-    for role, (marker, filled) in ROLE_MARKERS.items():
+def _roles(ax, df: pd.DataFrame, x: str, y: str, style: MStyle) -> None:
+    """Measured points in ``style``'s marker: filled in the fit set, open where held out."""
+    for role, filled in (("fit", True), ("held_out", False)):
         sel = df[df["role"] == role]
         if len(sel):
-            ax.scatter(sel[x], sel[y], marker=marker, s=40, zorder=3, color=color if filled else "none",
-                       edgecolors=color, lw=1.2, gid=role)
+            ax.scatter(sel[x], sel[y], marker=style.marker, s=40, zorder=3, color=style.color if filled else "none",
+                       edgecolors=style.color, lw=1.2, gid=role)
 
 
-def _predicted(ax, pred: pd.DataFrame, x: str, y: str, color) -> None:
-    """The predictions of ``pred``'s held-out points and targets: interval bars (``y``_lo/hi), and stars for targets."""
+def _predicted(ax, pred: pd.DataFrame, x: str, y: str, style: MStyle) -> None:
+    """The predictions of ``pred``'s held-out points and targets at ``x``: the interval as a bar (``y``_lo/hi), the
+    prediction as a tick across it (held out, whose measured point sits on the same bar) or a star (targets)."""
     shown = pred[pred["role"].isin(["held_out", "target"])]
     if f"{y}_lo" in shown:
-        _interval(ax, shown[x], shown[f"{y}_lo"], shown[f"{y}_hi"], color)
-    tgt = pred[pred["role"] == "target"]
+        _interval(ax, shown[x], shown[f"{y}_lo"], shown[f"{y}_hi"], style.color)
+    held, tgt = shown[shown["role"] == "held_out"], shown[shown["role"] == "target"]
+    if len(held):
+        ax.scatter(held[x], held[y], marker="_", s=120, lw=1.6, color=style.color, zorder=4, gid="prediction")
     if len(tgt):
-        ax.scatter(tgt[x], tgt[y], marker="*", s=150, color=color, edgecolors="k", zorder=4, gid="target")
+        ax.scatter(tgt[x], tgt[y], marker="*", s=150, color=style.color, edgecolors="k", zorder=4, gid="target")
+
+
+def _m_handles(styles: dict[float, MStyle], ms, line: bool = False) -> list[Line2D]:
+    """Legend entries for the token multipliers ``ms``: colour and marker (and line style, under a curve)."""
+    return [Line2D([], [], color=styles[m].color, marker=styles[m].marker, ls=styles[m].ls if line else "none",
+                   label=f"M = {m:g}") for m in ms]
 
 
 def _role_handles(level: float | None, target: bool, predicted: bool = True) -> list[Line2D]:
     """Legend entries for the point styles, in black."""
     k = dict(color="k", ls="none")
-    out = [Line2D([], [], marker="o", label="fit (measured)", **k),
-           Line2D([], [], marker="s", mfc="none", label="held out (measured)", **k)]
+    out = [Line2D([], [], marker="o", label="filled: fit (measured)", **k),
+           Line2D([], [], marker="o", mfc="none", label="open: held out (measured)", **k)]
     if predicted:
         lvl = f"{level:.0%} " if level is not None and np.isfinite(level) else ""
-        out.append(Line2D([], [], marker="|", ms=12, label=f"prediction, {lvl}interval", **k))
+        out.append(Line2D([], [], marker="|", ms=12, label=f"prediction (tick) and its {lvl}interval", **k))
     if target:
         out.append(Line2D([], [], marker="*", ms=11, mec="k", label="target (predicted)", **k))
     return out
@@ -125,10 +160,12 @@ def _two_and_five(v: float, _pos=None) -> str:
     return rf"${mantissa}\times10^{{{exponent}}}$" if mantissa in (2, 5) else ""
 
 
-def _ticks_at(axis, values, most: int = 8) -> None:
-    """Label a log axis at ``values`` (a sweep's rates) when there are few of them, instead of at powers of ten."""
+def _ticks_at(axis, values, most: int = 8, labelled: int = 4) -> None:
+    """Tick a log axis at ``values`` (a sweep's rates) when there are few of them, instead of at powers of ten;
+    label every one, or every other one past ``labelled`` (labels of close rates overlap on a narrow panel)."""
     if 1 < len(values) <= most:
-        axis.set_ticks(values, labels=[f"{v:.2g}" for v in values])
+        step = math.ceil(len(values) / labelled)
+        axis.set_ticks(values, labels=[f"{v:.2g}" if i % step == 0 else "" for i, v in enumerate(values)])
         axis.set_minor_formatter(NullFormatter())
 
 
@@ -156,35 +193,40 @@ def is_placeholder(fig: Figure) -> bool:
 @_styled
 def plot_loss_vs_compute(runs: pd.DataFrame, fits: pd.DataFrame, parameters: pd.DataFrame,
                          pred: pd.DataFrame) -> Figure:
-    """Best-LR validation loss vs compute, one colour per M, with the fitted over-training law per M.
+    """Best-LR validation loss vs compute, one colour, marker and line style per M, with the fitted law per M.
 
-    Measured points are filled (fit set) or open (held out); a held-out run's and
-    a target's prediction interval is a vertical bar, a target's prediction a star.
+    Measured points are filled (fit set) or open (held out). A held-out run's
+    and a target's prediction interval is a vertical bar at its compute, the
+    prediction a tick across it (held out: the measured point sits on the same
+    bar) or a star (targets). The law at each M is drawn only over the N of the
+    points at that M (:func:`curve_span`): up to a target, never to the axes' ends.
     Log-log axes: at fixed M the law is a power law in compute plus a constant.
     """
     ot_fits, ot = law_fits(fits, "overtraining"), law_predictions(pred, "overtraining")
-    colors = m_colors(runs, ot)
+    styles = m_styles(runs, pred)
     datasets = sorted(set(runs["dataset"]) | set(ot["dataset"]))
     fig, axes = _panels(len(datasets))
     for ax, ds in zip(axes[0], datasets):
         p, fit = ot[ot["dataset"] == ds], ot_fits[ot_fits["dataset"] == ds]
         if p.empty:  # no fit for this dataset: the measured best-LR points only
             p = best_lr_points(runs[runs["dataset"] == ds]).assign(role="fit", measured_loss=lambda d: d["loss"])
-        for m in sorted(set(p["token_multiplier"])):
-            color, at_m = colors[m], p[p["token_multiplier"] == m]
+        ms = sorted(set(p["token_multiplier"]))
+        for m in ms:
+            style, at_m = styles[m], p[p["token_multiplier"] == m]
             if len(fit):
-                n = np.geomspace(p["n_params"].min() / 1.5, p["n_params"].max() * 1.5, 200)
+                n = curve_span(at_m["n_params"])
                 law = LAWS["overtraining"](n, m, **params(parameters, fit.iloc[0]))
-                ax.plot(flops_6nd(n, planned_tokens(n, m)), law, color=color, lw=1.2, alpha=0.85, label=f"M = {m:g}")
-            _roles(ax, at_m, "flops", "measured_loss", color)
-            _predicted(ax, at_m, "flops", "predicted_loss", color)
+                ax.plot(flops_6nd(n, planned_tokens(n, m)), law, color=style.color, ls=style.ls, lw=1.3,
+                        label=f"M = {m:g}")
+            _roles(ax, at_m, "flops", "measured_loss", style)
+            _predicted(ax, at_m, "flops", "predicted_loss", style)
         ax.set(xscale="log", yscale="log", xlabel=COMPUTE, ylabel=LOSS,
                title=f"{ds}: over-training law" + ("" if len(fit) else " (not fitted)"))
         ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
         ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2g"))  # a loss axis spans little more than 1 decade
         _tidy_log_axes(ax, "x")
-        handles, _ = ax.get_legend_handles_labels()
-        ax.legend(handles=handles + _role_handles(_level(fit), bool((p["role"] == "target").any()), bool(len(fit))),
+        ax.legend(handles=_m_handles(styles, ms, line=bool(len(fit)))
+                  + _role_handles(_level(fit), bool((p["role"] == "target").any()), bool(len(fit))),
                   title="tokens per parameter M = D/N", loc="best")
     return fig
 
@@ -205,6 +247,7 @@ def plot_downstream_vs_loss(runs: pd.DataFrame, downstream: pd.DataFrame, fits: 
                            "no run was evaluated on a task, so there is no error to plot.")
     df = downstream_runs(runs, downstream)
     ds_fits, ds_pred = law_fits(fits, "downstream"), law_predictions(pred, "downstream")
+    styles = m_styles(runs, pred)
     datasets = sorted(set(df["dataset"]))
     sets = {ds: _task_sets(df[df["dataset"] == ds], ds_fits[ds_fits["dataset"] == ds]) for ds in datasets}
     fig, axes = _panels(max(len(s) for s in sets.values()) + 1, len(datasets))
@@ -217,7 +260,7 @@ def plot_downstream_vs_loss(runs: pd.DataFrame, downstream: pd.DataFrame, fits: 
             if "task" in p:
                 p = p[p["task"] == task_set]
             _average_panel(ax, ds, task_set, d[(d["kind"] == "average") & (d["task"] == task_set)], fit,
-                           parameters, p)
+                           parameters, p, styles)
         _tasks_panel(row[-1], ds, d[d["kind"] == "task"])
         for ax in row[len(sets[ds]):-1]:
             ax.set_axis_off()
@@ -232,28 +275,44 @@ def _task_sets(df: pd.DataFrame, fits: pd.DataFrame) -> list[str]:
 
 
 def _average_panel(ax, ds: str, task_set: str, runs: pd.DataFrame, fit: pd.DataFrame, parameters: pd.DataFrame,
-                   pred: pd.DataFrame) -> None:
-    """One task set's average error vs loss: runs, best-LR points, the law, predictions, chance."""
-    color = "C0"
+                   pred: pd.DataFrame, styles: dict[float, MStyle]) -> None:
+    """One task set's average error vs loss: runs, best-LR points, the law, predictions, chance.
+
+    A prediction sits at the *predicted* loss, with both intervals (loss across, error up); a dotted line joins a
+    held-out run's measured point to it, so the loss law's miss (across) and the error's (up) show as one step.
+    """
     ax.scatter(runs["val_loss"], runs["error"], s=12, color="0.7", zorder=2, label="every run")
-    _roles(ax, pred, "measured_loss", "measured_error", color)
     xs = pd.concat([runs["val_loss"], pred["measured_loss"], pred["predicted_loss"]]).dropna()
     if len(fit) and len(xs):
         span = xs.max() - xs.min()
         L = np.linspace(xs.min() - 0.05 * span, xs.max() + 0.05 * span, 200)
         law = params(parameters, fit.iloc[0])
-        ax.plot(L, LAWS["downstream"](L, **law), color=color, lw=1.3,
+        ax.plot(L, LAWS["downstream"](L, **law), color="k", lw=1.3,
                 label=f"Err(L) = {law['epsilon']:.3g} − {law['k']:.3g}·exp(−{law['gamma']:.3g}·L)")
-    _predicted(ax, pred, "predicted_loss", "predicted_error", color)
+    ms = sorted(pred["token_multiplier"].dropna().unique())
+    for m in ms:
+        style, at_m = styles[m], pred[pred["token_multiplier"] == m]
+        _roles(ax, at_m, "measured_loss", "measured_error", style)
+        _predicted(ax, at_m, "predicted_loss", "predicted_error", style)
+        shown = at_m[at_m["role"].isin(["held_out", "target"])].dropna(subset=["predicted_loss_lo", "predicted_error"])
+        if len(shown):
+            ax.hlines(shown["predicted_error"], shown["predicted_loss_lo"], shown["predicted_loss_hi"],
+                      colors=[style.color], lw=1.0, gid="loss_interval")
+        for row in at_m[(at_m["role"] == "held_out") & at_m["measured_error"].notna()].itertuples():
+            ax.plot([row.measured_loss, row.predicted_loss], [row.measured_error, row.predicted_error], ls=":",
+                    lw=1.0, color=style.color, gid="miss")
     chance = runs["chance_error"].mean()
     if np.isfinite(chance):
         ax.axhline(chance, color="k", ls="--", lw=1, label=f"random chance ({chance:.0%})")
     ax.set(xlabel=LOSS, ylabel=f"average top-1 error of {task_set}", title=f"{ds}: {task_set}, average error"
            + ("" if len(fit) else " (no law fitted)"))
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    handles, _ = ax.get_legend_handles_labels()
-    ax.legend(handles=handles + _role_handles(_level(fit), (pred["role"] == "target").any(), bool(len(fit))),
-              loc="best")
+    # two legends in the corners error-vs-loss data leaves empty: low loss and high error, high loss and low error
+    ax.add_artist(ax.legend(loc="lower right"))
+    points = _m_handles(styles, ms) + _role_handles(_level(fit), (pred["role"] == "target").any(), bool(len(fit)))
+    if (pred["role"] == "held_out").any():
+        points.append(Line2D([], [], color="k", ls=":", label="held out: measured → predicted"))
+    ax.legend(handles=points, loc="upper left")
 
 
 def task_order(tasks: pd.DataFrame) -> list[str]:
@@ -288,28 +347,44 @@ def _tasks_panel(ax, ds: str, tasks: pd.DataFrame) -> None:
 
 @_styled
 def plot_loss_vs_lr(runs: pd.DataFrame) -> Figure:
-    """Validation loss vs peak learning rate (log x): one colour per size, one line style and marker per M.
+    """Validation loss vs peak learning rate (log x) of every sweep: one colour per size, one line style and marker
+    per M, a ring round each sweep's best rate; a placeholder when no (size, M) was trained at two or more rates.
 
+    Only sweeps are drawn: a run at a single rate says nothing about the rate, and at the same rate and compute it
+    would hide under another size's point (a small model at a larger M costs what a larger one does at a smaller
+    M). Sweeps at different M are dodged sideways by :data:`DODGE` points each, so no marker covers another.
     Diverged runs are crosses along the top edge (they have no loss).
     """
-    datasets = sorted(runs["dataset"].unique())
+    swept = runs.groupby(["dataset", "size", "token_multiplier"])["lr"].transform("nunique") >= 2
+    sweeps, best = runs[swept], lr_sweep_points(runs)
+    if sweeps.empty:
+        return placeholder("Loss vs learning rate", "No learning-rate sweep in this study:\n"
+                           "every (size, M) was trained at one learning rate.")
+    datasets = sorted(sweeps["dataset"].unique())
     fig, axes = _panels(len(datasets))
-    styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]
     for ax, ds in zip(axes[0], datasets):
-        r = runs[runs["dataset"] == ds]
+        r, b = sweeps[sweeps["dataset"] == ds], best[best["dataset"] == ds]
         sizes = r.groupby("size")["n_params"].first().sort_values()
         colors = dict(zip(sizes.index, plt.cm.plasma(np.linspace(0, 0.85, len(sizes)))))
         ms = sorted(r["token_multiplier"].unique())
-        line = {m: styles[i % len(styles)] for i, m in enumerate(ms)}
+        line = {m: (M_LINES[i % len(M_LINES)], M_MARKERS[i % len(M_MARKERS)]) for i, m in enumerate(ms)}
+        dodge = {m: (i - (len(ms) - 1) / 2) * DODGE for i, m in enumerate(ms)}
         for (size, m), g in r.groupby(["size", "token_multiplier"]):
+            data = offset_copy(ax.transData, fig=fig, x=dodge[m], units="points")
             ok = g[g["status"] == "ok"].groupby("lr")["val_loss"].mean()
-            ax.plot(ok.index, ok.values, ls=line[m][0], marker=line[m][1], ms=4.5, color=colors[size])
+            ax.plot(ok.index, ok.values, ls=line[m][0], marker=line[m][1], ms=4.5, color=colors[size],
+                    transform=data)
+            at = b[(b["size"] == size) & (b["token_multiplier"] == m)]
+            ax.scatter(at["lr"], at["loss"], s=110, facecolors="none", edgecolors=[colors[size]], lw=1.3, zorder=4,
+                       linestyles="--" if (at["lr_edge"] != "").any() else "-", transform=data, gid="best_lr")
             bad = g[g["status"] != "ok"]
             if len(bad):
-                ax.scatter(bad["lr"], np.full(len(bad), 0.97), marker="x", s=50, color=colors[size],
-                           transform=ax.get_xaxis_transform(), clip_on=False, zorder=4, gid="diverged")
-        ax.set(xscale="log", xlabel="peak learning rate", ylabel=LOSS,
-               title=f"{ds}: loss vs learning rate")
+                ax.scatter(bad["lr"], np.full(len(bad), 0.97), marker="x", s=50, color=colors[size], clip_on=False,
+                           transform=offset_copy(ax.get_xaxis_transform(), fig=fig, x=dodge[m], units="points"),
+                           zorder=4, gid="diverged")
+        ax.set(xscale="log", xlabel="peak learning rate", ylabel=LOSS, title=f"{ds}: loss vs learning rate")
+        lo, hi = r["lr"].min(), r["lr"].max()
+        ax.set_xlim(lo / (hi / lo) ** 0.08, hi * (hi / lo) ** 0.08)  # set here: dodged points do not autoscale
         _ticks_at(ax.xaxis, sorted(r["lr"].dropna().unique()))
         ok_loss = r.loc[r["status"] == "ok", "val_loss"]
         if len(ok_loss):
@@ -317,11 +392,16 @@ def plot_loss_vs_lr(runs: pd.DataFrame) -> Figure:
             pad = 0.08 * (hi - lo) or 0.05
             ax.set_ylim(lo - pad, hi + 2.5 * pad)  # room for the diverged row at the top
         handles = [Line2D([], [], color=colors[s], lw=2.5, label=f"{s} (N = {n:,})") for s, n in sizes.items()]
-        if len(ms) > 1:
-            handles += [Line2D([], [], color="k", ls=line[m][0], marker=line[m][1], ms=4.5, label=f"M = {m:g}")
-                        for m in ms]
+        handles += [Line2D([], [], color="k", ls=line[m][0], marker=line[m][1], ms=4.5, label=f"M = {m:g}")
+                    for m in ms]
+        edge = " (dashed: at its edge)" if (b["lr_edge"] != "").any() else ""
+        handles.append(Line2D([], [], color="k", marker="o", ms=10, mfc="none", ls="none",
+                              label=f"best rate of the sweep{edge}"))
         if (r["status"] != "ok").any():
             handles.append(Line2D([], [], color="k", marker="x", ls="none", label="diverged"))
+        single = runs[(runs["dataset"] == ds) & ~swept]
+        if len(single):
+            handles.append(Line2D([], [], ls="none", label=f"not drawn: {len(single)} run(s) at a single rate"))
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1))
     return fig
 
@@ -353,7 +433,7 @@ def plot_residuals(runs: pd.DataFrame, pred: pd.DataFrame) -> Figure:
     dataset; colour per M, filled = fit, open = held out; a held-out point's
     prediction interval, on the same scale, is a bar.
     """
-    colors = m_colors(runs, pred)
+    styles = m_styles(runs, pred)
     panels: dict[tuple[str, str], dict[str, pd.DataFrame]] = {}  # (law, task set) → dataset → measured rows
     for law, (q, _) in RESIDUAL_LAWS.items():
         p = law_predictions(pred, law)
@@ -366,7 +446,7 @@ def plot_residuals(runs: pd.DataFrame, pred: pd.DataFrame) -> Figure:
     for j, ((law, task), per) in enumerate(panels.items()):
         for i, ds in enumerate(datasets):
             if ds in per:
-                _residual_panel(axes[i, j], ds, law, task, per[ds], colors)
+                _residual_panel(axes[i, j], ds, law, task, per[ds], styles)
             else:
                 axes[i, j].set_axis_off()
     if not panels:
@@ -375,21 +455,19 @@ def plot_residuals(runs: pd.DataFrame, pred: pd.DataFrame) -> Figure:
     return fig
 
 
-def _residual_panel(ax, ds: str, law: str, task: str, pred: pd.DataFrame, colors: dict) -> None:
+def _residual_panel(ax, ds: str, law: str, task: str, pred: pd.DataFrame, styles: dict[float, MStyle]) -> None:
     q, what = RESIDUAL_LAWS[law]
     res = relative_residuals(pred, q)
     for m, at_m in res.groupby("token_multiplier"):
         held = at_m[at_m["role"].isin(["held_out", "test"])]
-        _interval(ax, held["flops"], held["lo"], held["hi"], colors[m], alpha=0.5)
-        _roles(ax, at_m, "flops", "residual", colors[m])
+        _interval(ax, held["flops"], held["lo"], held["hi"], styles[m].color, alpha=0.5)
+        _roles(ax, at_m, "flops", "residual", styles[m])
     ax.axhline(0, color="k", lw=1)
     title = (f"{ds}: over-training law" if law == "overtraining" else
              f"{ds}: downstream law{f' ({task})' if task else ''}, error from the predicted loss")
     ax.set(xscale="log", xlabel=COMPUTE, ylabel=f"predicted / measured − 1, {what} (%)", title=title)
     _tidy_log_axes(ax)
-    handles = [Line2D([], [], color=colors[m], marker="o", ls="none", label=f"M = {m:g}")
-               for m in sorted(res["token_multiplier"].unique())]
-    ax.legend(handles=handles + _role_handles(None, False)[:2]
+    ax.legend(handles=_m_handles(styles, sorted(res["token_multiplier"].unique())) + _role_handles(None, False)[:2]
               + [Line2D([], [], color="k", marker="|", ms=12, ls="none", label="prediction interval")], loc="best")
 
 
@@ -406,26 +484,25 @@ def plot_optimal_lr(runs: pd.DataFrame, fits: pd.DataFrame, parameters: pd.DataF
         return placeholder("Optimal learning rate", "No learning-rate sweep in this study:\n"
                            "every (size, M) was trained at one learning rate.")
     lr_fits, lr_pred = law_fits(fits, "optimal_lr"), law_predictions(pred, "optimal_lr")
-    colors = m_colors(runs, pred)
+    styles = m_styles(runs, pred)
     datasets = sorted(best["dataset"].unique())
     fig, axes = _panels(len(datasets))
     for ax, ds in zip(axes[0], datasets):
         b, fit, p = best[best["dataset"] == ds], lr_fits[lr_fits["dataset"] == ds], lr_pred[lr_pred["dataset"] == ds]
         tgt = p[p["role"] == "target"]
-        n_all = pd.concat([b["n_params"], tgt["n_params"]]).astype(float)
         for m in sorted(b["token_multiplier"].unique()):
-            color, at_m = colors[m], b[b["token_multiplier"] == m]
+            color, at_m = styles[m].color, b[b["token_multiplier"] == m]
             if len(fit):
-                n = np.geomspace(n_all.min() / 1.5, n_all.max() * 1.5, 100)
+                n = curve_span(pd.concat([at_m["n_params"], tgt.loc[tgt["token_multiplier"] == m, "n_params"]]), 100)
                 law = LAWS["optimal_lr"](n, planned_tokens(n, m), **params(parameters, fit.iloc[0]))
-                ax.plot(n, law, color=color, lw=1.2, label=f"η*(N, D = {m:g}·N)")
+                ax.plot(n, law, color=color, ls=styles[m].ls, lw=1.2, label=f"η*(N, D = {m:g}·N)")
             for edge, marker in (("", "o"), ("high", "^"), ("low", "v")):
                 sel = at_m[at_m["lr_edge"] == edge]
                 if len(sel):
                     ax.scatter(sel["n_params"], sel["lr"], marker=marker, s=45, zorder=3, lw=1.2, edgecolors=color,
                                color=color if edge == "" else "none", gid=f"best_lr{'_' + edge if edge else ''}")
         for m, t in p.groupby("token_multiplier"):
-            _predicted(ax, t, "n_params", "predicted_lr", colors.get(m, "k"))
+            _predicted(ax, t, "n_params", "predicted_lr", styles[m])
         ax.set(xscale="log", yscale="log", xlabel="parameters N", ylabel="best peak learning rate",
                title=f"{ds}: best learning rate per (N, M)" + ("" if len(fit) else " (no η* law fitted)"))
         if fit.empty and tgt.empty:  # the axis spans the sweep: label its rates
@@ -433,7 +510,7 @@ def plot_optimal_lr(runs: pd.DataFrame, fits: pd.DataFrame, parameters: pd.DataF
         _tidy_log_axes(ax)
         handles, _ = ax.get_legend_handles_labels()
         if fit.empty:
-            handles = [Line2D([], [], color=colors[m], marker="o", ls="none", label=f"M = {m:g}")
+            handles = [Line2D([], [], color=styles[m].color, marker="o", ls="none", label=f"M = {m:g}")
                        for m in sorted(b["token_multiplier"].unique())]
         k = dict(color="k", ls="none")
         if (b["lr_edge"] == "").any():

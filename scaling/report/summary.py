@@ -1,4 +1,6 @@
-"""The study's Markdown summary: each fitted law with intervals, predicted vs measured, per-task accuracy."""
+"""The study's Markdown summary: the result in words first (the fitted laws, whether the fit identified their
+parameters, the held-out largest run, the diagnostics), then each fitted law with intervals, predicted vs
+measured, per-task accuracy."""
 
 from __future__ import annotations
 
@@ -12,6 +14,10 @@ from scaling.fit.laws import overtraining_compute_form
 from scaling.fit.tables import backtest_summary, best_lr_points
 from scaling.report import FIGURES
 from scaling.report.tables import Tables, downstream_runs, fit_parameters, law_fits, law_predictions, lr_sweep_points
+
+IDENTIFIED = 0.5
+"""A parameter is identified when its standard error is below this share of its magnitude: its 95% interval then
+excludes zero and spans less than a factor of ~3 around it, so the fit set pins it down."""
 
 
 def _table(df: pd.DataFrame) -> str:
@@ -172,8 +178,150 @@ def _compute(runs: pd.DataFrame) -> str:
             f"run from scratch")
 
 
+# -- the result in words ---------------------------------------------------------------------------------------------
+def identification(p: pd.DataFrame) -> tuple[list[str], dict[str, float], list[str]]:
+    """A fit's parameters (:func:`scaling.report.tables.fit_parameters`) split by :data:`IDENTIFIED`: the identified,
+    the others with their standard error as a share of their value, and those without a standard error."""
+    share = p["stderr"] / p["value"].abs()
+    known = share.notna() & np.isfinite(share)
+    return (list(p.index[known & (share < IDENTIFIED)]), share[known & (share >= IDENTIFIED)].to_dict(),
+            list(p.index[~known]))
+
+
+def _identification_text(p: pd.DataFrame) -> str:
+    ok, loose, unknown = identification(p)
+    if not loose and not unknown:
+        return f"Every parameter is identified (standard error below {IDENTIFIED:.0%} of its value)."
+    out = [f"Identified (standard error below {IDENTIFIED:.0%} of its value): {', '.join(ok) or 'none'}."]
+    if loose:
+        out.append("**Not identified**: " + ", ".join(f"{name} (standard error {share:.0%} of its value)"
+                                                      for name, share in loose.items()) + ".")
+    if unknown:
+        out.append(f"No standard error for {', '.join(unknown)} (a fit without bootstrap): not checked.")
+    return " ".join(out)
+
+
+def _law_text(label: str, row, parameters: pd.DataFrame, points: str) -> str:
+    """One fitted law in a paragraph: its formula, its parameters ± standard errors, which ones are identified."""
+    p = fit_parameters(parameters, row)
+    values = ", ".join(f"{name} = {v:.4g}" + ("" if pd.isna(se) else f" ± {se:.2g}")
+                       for name, v, se in zip(p.index, p["value"], p["stderr"]))
+    return (f"**{label}.** `{row['formula']}`, fitted on {int(row['n_points'])} {points}: {values} (value ± standard "
+            f"error). {_identification_text(p)}")
+
+
+def _held_out_text(pred: pd.DataFrame, q: str, level) -> str:
+    """The prediction of the held-out run of largest compute (``q``: loss or error), its interval, the measurement,
+    the relative error and whether the interval covers it; then how every held-out run fared."""
+    prefix = "" if q == "loss" else "error_"
+    role = pred[f"{prefix}role"] if f"{prefix}role" in pred else pred["role"]
+    held = pred[(role == "held_out") & pred[f"measured_{q}"].notna()]
+    if held.empty:
+        return (f"No run was held out from this law's fit, so its {q} predictions are untested: leave the largest run "
+                f"out of `fit_on` to test them.")
+    h = held.sort_values(["flops", "n_params"]).iloc[-1]
+    name = h["size"] if isinstance(h.get("size"), str) else f"N = {h['n_params']:.3g}"
+    far = (f", {h['compute_ratio']:.2g}× the fit set's largest compute"
+           if q == "loss" and pd.notna(h.get("compute_ratio")) else "")
+    lo, hi = h.get(f"predicted_{q}_lo"), h.get(f"predicted_{q}_hi")
+    interval = "" if pd.isna(lo) or pd.isna(hi) else f" ({_pct(level)} interval {_interval_text(lo, hi)})"
+    covered = h.get(f"{prefix}covered")
+    verdict = ("" if pd.isna(covered) else
+               ", **inside** its interval" if bool(covered) else ", **outside** its interval")
+    out = (f"Held-out largest run {name} (N = {int(h['n_params']):,}, M = {h['token_multiplier']:g}{far}): predicted "
+           f"{q} {h[f'predicted_{q}']:.4g}{interval}, measured {h[f'measured_{q}']:.4g}, relative error "
+           f"{100 * h[f'{prefix}rel_error']:+.3g}%{verdict}.")
+    if len(held) > 1 and len(agg := backtest_summary(pred, q=q, roles=("held_out",))):
+        a = agg.iloc[0]
+        out += (f" Over all {a['n']} held-out runs: {round(a['coverage'] * a['n'])} of {a['n']} inside their "
+                f"intervals, mean |relative error| {100 * a['mean_abs_rel_error']:.2g}%.")
+    return out
+
+
+def _ceiling_text(epsilon: float, chance: float) -> str:
+    """The downstream law's ceiling ε (its error at infinite loss) against the error of random guessing."""
+    if not np.isfinite(chance):
+        return f"Ceiling ε = {epsilon:.3g}; the error of chance is unknown, so it is not checked."
+    if epsilon >= chance:
+        return (f"Ceiling ε = {epsilon:.3g} is at or above the error of chance ({chance:.3g}): a model that knows "
+                f"nothing does no better than guessing, as it should.")
+    return (f"Ceiling ε = {epsilon:.3g} is **below** the error of chance ({chance:.3g}): the law says a model that "
+            f"knows nothing beats guessing, so it is wrong at high loss.")
+
+
+def _diagnostics_text(ds: str, fit, parameters: pd.DataFrame, pred: pd.DataFrame, runs: pd.DataFrame) -> str:
+    """The loss law's diagnostics in plain words: how closely it fits its points, whether a measured loss lies
+    below its floor E, the sweep edges, whether its intervals are calibrated."""
+    fitted = pred[(pred["role"] == "fit") & pred["rel_error"].notna()]
+    n_params = len(fit_parameters(parameters, fit))
+    out = [f"The loss law fits its {int(fit['n_points'])} points within {100 * fitted['rel_error'].abs().max():.2g}% "
+           f"(largest |relative error|)" if len(fitted) else "The loss law has no fitted point to check"]
+    if int(fit["n_points"]) < 2 * n_params:
+        out[-1] += (f", but with {int(fit['n_points'])} points for {n_params} parameters it nearly interpolates them, "
+                    f"so a close fit says little")
+    out[-1] += "."
+    E = fit_parameters(parameters, fit).loc["E", "value"]
+    below = pred[pred["measured_loss"] < E]
+    if len(below):
+        low = below.loc[below["measured_loss"].idxmin()]
+        out.append(f"Its floor E = {E:.4g} lies above a measured loss ({low['measured_loss']:.4g}, {low['size']} at "
+                   f"M = {low['token_multiplier']:g}): the law cannot hold there.")
+    sweeps = lr_sweep_points(runs[runs["dataset"] == ds])
+    edges = sweeps[sweeps["lr_edge"] != ""]
+    if sweeps.empty:
+        out.append("No learning-rate sweep, so whether each run's rate is near its best is not checked.")
+    elif edges.empty:
+        out.append(f"Every learning-rate sweep ({len(sweeps)}) has its best rate inside, not at an edge.")
+    else:
+        side = {"high": "highest", "low": "lowest"}
+        where = ", ".join(f"{r['size']} at M = {r['token_multiplier']:g} ({side[r['lr_edge']]} rate tried)"
+                          for _, r in edges.iterrows())
+        out.append(f"The best learning rate is at the edge of its sweep for {len(edges)} of {len(sweeps)} sweeps: "
+                   f"{where}; their losses may be too high.")
+    out.append("Its prediction intervals are calibrated on points it was not fitted on." if fit.get("calibrated") else
+               "Its prediction intervals are **not calibrated**: they assume the law is right.")
+    return " ".join(out)
+
+
+def _chance_error(runs: pd.DataFrame, downstream: pd.DataFrame, ds: str, task) -> float:
+    """The error of random guessing on a dataset's task set (NaN when the tables do not say)."""
+    if downstream.empty:
+        return float("nan")
+    d = downstream_runs(runs, downstream)
+    d = d[(d["dataset"] == ds) & (d["kind"] == "average") & (d["task"] == task)]
+    return float(d["chance_error"].mean()) if len(d) else float("nan")
+
+
+def result_section(t: Tables) -> list[str]:
+    """The study's result in plain words, for the top of the summary: per dataset, the loss law and whether its
+    parameters are identified, the held-out largest run, the downstream law against chance, the diagnostics."""
+    out = ["## Result", ""]
+    ot, ds_fits = law_fits(t.fits, "overtraining"), law_fits(t.fits, "downstream")
+    if ot.empty:
+        return out + ["No over-training law was fitted (see the fit log).", ""]
+    for _, fit in ot.iterrows():
+        ds = fit["dataset"]
+        pred = law_predictions(t.predictions, "overtraining")
+        pred = pred[pred["dataset"] == ds]
+        out += [_law_text(f"Loss law on `{ds}`", fit, t.parameters, "best-LR points"), "",
+                _held_out_text(pred, "loss", fit.get("level")), ""]
+        for _, dfit in ds_fits[ds_fits["dataset"] == ds].iterrows():
+            task = dfit.get("task") if isinstance(dfit.get("task"), str) else None
+            dpred = law_predictions(t.predictions, "downstream")
+            dpred = dpred[(dpred["dataset"] == ds) & ((dpred["task"] == task) if task and "task" in dpred else True)]
+            epsilon = fit_parameters(t.parameters, dfit).loc["epsilon", "value"]
+            out += [_law_text(f"Downstream law on `{ds}`" + (f", task set `{task}`" if task else ""), dfit,
+                              t.parameters, "runs") + " " + _ceiling_text(epsilon, _chance_error(
+                                  t.runs, t.downstream, ds, task)), "",
+                    _held_out_text(dpred, "error", dfit.get("level")), ""]
+        out += ["**Diagnostics.** " + _diagnostics_text(ds, fit, t.parameters, pred, t.runs)
+                + " Details under each law below.", ""]
+    return out
+
+
 def summary_markdown(title: str, study: str, t: Tables, figures_dir: str | None = None) -> str:
-    """The study's summary: runs, each fitted law with intervals, predicted vs measured, per-task accuracy."""
+    """The study's summary: runs, the result in words, each fitted law with intervals, predicted vs measured,
+    per-task accuracy."""
     runs, pred = t.runs, t.predictions
     counts = runs["status"].value_counts().to_dict()
     out = [f"# {title}", "", f"Study `{study}`: {len(runs)} runs "
@@ -182,6 +330,7 @@ def summary_markdown(title: str, study: str, t: Tables, figures_dir: str | None 
     if figures_dir is not None:
         out += ["Figures (PNG; SVG beside them): " + ", ".join(
             f"[{title}]({figures_dir}/{name}.png)" for name, (title, _) in FIGURES.items()) + ".", ""]
+    out += result_section(t)
     out += _section("Over-training law", law_fits(t.fits, "overtraining"), t.parameters,
                     law_predictions(pred, "overtraining"), "loss", "best-LR points", "validation loss")
     out += _section("Downstream error law", law_fits(t.fits, "downstream"), t.parameters,
