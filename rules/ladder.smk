@@ -38,6 +38,7 @@ rule trunk_segment:
         out=lambda wc, output: os.path.dirname(output[0]),
         start=lambda wc, input: ["--start-from", input.previous] if input.previous else [],
     threads: 1
+    priority: lambda wc: S.job_priority(segment(wc))  # the longest jobs first
     resources:
         gpu=run_gpus,
         runtime=lambda wc: S.train_runtime_minutes(config, segment(wc)),

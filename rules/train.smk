@@ -24,6 +24,7 @@ rule train:
         out=RUN_DIR,
         start=lambda wc, input: ["--start-from", input.trunk] if input.trunk else [],
     threads: 1
+    priority: lambda wc: S.job_priority(spec(wc))  # the longest jobs first
     resources:
         gpu=run_gpus,  # SLURM: --gpus
         runtime=lambda wc: S.train_runtime_minutes(config, spec(wc)),

@@ -4,7 +4,7 @@
 predictions. Each finding is one sentence that ends with the fix: the runs to
 add. The checks:
 
-- a parameter whose standard error exceeds its value (not identified by the fit set);
+- a parameter whose standard error is half its value or more (not identified by the fit set, :data:`IDENTIFIED`);
 - fewer than two fit points per parameter;
 - a measured loss below the fitted irreducible loss E (loss laws);
 - an error-law ceiling ε below the error of chance (downstream law);
@@ -46,6 +46,11 @@ def _fix_identifiability(law: str) -> str:
     return "add points that vary the inputs independently"
 
 
+IDENTIFIED = 0.5
+"""A parameter is identified when its standard error is below this share of its magnitude: its 95% interval then
+excludes zero and spans less than a factor of ~3 around it, so the fit set pins it down."""
+
+
 def diagnose(fit: FitResult, points: pd.DataFrame, fit_mask, predictions: pd.DataFrame,
              chance_error: float | None = None) -> list[str]:
     """The findings about ``fit``, fitted on ``points[fit_mask]`` of its group, and its ``predictions`` (one row
@@ -54,10 +59,10 @@ def diagnose(fit: FitResult, points: pd.DataFrame, fit_mask, predictions: pd.Dat
     out = []
     # a power law's prefactor is fitted in log space, where its standard error says how far log N = 0 is: not checked
     checked = [name for name in p if not (fit.interval_method == "t" and name == p[0])]
-    loose = [name for name in checked if np.isfinite(fit.stderr[name]) and fit.stderr[name] > abs(fit.params[name])]
+    loose = [name for name in checked if np.isfinite(fit.stderr[name]) and fit.stderr[name] >= IDENTIFIED * abs(fit.params[name])]
     if loose:
-        out.append(f"{', '.join(loose)} not identified (standard error larger than the value): the fit set cannot "
-                   f"tell the law's terms apart; {_fix_identifiability(law)}")
+        out.append(f"{', '.join(loose)} not identified (standard error {IDENTIFIED:.0%} of the value or more): the "
+                   f"fit set cannot tell the law's terms apart; {_fix_identifiability(law)}")
     if fit.n_points < 2 * len(p):
         out.append(f"{fit.n_points} fit points for {len(p)} parameters (fewer than two per parameter): the fit "
                    f"nearly interpolates them; add {2 * len(p) - fit.n_points} or more runs to the fit set")

@@ -11,14 +11,10 @@ import numpy as np
 import pandas as pd
 
 from scaling.fit.laws import overtraining_compute_form
+from scaling.fit.diagnostics import IDENTIFIED
 from scaling.fit.tables import backtest_summary, best_lr_points
 from scaling.report import FIGURES
 from scaling.report.tables import Tables, downstream_runs, fit_parameters, law_fits, law_predictions, lr_sweep_points
-
-IDENTIFIED = 0.5
-"""A parameter is identified when its standard error is below this share of its magnitude: its 95% interval then
-excludes zero and spans less than a factor of ~3 around it, so the fit set pins it down."""
-
 
 def _table(df: pd.DataFrame) -> str:
     cols = list(df.columns)

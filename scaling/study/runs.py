@@ -475,6 +475,18 @@ def dataset_files(config: dict, dataset: str) -> list[str]:
     return [str(p) for p in dataset_inputs(config["datasets"][dataset])]
 
 
+def job_flops(spec: dict) -> float:
+    """The compute of a train job, 6·N·D with D the tokens the job itself trains (a ladder's trunk segment or
+    cooldown: its own steps, :func:`scaling.train.ladder.job_tokens`)."""
+    return flops_6nd(count_params(Shape(**spec["shape"]))["n_params"], ladder.job_tokens(spec))
+
+
+def job_priority(spec: dict) -> int:
+    """A train job's Snakemake priority: log2 of its compute, so that of the jobs ready to run the longest start
+    first (longest processing time first, Graham 1969) and a study does not wait at its end for its largest run."""
+    return round(math.log2(job_flops(spec)))
+
+
 def train_runtime_minutes(config: dict, spec: dict) -> int:
     """SLURM time limit of a train job: margin × 6·N·D / (throughput × GPUs), at least ``min_runtime_minutes``.
 
@@ -483,7 +495,6 @@ def train_runtime_minutes(config: dict, spec: dict) -> int:
     ``cluster.train_flops_per_second``, the GPUs its ``engine.gpus_per_run``.
     """
     cluster = config["cluster"]
-    n = count_params(Shape(**spec["shape"]))["n_params"]
     rate = cluster["train_flops_per_second"] * config["engine"]["gpus_per_run"]
-    seconds = cluster["runtime_margin"] * flops_6nd(n, ladder.job_tokens(spec)) / rate
+    seconds = cluster["runtime_margin"] * job_flops(spec) / rate
     return max(cluster["min_runtime_minutes"], math.ceil(seconds / 60))
