@@ -33,8 +33,6 @@ PAPER_ERROR = 0.0148  # mean |relative error| of the paper's procedure on the si
 FACTORS = (0.5, 0.75, 1.0, 1.5, 2.0)  # budgets, in multiples of the paper's
 RANDOM_SEEDS = range(5)
 WIDTH = 0.10  # Chinchilla: the 95% half-width at 1e24 FLOPs to reach
-RESAMPLES = 200  # Gadre: bootstrap of a fit whose runs are too few to calibrate its intervals
-# (the Chinchilla designs, 52 runs and more, are calibrated: no bootstrap)
 
 
 def gadre_rows(factors, seeds) -> list[dict]:
@@ -42,7 +40,7 @@ def gadre_rows(factors, seeds) -> list[dict]:
     paper_flops = {d: float(p["flops"].sum()) for d, _, _, _, p in setups}
 
     def row(name, designs):
-        preds = pd.concat([predict_targets(known, t, resamples=RESAMPLES) for known, t in designs])
+        preds = pd.concat([predict_targets(known, t) for known, t in designs])
         used = sum(k["flops"].sum() for k, _ in designs) / sum(paper_flops.values())
         return {"design": name, "compute / paper's": f"{used:.2f}",
                 "mean abs. error (6 targets)": f"{preds['rel_error'].abs().mean():.2%}",
@@ -76,7 +74,7 @@ def chinchilla_rows(width: float) -> list[dict]:
     planned = [planned_runs[planned_runs["round"] <= r] for r in range(planned_runs["round"].max() + 1)]
     rows = []
     for name, designs in (("uniform: IsoFLOP budgets in order", uniform), ("planned", planned)):
-        widths = [float(predict_targets(d, target, "chinchilla", resamples=0)["half_width"].iloc[0]) for d in designs]
+        widths = [float(predict_targets(d, target, "chinchilla")["half_width"].iloc[0]) for d in designs]
         flops = [float(d["flops"].sum()) for d in designs]
         below = [i for i in range(len(widths)) if max(widths[i:]) < width]
         rows.append({"design": name, "steps": len(designs),
@@ -95,14 +93,18 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="the Gadre testbed at the paper's budget only")
+    parser.add_argument("--testbed", choices=("gadre", "chinchilla"), help="only this testbed (default: both)")
     args = parser.parse_args()
-    rows = gadre_rows((1.0,) if args.smoke else FACTORS, RANDOM_SEEDS[:1] if args.smoke else RANDOM_SEEDS)
-    print(markdown(rows))
-    planned = [r for r in rows if r["design"].startswith("planned")]
-    matched = [r["compute / paper's"] for r in planned if r["_error"] <= PAPER_ERROR]
-    print(f"\ncompute to match the paper's {PAPER_ERROR:.2%}: "
-          + (f"{matched[0]}× the paper's" if matched else "not reached within the budgets tried"))
-    if CHINCHILLA.exists() and not args.smoke:
+    if args.testbed != "chinchilla":
+        rows = gadre_rows((1.0,) if args.smoke else FACTORS, RANDOM_SEEDS[:1] if args.smoke else RANDOM_SEEDS)
+        print(markdown(rows))
+        planned = [r for r in rows if r["design"].startswith("planned")]
+        matched = [r["compute / paper's"] for r in planned if r["_error"] <= PAPER_ERROR]
+        print(f"\ncompute to match the paper's {PAPER_ERROR:.2%}: "
+              + (f"{matched[0]}× the paper's" if matched else "not reached within the budgets tried"))
+    if args.testbed != "gadre" and not args.smoke:
+        if not CHINCHILLA.exists():
+            raise SystemExit(f"the Chinchilla points are not at {CHINCHILLA}")
         print("\n" + markdown(chinchilla_rows(WIDTH)))
 
 

@@ -186,10 +186,9 @@ def plan(planner: Planner, known: pd.DataFrame, candidates: pd.DataFrame, target
     """
     if known.empty:
         raise ValueError("plan: the design has no run; give the runs the law will be fitted on (planned or trained)")
-    inputs = LAWS[planner.law].inputs
 
     def X(frame):
-        return _with_inputs(frame)[list(inputs)].to_numpy(dtype=float)
+        return law_inputs(planner.law, frame)
     candidates = _with_inputs(candidates)
     if "cost" not in candidates:
         candidates = candidates.assign(cost=flops_6nd(candidates["n_params"], candidates["tokens"]))
@@ -200,13 +199,20 @@ def plan(planner: Planner, known: pd.DataFrame, candidates: pd.DataFrame, target
     cost = fresh["cost"].to_numpy(dtype=float)
     batches = [_greedy(planner, design, pool, cost, T, budget, per_flop) for per_flop in (True, False)]
     steps = min(batches, key=lambda s: (s[-1][1].mean() if s else np.inf, sum(cost[i] for i, _ in s)))
-    rows = fresh.iloc[[i for i, _ in steps]].reset_index(drop=True)
+    chosen = sorted((i for i, _ in steps), key=lambda i: cost[i])  # cheapest first
+    widths = [planner.half_widths(np.vstack([design, pool[chosen[:k + 1]]]), T) for k in range(len(chosen))]
+    rows = fresh.iloc[chosen].reset_index(drop=True)
     rows["cumulative_cost"] = rows["cost"].cumsum()
     for t in range(len(T)):
-        rows[f"half_width_{t}"] = [w[t] for _, w in steps]
-    rows["mean_half_width"] = [w.mean() for _, w in steps]
+        rows[f"half_width_{t}"] = [w[t] for w in widths]
+    rows["mean_half_width"] = [w.mean() for w in widths]
     rows.attrs["before"] = planner.half_widths(design, T)
     return rows
+
+
+def law_inputs(law: str, frame: pd.DataFrame) -> np.ndarray:
+    """The rows of ``frame`` (``n_params`` and ``token_multiplier`` or ``tokens``) as the law's raw inputs."""
+    return _with_inputs(frame)[list(LAWS[law].inputs)].to_numpy(dtype=float)
 
 
 def _with_inputs(frame: pd.DataFrame) -> pd.DataFrame:

@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from scaling.fit.plan import Planner, current_fit, plan
+from scaling.fit.plan import Planner, current_fit, law_inputs, plan
 from scaling.fit.tables import canonical, fit_table, matches
 from scaling.testbeds import gadre
 from scaling.train.flops import flops_6nd
@@ -73,16 +73,26 @@ def gadre_setup(runs: pd.DataFrame):
         yield dataset, pool, start, g[is_target], g[matches(g, gadre.LOSS_FIT_ON)]
 
 
-def predict_targets(known: pd.DataFrame, targets: pd.DataFrame, law: str = "overtraining",
-                    resamples: int = 0) -> pd.DataFrame:
-    """The targets predicted by the law fitted on ``known`` only, with their 95% intervals (calibrated where the
-    runs allow, else a bootstrap of ``resamples``) and, where ``targets`` has a loss, its relative error and
-    coverage."""
+def predict_targets(known: pd.DataFrame, targets: pd.DataFrame, law: str = "overtraining") -> pd.DataFrame:
+    """The targets predicted by the law fitted on ``known`` only, with their 95% intervals and, where ``targets``
+    has a loss, its relative error and coverage.
+
+    The intervals are the fit's calibrated ones where the runs give enough out-of-sample errors; otherwise the
+    interval the planner expected of the design (:meth:`scaling.fit.plan.Planner.half_widths`: the prior error
+    model and the fit's parameter variance), with ``calibrated`` False. The fit stage's own fallback, a bootstrap
+    over so few runs, is no interval to plan toward: it covered 35% of held-out points (:mod:`scaling.fit.calibration`).
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _, pred = fit_table(law, known, fit_on="TRUE", resamples=resamples,
-                            targets=targets[["n_params", "tokens"]].to_dict("records"))
+        fits, pred = fit_table(law, known, fit_on="TRUE", targets=targets[["n_params", "tokens"]].to_dict("records"))
     pred = pred[pred["role"] == "target"].reset_index(drop=True)
+    if not pred["calibrated"].all():
+        expected = Planner.from_fit(law, fits[0]).half_widths(law_inputs(law, known), law_inputs(law, targets))
+        half = np.where(pred["calibrated"], np.nan, np.arcsinh(expected))  # t·s, of log loss
+        lo, hi = pred["predicted_loss"] * np.exp(-half), pred["predicted_loss"] * np.exp(half)
+        pred["predicted_loss_lo"] = pred["predicted_loss_lo"].where(pred["calibrated"], lo)
+        pred["predicted_loss_hi"] = pred["predicted_loss_hi"].where(pred["calibrated"], hi)
+        pred["half_width"] = (pred["predicted_loss_hi"] - pred["predicted_loss_lo"]) / 2 / pred["predicted_loss"]
     if "loss" in targets:
         measured = targets["loss"].to_numpy()
         pred = pred.assign(measured_loss=measured, rel_error=pred["predicted_loss"] / measured - 1,
