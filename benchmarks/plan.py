@@ -1,14 +1,16 @@
 """How much compute the planner (``scaling plan``) needs, replayed on published data where every run is measured.
 
-    python benchmarks/plan.py            # both testbeds (26 minutes on 2 cores shared with other jobs)
-    python benchmarks/plan.py --smoke    # the Gadre testbed at the paper's budget only
+    python benchmarks/plan.py                       # both testbeds (about 5 minutes on 2 shared cores)
+    python benchmarks/plan.py --testbed gadre       # one of them (gadre: 2.5 minutes; chinchilla: 2.6 minutes)
+    python benchmarks/plan.py --smoke               # the Gadre testbed at the paper's budget only (30 s)
 
 - Gadre et al. (2024): per training set, a study starts from the two smallest sizes at M = 20 and plans itself
   (scaling.testbeds.replay) toward the Figure 1 targets (the 1.4B over-trained and 6.9B runs, C4 validation loss),
   with candidates every other run at M ≥ 20, within a multiple of the paper's fit budget (the compute of its five
   fit runs). Its final fit uses only the runs it trained. Printed: compute used, mean |relative error| over the
-  six targets (the paper's procedure: 1.48%), the coverage and median half-width of their 95% intervals; the
-  paper's own design and random designs of the same budget, fitted the same way, beside it.
+  six targets (the paper's procedure: 1.48%), the coverage and median half-width of their 95% intervals
+  (calibrated where the runs allow, else the planner's expected ones: scaling.testbeds.replay.predict_targets);
+  the paper's own design and random designs of the same budget, fitted the same way, beside it.
 - The Chinchilla points (Epoch AI, when ../shared is beside the repository): a study starts from the two smallest
   IsoFLOP budgets (6e18, 1e19) and predicts the loss of a compute-optimal (D = 20·N) model at 1e24 FLOPs;
   the uniform grid adds Hoffmann et al.'s next IsoFLOP budgets in order, the planner its own runs. Printed: each

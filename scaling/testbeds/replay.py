@@ -6,9 +6,9 @@ calibrated where there are enough out-of-sample errors), propose a batch
 (:func:`scaling.fit.plan.plan`), "train" it by reading its losses from the
 table, refit, and again, until the budget is spent or no affordable run narrows
 the targets' intervals. Each round plans a batch for the whole budget left and
-trains its first runs, as much compute as has been spent so far (or the first
-run, if dearer): the study at most doubles its compute per round unless one run
-is worth more, and the planner sees a refitted law before it commits the rest.
+trains its first runs (the batch is proposed cheapest first), as much compute as
+has been spent so far (or the first run, if dearer): the study at most doubles
+its compute per round, and the planner sees a refitted law before it commits the rest.
 :func:`random_design` is the baseline of equal budget, :func:`predict_targets` how a design fares, and
 :func:`gadre_setup` the Gadre et al. testbed as such a study (``benchmarks/plan.py``).
 """
