@@ -189,7 +189,7 @@ def _greedy(planner: Planner, design: np.ndarray, candidates: np.ndarray, cost: 
 
 def plan(planner: Planner, known: pd.DataFrame, candidates: pd.DataFrame, targets: pd.DataFrame,
          budget: float) -> pd.DataFrame:
-    """The runs to train next: one row per proposed candidate, in the order chosen (see the module doc).
+    """The runs to train next: one row per proposed candidate, cheapest first (see the module doc).
 
     ``known``, ``candidates`` and ``targets`` have ``n_params`` and ``token_multiplier`` (or ``tokens``) columns;
     ``candidates`` also ``cost`` (FLOPs, every learning rate of its sweep counted; default 6·N·D) and whatever

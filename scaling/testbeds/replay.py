@@ -86,13 +86,12 @@ def predict_targets(known: pd.DataFrame, targets: pd.DataFrame, law: str = "over
         warnings.simplefilter("ignore")
         fits, pred = fit_table(law, known, fit_on="TRUE", targets=targets[["n_params", "tokens"]].to_dict("records"))
     pred = pred[pred["role"] == "target"].reset_index(drop=True)
-    if not pred["calibrated"].all():
+    if not pred["calibrated"].any():  # one fit: its targets are calibrated alike
         expected = Planner.from_fit(law, fits[0]).half_widths(law_inputs(law, known), law_inputs(law, targets))
-        half = np.where(pred["calibrated"], np.nan, np.arcsinh(expected))  # t·s, of log loss
-        lo, hi = pred["predicted_loss"] * np.exp(-half), pred["predicted_loss"] * np.exp(half)
-        pred["predicted_loss_lo"] = pred["predicted_loss_lo"].where(pred["calibrated"], lo)
-        pred["predicted_loss_hi"] = pred["predicted_loss_hi"].where(pred["calibrated"], hi)
-        pred["half_width"] = (pred["predicted_loss_hi"] - pred["predicted_loss_lo"]) / 2 / pred["predicted_loss"]
+        half = np.arcsinh(expected)  # t·s, of log loss
+        pred["predicted_loss_lo"] = pred["predicted_loss"] * np.exp(-half)
+        pred["predicted_loss_hi"] = pred["predicted_loss"] * np.exp(half)
+        pred["half_width"] = expected
     if "loss" in targets:
         measured = targets["loss"].to_numpy()
         pred = pred.assign(measured_loss=measured, rel_error=pred["predicted_loss"] / measured - 1,
