@@ -151,13 +151,15 @@ class Planner:
         return np.sinh(stats.t.ppf(0.5 + self.level / 2, NU) * np.sqrt(misfit + parameters))
 
 
-def current_fit(law: str, points: pd.DataFrame, fit_on="TRUE", method: str = "huber-log") -> FitResult | None:
+def current_fit(law: str, points: pd.DataFrame, fit_on="TRUE", method: str = "huber-log",
+                cache: dict | None = None) -> FitResult | None:
     """The law fitted on ``points`` (its fit set ``fit_on``; calibrated on the rest and on extrapolation folds where
-    there are enough, as the fit stage does), or None when they cannot determine it yet."""
+    there are enough, as the fit stage does), or None when they cannot determine it yet. ``cache``: that of
+    :func:`scaling.fit.tables.fit_table`, shared by fits of designs that grow (their folds repeat)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return fit_table(law, points, fit_on=fit_on, method=method)[0][0]
+            return fit_table(law, points, fit_on=fit_on, method=method, cache=cache)[0][0]
     except FitError:
         return None
 

@@ -27,14 +27,17 @@ from scaling.train.flops import flops_6nd
 
 
 def replay(law: str, outcomes: pd.DataFrame, start: np.ndarray, targets: pd.DataFrame, budget: float,
-           method: str = "huber-log") -> pd.DataFrame:
+           method: str = "huber-log", cache: dict | None = None) -> pd.DataFrame:
     """The runs of ``outcomes`` a planned study trains, from the ``start`` rows, within ``budget`` FLOPs in all
-    (the start's compute included): the known rows, with ``round`` (0 for the start) in the order trained."""
+    (the start's compute included): the known rows, with ``round`` (0 for the start) in the order trained.
+    ``cache`` (see :func:`scaling.fit.tables.fit_table`) keeps the fits of one round, and of its folds, for the
+    next: pass the same dict to :func:`predict_targets` to reuse them there."""
+    cache = {} if cache is None else cache
     outcomes = canonical(outcomes).assign(round=0)
     known, pool = outcomes[start], outcomes[~start]
     spent, rounds = float(known["flops"].sum()), 0
     while True:
-        planner = Planner.from_fit(law, current_fit(law, known, method=method))
+        planner = Planner.from_fit(law, current_fit(law, known, method=method, cache=cache))
         proposals = plan(planner, known, pool, targets, budget - spent)
         if proposals.empty:
             return known.reset_index(drop=True)
@@ -73,7 +76,8 @@ def gadre_setup(runs: pd.DataFrame):
         yield dataset, pool, start, g[is_target], g[matches(g, gadre.LOSS_FIT_ON)]
 
 
-def predict_targets(known: pd.DataFrame, targets: pd.DataFrame, law: str = "overtraining") -> pd.DataFrame:
+def predict_targets(known: pd.DataFrame, targets: pd.DataFrame, law: str = "overtraining",
+                    cache: dict | None = None) -> pd.DataFrame:
     """The targets predicted by the law fitted on ``known`` only, with their 95% intervals and, where ``targets``
     has a loss, its relative error and coverage.
 
@@ -84,7 +88,8 @@ def predict_targets(known: pd.DataFrame, targets: pd.DataFrame, law: str = "over
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fits, pred = fit_table(law, known, fit_on="TRUE", targets=targets[["n_params", "tokens"]].to_dict("records"))
+        fits, pred = fit_table(law, known, fit_on="TRUE", targets=targets[["n_params", "tokens"]].to_dict("records"),
+                               cache=cache)
     pred = pred[pred["role"] == "target"].reset_index(drop=True)
     if not pred["calibrated"].any():  # one fit: its targets are calibrated alike
         expected = Planner.from_fit(law, fits[0]).half_widths(law_inputs(law, known), law_inputs(law, targets))
