@@ -53,9 +53,9 @@ on the Chinchilla points (``benchmarks/plan.py``), proposed in the order chosen,
 the first rounds bought single large runs far beyond the rest, the refitted
 error model grew (κ↑ 0 → 0.036 per decade, from fold errors of 3–4% that the
 linearized parameter variance puts at 0.5%), and the reported width stayed at
-12–30% until 2e22 FLOPs. That misfit is the data's, not the design's noise, so
-modelling the recalibration through the Fisher term does not foresee it; the
-order lets the study measure it cheaply instead.
+12–30% up to 2e22 FLOPs (cheapest first: below 10% from 5e21). That misfit is
+the data's, not the design's noise, so modelling the recalibration through the
+Fisher term does not foresee it; the order lets the study measure it cheaply.
 """
 
 from __future__ import annotations
