@@ -1,7 +1,7 @@
 """How much compute the planner (``scaling plan``) needs, replayed on published data where every run is measured.
 
-    python benchmarks/plan.py                       # both testbeds (about 3.5 minutes on 2 shared cores)
-    python benchmarks/plan.py --testbed gadre       # one of them (gadre: 47 s; chinchilla: 2.6 minutes)
+    python benchmarks/plan.py                       # both testbeds (2.5 minutes on 2 shared cores)
+    python benchmarks/plan.py --testbed gadre       # one of them (gadre: 47 s; chinchilla: 2 minutes)
     python benchmarks/plan.py --smoke               # the Gadre testbed at the paper's budget only (11 s)
 
 - Gadre et al. (2024): per training set, a study starts from the two smallest sizes at M = 20 and plans itself
