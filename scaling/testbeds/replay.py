@@ -6,9 +6,9 @@ calibrated where there are enough out-of-sample errors), propose a batch
 (:func:`scaling.fit.plan.plan`), "train" it by reading its losses from the
 table, refit, and again, until the budget is spent or no affordable run narrows
 the targets' intervals. Each round plans a batch for the whole budget left and
-trains its first runs, as much compute as has been spent so far (or the first
-run, if dearer): the study at most doubles its compute per round unless one run
-is worth more, and the planner sees a refitted law before it commits the rest.
+trains its first runs (the batch is proposed cheapest first), as much compute as
+has been spent so far (or the first run, if dearer): the study at most doubles
+its compute per round, and the planner sees a refitted law before it commits the rest.
 :func:`random_design` is the baseline of equal budget, :func:`predict_targets` how a design fares, and
 :func:`gadre_setup` the Gadre et al. testbed as such a study (``benchmarks/plan.py``).
 """
@@ -20,21 +20,24 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from scaling.fit.plan import Planner, current_fit, plan
+from scaling.fit.plan import Planner, current_fit, law_inputs, plan
 from scaling.fit.tables import canonical, fit_table, matches
 from scaling.testbeds import gadre
 from scaling.train.flops import flops_6nd
 
 
 def replay(law: str, outcomes: pd.DataFrame, start: np.ndarray, targets: pd.DataFrame, budget: float,
-           method: str = "huber-log") -> pd.DataFrame:
+           method: str = "huber-log", cache: dict | None = None) -> pd.DataFrame:
     """The runs of ``outcomes`` a planned study trains, from the ``start`` rows, within ``budget`` FLOPs in all
-    (the start's compute included): the known rows, with ``round`` (0 for the start) in the order trained."""
+    (the start's compute included): the known rows, with ``round`` (0 for the start) in the order trained.
+    ``cache`` (see :func:`scaling.fit.tables.fit_table`) keeps the fits of one round, and of its folds, for the
+    next: pass the same dict to :func:`predict_targets` to reuse them there."""
+    cache = {} if cache is None else cache
     outcomes = canonical(outcomes).assign(round=0)
     known, pool = outcomes[start], outcomes[~start]
     spent, rounds = float(known["flops"].sum()), 0
     while True:
-        planner = Planner.from_fit(law, current_fit(law, known, method=method))
+        planner = Planner.from_fit(law, current_fit(law, known, method=method, cache=cache))
         proposals = plan(planner, known, pool, targets, budget - spent)
         if proposals.empty:
             return known.reset_index(drop=True)
@@ -74,15 +77,26 @@ def gadre_setup(runs: pd.DataFrame):
 
 
 def predict_targets(known: pd.DataFrame, targets: pd.DataFrame, law: str = "overtraining",
-                    resamples: int = 0) -> pd.DataFrame:
-    """The targets predicted by the law fitted on ``known`` only, with their 95% intervals (calibrated where the
-    runs allow, else a bootstrap of ``resamples``) and, where ``targets`` has a loss, its relative error and
-    coverage."""
+                    cache: dict | None = None) -> pd.DataFrame:
+    """The targets predicted by the law fitted on ``known`` only, with their 95% intervals and, where ``targets``
+    has a loss, its relative error and coverage.
+
+    The intervals are the fit's calibrated ones where the runs give enough out-of-sample errors; otherwise the
+    interval the planner expected of the design (:meth:`scaling.fit.plan.Planner.half_widths`: the prior error
+    model and the fit's parameter variance), with ``calibrated`` False. The fit stage's own fallback, a bootstrap
+    over so few runs, is no interval to plan toward: it covered 35% of held-out points (:mod:`scaling.fit.calibration`).
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _, pred = fit_table(law, known, fit_on="TRUE", resamples=resamples,
-                            targets=targets[["n_params", "tokens"]].to_dict("records"))
+        fits, pred = fit_table(law, known, fit_on="TRUE", targets=targets[["n_params", "tokens"]].to_dict("records"),
+                               cache=cache)
     pred = pred[pred["role"] == "target"].reset_index(drop=True)
+    if not pred["calibrated"].any():  # one fit: its targets are calibrated alike
+        expected = Planner.from_fit(law, fits[0]).half_widths(law_inputs(law, known), law_inputs(law, targets))
+        half = np.arcsinh(expected)  # t·s, of log loss
+        pred["predicted_loss_lo"] = pred["predicted_loss"] * np.exp(-half)
+        pred["predicted_loss_hi"] = pred["predicted_loss"] * np.exp(half)
+        pred["half_width"] = expected
     if "loss" in targets:
         measured = targets["loss"].to_numpy()
         pred = pred.assign(measured_loss=measured, rel_error=pred["predicted_loss"] / measured - 1,
