@@ -372,15 +372,14 @@ def ladders(config: dict, trunk: str | None = None) -> dict[str, tuple[list[Run]
             groups[run.trunk].append(run)
     shapes = {(r.dataset, r.size): model_shape(config, r.dataset, r.size) for g in groups.values() for r in g[:1]}
     return {key: (group, ladder.plan([run_tokens(config, r, shapes[r.dataset, r.size]) for r in group],
-                                     training["batch_tokens"], training["cooldown_fraction"],
-                                     training["warmup_fraction"]))
+                                     training["batch_tokens"], training["cooldown_fraction"]))
             for key, group in groups.items()}
 
 
 def run_spec(config: dict, run: Run, plans: dict | None = None, shape: Shape | None = None) -> dict:
     """Everything that defines a run's training (and nothing else), as a JSON-able dict.
 
-    A run of a ladder also has ``ladder``: its trunk's id, the ladder's warmup steps and the step it branches at
+    A run of a ladder also has ``ladder``: its trunk's id and the step it branches at
     (from ``plans``, :func:`ladders` of the config, when given; else from its trunk's plan). ``shape`` is the run's
     :func:`model_shape`, for a caller that has it already.
     """
@@ -398,8 +397,7 @@ def run_spec(config: dict, run: Run, plans: dict | None = None, shape: Shape | N
     }
     if config["training"].get("ladder"):
         group, plan = (plans if plans is not None else ladders(config, run.trunk))[run.trunk]
-        spec["ladder"] = {"trunk": run.trunk, "warmup_steps": plan.warmup_steps,
-                          "branch_step": plan.branch_steps[group.index(run)]}
+        spec["ladder"] = {"trunk": run.trunk, "branch_step": plan.branch_steps[group.index(run)]}
     return spec
 
 

@@ -5,15 +5,16 @@ of S steps with cooldown fraction f trains at the constant peak LR until its
 cooldown start b = S − round(f·S), then decays. Before b it is the same
 computation for every S: the batch of a step is a pure function of (seed,
 step) and the LR of the step alone, once the warmup is the same length for
-all of them. So the runs of one (dataset, size, lr, seed) share a *trunk*,
+all of them: a ladder's study gives it as ``training.warmup_steps``
+(:func:`scaling.train.schedules.warmup_length`). So the runs of one (dataset, size, lr, seed) share a *trunk*,
 trained once at the constant LR up to the largest run's b, and each run is a
 *branch*: its cooldown, started from the trunk's checkpoint at its own b
 (Hägele et al. 2024, §4; OLMo-core's model ladder trains its sizes this way).
 
-The warmup is ``warmup_fraction`` of the shortest run's steps, so the
-shortest branch is step for step the from-scratch WSD run of its length, and
-adding a longer run leaves the warmup, hence the trunk so far, unchanged: the
-trunk is extended, not retrained. Its checkpoints at the branch points split
+Every branch is then step for step the
+from-scratch WSD run of its length with the same ``warmup_steps``, and adding
+a longer run leaves the trunk so far unchanged: the trunk is extended, not
+retrained. Its checkpoints at the branch points split
 it into *segments* (:attr:`Plan.segments`), each a job of its own, so a branch
 starts as soon as its checkpoint exists.
 
@@ -49,7 +50,6 @@ def run_steps(tokens: int, batch_tokens: int) -> int:
 class Plan:
     """One trunk and its branches: each run's steps and the step its cooldown branches off at."""
 
-    warmup_steps: int
     steps: tuple[int, ...]  # each run's steps, ascending
     branch_steps: tuple[int, ...]  # each run's cooldown start, in the same order
 
@@ -100,11 +100,10 @@ def job_tokens(spec: dict) -> int:
     return spec["tokens"]
 
 
-def plan(tokens: list[int], batch_tokens: int, cooldown_fraction: float, warmup_fraction: float) -> Plan:
-    """The ladder of runs of these token budgets (one trunk): warmup, steps and branch steps."""
+def plan(tokens: list[int], batch_tokens: int, cooldown_fraction: float) -> Plan:
+    """The ladder of runs of these token budgets (one trunk): steps and branch steps."""
     steps = sorted(run_steps(d, batch_tokens) for d in tokens)
-    return Plan(warmup_steps=round(warmup_fraction * steps[0]), steps=tuple(steps),
-                branch_steps=tuple(cooldown_start(s, cooldown_fraction) for s in steps))
+    return Plan(steps=tuple(steps), branch_steps=tuple(cooldown_start(s, cooldown_fraction) for s in steps))
 
 
 def trunk_spec(spec: dict) -> dict:
@@ -112,5 +111,4 @@ def trunk_spec(spec: dict) -> dict:
     checkpoints are checked against, so that a branch never starts from another trunk's."""
     ladder = spec["ladder"]
     return {"run_id": ladder["trunk"], **{k: spec[k] for k in TRUNK_KEYS},
-            "training": {k: v for k, v in spec["training"].items() if k not in BRANCH_ONLY},
-            "warmup_steps": ladder["warmup_steps"]}
+            "training": {k: v for k, v in spec["training"].items() if k not in BRANCH_ONLY}}

@@ -73,7 +73,7 @@ from scaling.io import atomic_path, write_json, write_parquet
 from scaling.train.model import GPT, Shape, lm_loss
 from scaling.train.shapes import count_params
 from scaling.train.preemption import Stopped
-from scaling.train.schedules import constant, lr_at
+from scaling.train.schedules import constant, lr_at, warmup_length
 from scaling.train.stability import first_divergence
 from scaling.train.watch import CurveLog, log_header
 
@@ -166,11 +166,10 @@ class Training:
         return tuple(self.spec["segment"]) if "segment" in self.spec else None
 
     def lr(self, step: int) -> float:
-        """The LR of a step: a trunk's is constant after warmup, a run's follows its schedule (a branch's from its
-        ladder's warmup)."""
+        """The LR of a step: a trunk's is constant after warmup, a run's follows its schedule."""
         if self.segment:
             return constant(step, self.steps, self.warmup_steps, self.spec["lr"], final_ratio=1.0)  # never decays
-        return lr_at(step, self.steps, self.cfg, self.spec["lr"], self.warmup_steps)
+        return lr_at(step, self.steps, self.cfg, self.spec["lr"])
 
 
 def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 1, checkpoint_every: int = 1000,
@@ -244,9 +243,9 @@ def setup(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int, c
         raise ValueError(f"{n_seqs} sequences per step do not split over {world.size} processes; "
                          f"fix: make training.batch_tokens / seq_len a multiple of the number of processes")
     steps = spec["segment"][1] if "segment" in spec else ladder.run_steps(spec["tokens"], cfg["batch_tokens"])
-    warmup_steps = spec.get("warmup_steps", spec.get("ladder", {}).get("warmup_steps"))  # a trunk's; a branch's
-    if warmup_steps is None:
-        warmup_steps = round(cfg["warmup_fraction"] * steps)
+    if ("segment" in spec or "ladder" in spec) and cfg.get("warmup_steps") is None:
+        raise ValueError(f"{spec['run_id']} is of a ladder, whose trunk and runs share one warmup; fix: set "
+                         f"training.warmup_steps")
     train_data, val_data = load_tokens(data_dir, "train"), load_tokens(data_dir, "val")
     for name, data in (("train", train_data), ("validation", val_data)):
         if len(data) < shape.seq_len + 2:
@@ -255,8 +254,8 @@ def setup(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int, c
                 f"{shape.seq_len + 1}; fix: give the dataset more text or a larger val_fraction"
             )
     return Training(spec=spec, out=out, world=world, device=device, model=model, opt=opt, train_data=train_data,
-                    val_data=val_data, steps=steps, warmup_steps=warmup_steps, losses=np.full(steps, np.nan),
-                    val_losses=np.full(steps, np.nan), say=say, threads=threads,
+                    val_data=val_data, steps=steps, warmup_steps=warmup_length(cfg, steps),
+                    losses=np.full(steps, np.nan), val_losses=np.full(steps, np.nan), say=say, threads=threads,
                     compiled=cuda and compile_model,
                     peak=gpu_peak_flops(torch.cuda.get_device_name(device)) if cuda else None)
 
