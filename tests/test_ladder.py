@@ -164,6 +164,20 @@ def test_each_branch_is_bit_for_bit_the_wsd_run_of_its_length_from_scratch(data_
         assert branched["val_loss"] == scratch["val_loss"]
         assert branched["trunk"] == "t/xs/trunk_lr0.003_s0" and branched["branch_step"] == b
         assert branched["resumed_from_step"] == b and scratch["trunk"] is None
+        # its time is its own job's, the cooldown's; its trunk's up to its branch point is counted apart
+        assert branched["tokens_per_s"] == pytest.approx((steps - b) * 128 / branched["train_s"])
+        assert branched["trunk_wall_s"] == json.loads((trunk / f"step{b}.json").read_text())["trunk_wall_s"]
+        assert scratch["trunk_wall_s"] is None
+
+
+def test_each_trunk_segment_records_its_own_jobs_time_and_the_trunks_so_far(trunk):
+    first, second = (json.loads((trunk / f"step{end}.json").read_text()) for end in (40, 120))
+    assert first["segment"] == [0, 40] and second["segment"] == [40, 120]
+    assert first["status"] == second["status"] == "ok" and second["diverged_step"] is None
+    assert 0 < first["train_s"] <= first["wall_s"] and 0 < second["train_s"] <= second["wall_s"]
+    assert first["trunk_wall_s"] == first["wall_s"]
+    assert second["trunk_wall_s"] == pytest.approx(first["wall_s"] + second["wall_s"])
+    assert torch.load(trunk / "step120.pt", weights_only=True)["trunk_wall_s"] == second["trunk_wall_s"]
 
 
 def test_a_branch_refuses_the_checkpoint_of_another_trunk_or_step(data_dir, trunk, tmp_path):
@@ -184,9 +198,11 @@ def test_a_diverged_trunk_ends_its_later_segments_and_its_runs_as_diverged(data_
     assert 0 < diverged <= 40
     train(second, data_dir, tmp_path, start_from=tmp_path / "step40.pt", **QUIET)
     assert torch.load(tmp_path / "step120.pt", weights_only=True)["diverged_step"] == diverged
+    assert json.loads((tmp_path / "step120.json").read_text())["status"] == "diverged"
     m = train(branch_spec(LONG, lr=100.0), data_dir, tmp_path / "run", start_from=tmp_path / "step120.pt", **QUIET)
     assert m["status"] == "diverged" and m["diverged_step"] == diverged and math.isnan(m["val_loss"])
     assert len(curve_of(tmp_path / "run")) == diverged
+    assert m["tokens_per_s"] is None  # its job trained no step
 
 
 def kill_at_first_checkpoint(sp, data_dir, out, work, *flags) -> int:
@@ -235,19 +251,30 @@ from scaling.study.config import load  # noqa: E402
 
 
 @pytest.mark.workflow
-def test_a_ladder_study_trains_each_trunk_once_and_a_larger_m_extends_it(tmp_path):
+def test_a_ladder_study_trains_each_trunk_once_keeps_its_last_checkpoint_and_a_larger_m_extends_it(tmp_path):
     config = smoke_config()
     config["training"].update(schedule="wsd", ladder=True, warmup_steps=2)
     config["grid"] = [{"sizes": ["xs"], "token_multipliers": [5, 10], "learning_rates": [0.01]}]
     config["fit"] = {"fit_on": [{"size": "xs"}]}
     config["downstream"] = {}
-    assert planned(tmp_path, config)["trunk_segment"] == 2
+    assert planned(tmp_path, config) == {"prepare": 1, "trunk_segment": 1, "trunk_end": 1, "train": 2, "collect": 1,
+                                         "fit": 1, "database": 1, "report": 1, "all": 1}
     snakemake(tmp_path, config, "--cores", "1", "results/smoke/tables/collect.json")
     runs = pd.read_parquet(tmp_path / "results/smoke/tables/runs.parquet").sort_values("steps")
     _, p = S.ladders(load([tmp_path / "study.yaml"]))["bible/xs/trunk_lr0.01_s0"]
     assert list(runs["branch_step"]) == list(p.branch_steps) and set(runs["trunk"]) == {"bible/xs/trunk_lr0.01_s0"}
     assert runs["flops_spent"].sum() / runs["flops"].sum() == pytest.approx(p.total_steps() / sum(p.steps), rel=1e-3)
+    trunk = tmp_path / "results/smoke/trunks/bible/xs/trunk_lr0.01_s0"
+    first, end = p.branch_steps
+    # the checkpoint at the first branch point is deleted once its jobs are done; the trunk's end is kept
+    assert not (trunk / f"step{first}.pt").exists() and (trunk / f"step{end}.pt").exists()
+    records = [json.loads((trunk / f"step{b}.json").read_text()) for b in (first, end)]
+    assert list(runs["trunk_wall_s"]) == [r["trunk_wall_s"] for r in records]  # each run: its trunk's time so far
 
     config["grid"][0]["token_multipliers"].append(20)
-    assert planned(tmp_path, config) == {"trunk_segment": 1, "train": 1, "collect": 1, "fit": 1, "database": 1,
+    assert planned(tmp_path, config) == {"trunk_end": 1, "train": 1, "collect": 1, "fit": 1, "database": 1,
                                          "report": 1, "all": 1}
+    snakemake(tmp_path, config, "--cores", "1", "results/smoke/tables/collect.json")
+    _, p = S.ladders(load([tmp_path / "study.yaml"]))["bible/xs/trunk_lr0.01_s0"]
+    assert not (trunk / f"step{end}.pt").exists() and (trunk / f"step{p.trunk_steps}.pt").exists()
+    assert not {"trunk_segment", "trunk_end", "train"} & set(planned(tmp_path, config))  # nothing retrains
