@@ -13,6 +13,7 @@ to the grid leaves existing runs' ids and paths unchanged.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -428,7 +429,6 @@ class Specs:
         self.config = config
         self.runs = {run.id: run for run in (runs(config) if planned is None else planned)}
         self._shapes: dict[tuple[str, str], Shape] = {}
-        self._plans: dict | None = None  # the study's ladders, made at the first ladder run's spec
 
     def __getitem__(self, run_id: str) -> dict:
         run = self.runs.get(run_id)
@@ -438,9 +438,12 @@ class Specs:
         key = (run.dataset, run.size)
         if key not in self._shapes:
             self._shapes[key] = model_shape(self.config, *key)
-        if self._plans is None and self.config["training"].get("ladder"):
-            self._plans = ladders(self.config)
-        return run_spec(self.config, run, self._plans, self._shapes[key])
+        return run_spec(self.config, run, self.plans, self._shapes[key])
+
+    @functools.cached_property
+    def plans(self) -> dict[str, tuple[list[Run], ladder.Plan]]:
+        """The study's ladders (:func:`ladders`), made once, when first asked for."""
+        return ladders(self.config)
 
 
 def model_sizes(config: dict) -> dict[str, int]:
