@@ -113,6 +113,8 @@ def print_quality(df: pd.DataFrame) -> None:
     from scratch with each run's own warmup: both means over seeds, their seed spreads, and the goal."""
     print(f"ladder vs from scratch with the same warmup_steps: largest |difference| of final validation loss "
           f"{(df['ladder'] - df['same']).abs().max():.3g} nats over {len(df)} runs")
+    print("diverged (no final loss): " + ", ".join(f"{how} {df[how].isna().sum()}" for how in ("ladder", "same",
+                                                                                               "scratch")))
     g = df.groupby(["size", "M"])
     out = pd.DataFrame({"ladder_mean": g["ladder"].mean(), "scratch_mean": g["scratch"].mean(),
                         "ladder_minus_scratch": g["ladder"].mean() - g["scratch"].mean(),
@@ -139,7 +141,8 @@ def law_backtest(config: dict, df: pd.DataFrame) -> pd.DataFrame:
     for how in ("ladder", "scratch"):
         runs = pd.DataFrame({"dataset": "bible", "size": df["size"], "n_params": df["size"].map(sizes),
                              "token_multiplier": df["M"].astype(float), "lr": config["grid"][0]["learning_rates"][0],
-                             "seed": df["seed"], "val_loss": df[how], "status": "ok"})
+                             "seed": df["seed"], "val_loss": df[how],
+                             "status": np.where(df[how].notna(), "ok", "diverged")})
         table = backtest_table(fit_study(runs, pd.DataFrame(), fit, sizes, None))
         rows.append({"fitted_on": how, **table.loc[table["law"] == "overtraining"].iloc[0].to_dict()})
     return pd.DataFrame(rows).set_index("fitted_on")

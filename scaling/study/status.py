@@ -88,13 +88,13 @@ def trunk_segments(specs: S.Specs, results: Path, now: float, stale_after: float
     out = {}
     for trunk, (_, plan) in specs.plans.items():
         out[trunk] = []
-        for first, end in plan.segments:
+        for (first, end), shared in zip(plan.segments, ladder.sharers(plan.branch_steps)):
             key = f"{trunk}/step{end}"
             state, m = job_state(results / "trunks" / f"{key}.json", results / "logs" / "trunk" / f"{key}.log",
                                  now, stale_after)
             finished = state in FINISHED
             out[trunk].append({"end": end, "steps": end - first, "state": state,
-                               "shared": sum(1 for b in plan.branch_steps if b >= end),
+                               "shared": shared,
                                "done": end - first if finished else min(end - first, max(0, m.get("step", 0) - first)),
                                "wall_s": m.get("wall_s", 0.0) if finished else 0.0, "tok_s": m.get("tok_s")})
     return out
@@ -132,14 +132,14 @@ def grid(config: dict, results_root: str | Path = "results", stale_after: float 
         state = own_state
         if state == "not_started":  # its trunk's state up to its branch point
             state = next((g["state"] for g in segs if g["state"] in ("failed", "running")), state)
-        trunk = [g["steps"] if finished else g["done"] for g in segs]
-        spent = sum(d / g["shared"] for d, g in zip(trunk, segs)) + own  # in steps, with its shares of the trunk
+        trunk_done = [g["steps"] if finished else g["done"] for g in segs]
+        spent = sum(d / g["shared"] for d, g in zip(trunk_done, segs)) + own  # in steps, with its shares of the trunk
         planned = sum(g["steps"] / g["shared"] for g in segs) + steps - b
         running = [g for g in segs if g["state"] == "running"]
         per_step = scratch / steps
         rows.append({"run_id": run.id, "dataset": run.dataset, "size": run.size, "n_params": n,
                      "token_multiplier": run.token_multiplier, "lr": run.lr, "seed": run.seed, "state": state,
-                     "tokens": tokens, "tokens_done": min(tokens, round(tokens * (sum(trunk) + own) / steps)),
+                     "tokens": tokens, "tokens_done": min(tokens, round(tokens * (sum(trunk_done) + own) / steps)),
                      "flops_spent": per_step * spent, "flops_left": 0.0 if finished else per_step * (planned - spent),
                      "wall_s": m.get("wall_s") if finished else None,
                      "tokens_per_s": m.get("tok_s") if own_state == "running" else

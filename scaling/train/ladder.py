@@ -79,13 +79,18 @@ def segments(branch_steps) -> tuple[tuple[int, int], ...]:
     return tuple(zip([0, *ends[:-1]], ends))
 
 
+def sharers(branch_steps) -> tuple[int, ...]:
+    """How many runs share each segment of a trunk (:func:`segments`): those that branch at or after its end."""
+    return tuple(sum(1 for c in branch_steps if c >= end) for _, end in segments(branch_steps))
+
+
 def spent_steps(steps, branch_steps) -> tuple[float, ...]:
     """The steps actually spent on each run of one trunk, given every run's steps and branch step: its cooldown,
     plus an equal share of every trunk segment up to its branch point with the other runs that branch there or
     later."""
-    return tuple(sum((end - first) / sum(1 for c in branch_steps if c >= end)
-                     for first, end in segments(branch_steps) if end <= b)
-                 + s - b for s, b in zip(steps, branch_steps))
+    shared = list(zip(segments(branch_steps), sharers(branch_steps)))
+    return tuple(sum((end - first) / n for (first, end), n in shared if end <= b) + s - b
+                 for s, b in zip(steps, branch_steps))
 
 
 def job_tokens(spec: dict) -> int:
