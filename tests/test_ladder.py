@@ -38,7 +38,7 @@ def test_the_ladder_costs_380_of_620_from_scratch_with_20_percent_cooldowns():
 def test_budgets_that_round_to_one_branch_point_make_one_segment():
     p = ladder.plan([1000, 1001, 4000], batch_tokens=100, cooldown_fraction=0.5)
     assert p.steps == (10, 11, 40) and p.branch_steps == (5, 5, 20)
-    assert p.segments == ((0, 5), (5, 20))
+    assert p.segments == ((0, 5), (5, 20)) and ladder.sharers(p.branch_steps) == (3, 1)
     assert sum(p.spent_steps()) == pytest.approx(p.total_steps()) == 20 + 5 + 6 + 20
 
 

@@ -14,7 +14,7 @@ files under ``results/<study>/``:
 - ``not_started``: neither.
 
 On a ladder a run whose own job has not started takes the state of its trunk's
-segments up to its branch point (:func:`trunk_segments`): ``running`` while one
+segments up to its branch point (:func:`segment_states`): ``running`` while one
 trains, ``failed`` when one failed (its log ``logs/trunk/<trunk>/step<end>.log``
 read as a run's; a segment is finished when its record
 ``trunks/<trunk>/step<end>.json`` exists).
@@ -80,7 +80,7 @@ def job_state(finished: Path, log: Path, now: float, stale_after: float) -> tupl
     return ("running" if fresh and not crashed else "failed"), reported
 
 
-def trunk_segments(specs: S.Specs, results: Path, now: float, stale_after: float) -> dict[str, list[dict]]:
+def segment_states(specs: S.Specs, results: Path, now: float, stale_after: float) -> dict[str, list[dict]]:
     """Each trunk's segments, in order: the segment's end step, its steps, how many of the trunk's runs share it
     (branch at or after its end), its state (:func:`job_state` of its record ``trunks/<trunk>/step<end>.json`` and
     its log ``logs/trunk/<trunk>/step<end>.log``), its steps done, its job's wall time once finished (else 0) and
@@ -107,14 +107,14 @@ def grid(config: dict, results_root: str | Path = "results", stale_after: float 
     finished jobs, and ``jobs``, the jobs it has training now.
 
     On a ladder a run's jobs are its cooldown and, shared with its trunk's other runs, its trunk's segments up to
-    its branch point (:func:`trunk_segments`): each finished segment's compute and time, and each training one,
+    its branch point (:func:`segment_states`): each finished segment's compute and time, and each training one,
     count in equal shares, so that the study counts each once. Before its own job starts, a run is ``running``
     while one of these segments trains, and ``failed`` when one failed."""
     results = Path(results_root) / config["study"]
     sizes = S.model_sizes(config)
     now, rows = time.time(), []
     specs = S.Specs(config)  # one shape per (dataset, size) and the ladders once, not per run
-    segments = trunk_segments(specs, results, now, stale_after)
+    segments = segment_states(specs, results, now, stale_after)
     for run in specs.runs.values():
         n, spec = sizes[run.size], specs[run.id]
         tokens = spec["tokens"]

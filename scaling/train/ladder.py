@@ -5,23 +5,23 @@ of S steps with cooldown fraction f trains at the constant peak LR until its
 cooldown start b = S − round(f·S), then decays. Before b it is the same
 computation for every S: the batch of a step is a pure function of (seed,
 step) and the LR of the step alone, once the warmup is the same length for
-all of them: a ladder's study gives it as ``training.warmup_steps``
-(:func:`scaling.train.schedules.warmup_length`). So the runs of one (dataset, size, lr, seed) share a *trunk*,
-trained once at the constant LR up to the largest run's b, and each run is a
-*branch*: its cooldown, started from the trunk's checkpoint at its own b
-(Hägele et al. 2024, §4; OLMo-core's model ladder trains its sizes this way).
+all of them, which a ladder's study gives as ``training.warmup_steps``
+(:func:`scaling.train.schedules.warmup_length`). So the runs of one (dataset,
+size, lr, seed) share a *trunk*, trained once at the constant LR up to the
+largest run's b, and each run is a *branch*: its cooldown, started from the
+trunk's checkpoint at its own b (Hägele et al. 2024, §4; OLMo-core's model
+ladder trains its sizes this way).
 
-Every branch is then step for step the
-from-scratch WSD run of its length with the same ``warmup_steps``, and adding
-a longer run leaves the trunk so far unchanged: the trunk is extended, not
-retrained. Its checkpoints at the branch points split
-it into *segments* (:attr:`Plan.segments`), each a job of its own, so a branch
-starts as soon as its checkpoint exists.
+Every branch is then step for step the from-scratch WSD run of its length with
+the same ``warmup_steps``, and adding a longer run leaves the trunk so far
+unchanged: the trunk is extended, not retrained. Its checkpoints at the branch
+points split it into *segments* (:attr:`Plan.segments`), each a job of its
+own, so a branch starts as soon as its checkpoint exists.
 
 Compute, in steps of ``batch_tokens`` tokens: a run from scratch costs S; on
 the ladder the study spends the trunk, max b, plus each run's cooldown S − b.
 Each trunk segment is shared equally by the runs that branch at or after its
-end (:meth:`Plan.spent_steps`), so the runs' shares add up to what was spent.
+end (:func:`sharers`, :meth:`Plan.spent_steps`), so the runs' shares add up to what was spent.
 For budgets D ∝ M ∈ {20, 40, 80, 160, 320} and f = 0.2 that is
 (0.8·320 + 0.2·620)/620 = 380/620 = 0.613 of training each from scratch.
 """
