@@ -234,7 +234,7 @@ def test_on_a_ladder_a_run_waiting_on_its_training_trunk_runs_and_one_whose_segm
     assert per_run.loc[group[0].id, "job_s"] == pytest.approx(10.0 / 3)  # its share of the segment's job
 
 
-def test_on_a_ladder_the_eta_counts_each_trunk_segment_s_time_once(tmp_path):
+def test_on_a_ladder_the_eta_counts_the_time_of_each_trunk_segment_once(tmp_path):
     config, trunk, group, plan, results = _ladder(tmp_path)
     walls = {end: 10.0 * (i + 1) for i, (_, end) in enumerate(plan.segments)}
     for end, wall in walls.items():
