@@ -2,7 +2,7 @@
 
     python benchmarks/ladder.py                  # the default study's 4 fit sizes × M ∈ {20, 40, 80, 160, 320}
     python benchmarks/ladder.py --cooldown 0.1
-    python benchmarks/ladder.py --quality        # 3 sizes × M ∈ {8, 12, 16} × 3 seeds, three ways (15 min)
+    python benchmarks/ladder.py --quality        # 3 sizes × M ∈ {8, 12, 16} × 3 seeds, three ways (~15 min)
     python benchmarks/ladder.py --quality --smoke  # 2 tiny models at M ≤ 1, 1 warmup step: checks it runs (< 1 min)
 
 Goal (issue 14): the grid spends no more than the arithmetic minimum of its design,
@@ -15,11 +15,11 @@ with D the tokens of those steps. Nothing is trained: it takes a few seconds.
 Quality (``--quality``): every (size, M, seed) of a small grid at lr 0.01 (past the
 loss plateau these tiny models sit on at higher rates) is trained three ways with the
 same WSD schedule: on the ladder, whose warmup is ``training.warmup_steps`` (100 by
-default: with a shorter one many of these runs stay on the plateau longer); from scratch with the same
-``warmup_steps``, for the first seed (which the ladder should equal exactly: the script
-prints the largest difference); and from scratch warming up over ``warmup_fraction`` of
-each run's own steps, the default without a ladder. Runs one after another, one thread
-each. Goals, against the latter:
+default: with a shorter one many of these runs stay on the plateau longer); from
+scratch with the same ``warmup_steps``, for the first seed (which the ladder should
+equal exactly: the script prints the largest difference); and from scratch warming up
+over ``warmup_fraction`` of each run's own steps, the default without a ladder. Runs
+one after another, one thread each. Goals, against the latter:
 
 1. each ladder run's final validation loss lies within the seed-to-seed spread
    (max − min over the seeds) of the from-scratch runs of its (size, M), around their mean;
