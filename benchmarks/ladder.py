@@ -2,8 +2,8 @@
 
     python benchmarks/ladder.py                  # the default study's 4 fit sizes × M ∈ {20, 40, 80, 160, 320}
     python benchmarks/ladder.py --cooldown 0.1
-    python benchmarks/ladder.py --quality        # 3 sizes × M ∈ {5, 10, 20, 30} × 3 seeds both ways (~30 min)
-    python benchmarks/ladder.py --quality --smoke  # 2 tiny models at M ≤ 1: checks the script runs (< 1 min)
+    python benchmarks/ladder.py --quality        # 3 sizes × M ∈ {8, 12, 16} × 3 seeds, three ways (~15 min)
+    python benchmarks/ladder.py --quality --smoke  # 2 tiny models at M ≤ 1, 1 warmup step: checks it runs (< 1 min)
 
 Goal (issue 14): the grid spends no more than the arithmetic minimum of its design,
 (1 − f)·M_max + f·ΣM of ΣM token-units per size: 380/620 = 0.613 of the from-scratch
@@ -12,9 +12,14 @@ from the study's plan (scaling.study.runs.ladders), in whole optimizer steps, so
 differ from the ideal by the rounding of each run to whole steps; the FLOPs are 6·N·D
 with D the tokens of those steps. Nothing is trained: it takes a few seconds.
 
-Quality (``--quality``): every (size, M, seed) of a small grid is trained on the ladder
-and from scratch with the same WSD schedule (each from-scratch run warms up over
-``warmup_fraction`` of its own steps). Runs one after another, one thread each. Goals:
+Quality (``--quality``): every (size, M, seed) of a small grid at lr 0.01 (past the
+loss plateau these tiny models sit on at higher rates) is trained three ways with the
+same WSD schedule: on the ladder, whose warmup is ``training.warmup_steps`` (100 by
+default: with a shorter one many of these runs stay on the plateau longer); from
+scratch with the same ``warmup_steps``, for the first seed (which the ladder should
+equal exactly: the script prints the largest difference); and from scratch warming up
+over ``warmup_fraction`` of each run's own steps, the default without a ladder. Runs
+one after another, one thread each. Goals, against the latter:
 
 1. each ladder run's final validation loss lies within the seed-to-seed spread
    (max − min over the seeds) of the from-scratch runs of its (size, M), around their mean;
@@ -32,6 +37,7 @@ from __future__ import annotations
 import argparse
 import copy
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -49,15 +55,15 @@ from scaling.train.loop import train
 REPO = Path(__file__).resolve().parents[1]
 SIZES = ["d32", "d40", "d48", "d64"]
 MULTIPLIERS = [20, 40, 80, 160, 320]
+LR = 0.01
 
 
-def study(cooldown: float, sizes=SIZES, multipliers=MULTIPLIERS, seeds=(0,), warmup: float | None = None) -> dict:
-    """The default study with ``sizes`` on a ladder over ``multipliers`` (``warmup``: its warmup fraction, if not
-    the default's), checked as the pipeline checks it."""
+def study(cooldown: float, warmup_steps: int, sizes=SIZES, multipliers=MULTIPLIERS, seeds=(0,)) -> dict:
+    """The default study with ``sizes`` over ``multipliers`` at lr :data:`LR` on a ladder, checked as the pipeline
+    checks it."""
     config = yaml.safe_load((REPO / "workflow" / "config.yaml").read_text())
-    config["training"].update(schedule="wsd", ladder=True, cooldown_fraction=cooldown,
-                              **({"warmup_fraction": warmup} if warmup else {}))
-    config["grid"] = [{"sizes": sizes, "token_multipliers": multipliers, "learning_rates": [0.02],
+    config["training"].update(schedule="wsd", ladder=True, cooldown_fraction=cooldown, warmup_steps=warmup_steps)
+    config["grid"] = [{"sizes": sizes, "token_multipliers": multipliers, "learning_rates": [LR],
                        "seeds": list(seeds)}]
     config["fit"] = {"fit_on": [{"size": sizes}]}
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,13 +72,16 @@ def study(cooldown: float, sizes=SIZES, multipliers=MULTIPLIERS, seeds=(0,), war
         return load([path])
 
 
-def quality(config: dict, scratch: dict, work: Path) -> pd.DataFrame:
-    """Final validation loss of every run of ``config`` trained on its ladder and of ``scratch`` (the same runs)
-    trained from scratch: one row per run."""
+def quality(config: dict, work: Path) -> pd.DataFrame:
+    """Final validation loss of every run of the ladder study ``config`` trained on its ladder, from scratch with
+    its ``warmup_steps`` (``same``: the first seed's runs only, NaN for the others), and from scratch with each
+    run's own ``warmup_fraction`` (``scratch``): one row per run."""
     data = work / "data"
     prepare(config["datasets"]["bible"], data)
-    scratch = copy.deepcopy(scratch)
-    scratch["training"]["ladder"] = False
+    same = copy.deepcopy(config)
+    same["training"]["ladder"] = False
+    scratch = copy.deepcopy(same)
+    del scratch["training"]["warmup_steps"]
     quiet = {"log": lambda _: None, "compile_model": False}
     for trunk, spec in S.trunk_segments(config).items():  # in order: each starts from the one before
         first = spec["segment"][0]
@@ -84,18 +93,26 @@ def quality(config: dict, scratch: dict, work: Path) -> pd.DataFrame:
         b = spec["ladder"]["branch_step"]
         ladder_run = train(spec, data, work / "ladder" / run.id, start_from=work / "trunks" / run.trunk /
                            f"step{b}.pt" if b else None, **quiet)
+        first_seed = run.seed == config["grid"][0]["seeds"][0]
+        equal = train(S.run_spec(same, run), data, work / "same" / run.id, **quiet) if first_seed else {}
         own = train(S.run_spec(scratch, run), data, work / "scratch" / run.id, **quiet)
-        rows.append({"size": run.size, "M": run.token_multiplier, "seed": run.seed,
-                     "ladder": ladder_run["val_loss"], "scratch": own["val_loss"]})
+        rows.append({"size": run.size, "M": run.token_multiplier, "seed": run.seed, "ladder": ladder_run["val_loss"],
+                     "same": equal.get("val_loss", np.nan), "scratch": own["val_loss"]})
         print(rows[-1], flush=True)
     return pd.DataFrame(rows)
 
 
 def print_quality(df: pd.DataFrame) -> None:
-    """Per (size, M): the ladder's and from scratch's mean loss over seeds, the seed spread, and the goal."""
+    """The ladder against from scratch with the same warmup (the largest difference), then per (size, M) against
+    from scratch with each run's own warmup: both means over seeds, their seed spreads, and the goal."""
+    both = df[df["same"].notna()]
+    print(f"ladder vs from scratch with the same warmup_steps: largest |difference| of final validation loss "
+          f"{(both['ladder'] - both['same']).abs().max():.3g} nats over {len(both)} runs (seed {both['seed'].min()})")
+    print("diverged (no final loss): " + ", ".join(f"{how} {df[how].isna().sum()}" for how in ("ladder", "scratch")))
     g = df.groupby(["size", "M"])
     out = pd.DataFrame({"ladder_mean": g["ladder"].mean(), "scratch_mean": g["scratch"].mean(),
                         "ladder_minus_scratch": g["ladder"].mean() - g["scratch"].mean(),
+                        "ladder_spread": g["ladder"].max() - g["ladder"].min(),
                         "scratch_spread": g["scratch"].max() - g["scratch"].min(),
                         "ladder_off_most": g.apply(lambda x: (x["ladder"] - x["scratch"].mean()).abs().max(),
                                                    include_groups=False)})
@@ -118,7 +135,8 @@ def law_backtest(config: dict, df: pd.DataFrame) -> pd.DataFrame:
     for how in ("ladder", "scratch"):
         runs = pd.DataFrame({"dataset": "bible", "size": df["size"], "n_params": df["size"].map(sizes),
                              "token_multiplier": df["M"].astype(float), "lr": config["grid"][0]["learning_rates"][0],
-                             "seed": df["seed"], "val_loss": df[how], "status": "ok"})
+                             "seed": df["seed"], "val_loss": df[how],
+                             "status": np.where(df[how].notna(), "ok", "diverged")})
         table = backtest_table(fit_study(runs, pd.DataFrame(), fit, sizes, None))
         rows.append({"fitted_on": how, **table.loc[table["law"] == "overtraining"].iloc[0].to_dict()})
     return pd.DataFrame(rows).set_index("fitted_on")
@@ -142,22 +160,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cooldown", type=float, default=0.2, help="the cooldown fraction f (default 0.2)")
     parser.add_argument("--quality", action="store_true", help="train a small grid on the ladder and from scratch")
-    parser.add_argument("--warmup", type=float, help="with --quality: the ladder's warmup fraction of its shortest "
-                        "run (default: the study's, 0.05, which is each from-scratch run's of its own steps)")
+    parser.add_argument("--warmup-steps", type=int, default=100, help="with --quality: training.warmup_steps of the "
+                        "ladder (default 100)")
     parser.add_argument("--smoke", action="store_true", help="with --quality: 2 tiny sizes, M ≤ 1, 2 seeds")
     args = parser.parse_args()
     if args.quality:
         sizes, multipliers, seeds = ((["d32", "d40"], [0.25, 0.5, 0.75, 1], (0, 1)) if args.smoke else
-                                     (["d32", "d40", "d48"], [5, 10, 20, 30], (0, 1, 2)))
-        config = study(args.cooldown, sizes, multipliers, seeds, args.warmup)
+                                     (["d32", "d40", "d48"], [8, 12, 16], (0, 1, 2)))
+        config = study(args.cooldown, 1 if args.smoke else args.warmup_steps, sizes, multipliers, seeds)
         if args.smoke:
             config["fit"]["bootstrap"] = 50
+        print(f"warmup_steps {config['training']['warmup_steps']}, lr {LR}, cooldown fraction {args.cooldown:g}")
+        t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as work:
-            df = quality(config, study(args.cooldown, sizes, multipliers, seeds), Path(work))
+            df = quality(config, Path(work))
+        print(f"trained in {(time.perf_counter() - t0) / 60:.1f} min")
         print_quality(df)
         print_law(config, df)
         return
-    config = study(args.cooldown)
+    config = study(args.cooldown, args.warmup_steps)
     batch, sizes = config["training"]["batch_tokens"], S.model_sizes(config)
     ideal = ((1 - args.cooldown) * max(MULTIPLIERS) + args.cooldown * sum(MULTIPLIERS)) / sum(MULTIPLIERS)
 

@@ -2,10 +2,13 @@
 # cooldowns off one constant-LR trunk. The trunk trains in segments, one job each, from one branch point to the
 # next: each starts from the previous segment's checkpoint and writes its own, an output, so that a run's job
 # (rule train, whose input `trunk` is branch_point) starts as soon as the checkpoint it branches from exists.
+# A segment's checkpoint is temporary, deleted once every job that starts from it is done, but the trunk's last
+# (rule trunk_end), which a larger M extends; its record (step<end>.json: its job's time) stays.
 # Included after rules/train.smk: it uses TRAIN and ENGINE. Without a ladder it defines no job.
-PLANS = S.ladders(config)
-SEGMENTS = S.trunk_segments(config, PLANS)  # "<trunk id>/step<end>" → the segment's spec
-TRUNK_DIR = f"{RESULTS}/trunks/{S.TRUNK_ID}"  # a trunk's checkpoints, with the run's wildcards but M
+import re
+
+SEGMENTS = S.trunk_segments(config, SPECS.plans)  # "<trunk id>/step<end>" → the segment's spec
+LAST = sorted(f"{trunk}/step{plan.trunk_steps}" for trunk, (_, plan) in SPECS.plans.items())  # the trunks' ends
 
 
 def trunk_checkpoint(trunk, step):
@@ -20,22 +23,23 @@ def branch_point(wildcards):
 
 
 def segment(wildcards):
-    return SEGMENTS[f"{S.TRUNK_ID.format(**wildcards)}/step{wildcards.end}"]
+    return SEGMENTS[wildcards.segment]
 
 
 rule trunk_segment:
     """Train one segment of a ladder's trunk, from its previous branch point to the next; writes the checkpoint."""
     input:
-        train=f"{RESULTS}/data/{{dataset}}/train.bin",
-        val=f"{RESULTS}/data/{{dataset}}/val.bin",
-        meta=f"{RESULTS}/data/{{dataset}}/meta.json",
+        train=lambda wc: f"{RESULTS}/data/{segment(wc)['dataset']}/train.bin",
+        val=lambda wc: f"{RESULTS}/data/{segment(wc)['dataset']}/val.bin",
+        meta=lambda wc: f"{RESULTS}/data/{segment(wc)['dataset']}/meta.json",
         previous=lambda wc: trunk_checkpoint(segment(wc)["run_id"], segment(wc)["segment"][0]),
     output:
-        f"{TRUNK_DIR}/step{{end}}.pt",
+        checkpoint=temp(f"{RESULTS}/trunks/{{segment}}.pt"),
+        record=f"{RESULTS}/trunks/{{segment}}.json",
     params:
         spec=lambda wc: json.dumps(segment(wc), sort_keys=True),
         data=lambda wc, input: os.path.dirname(input.meta),
-        out=lambda wc, output: os.path.dirname(output[0]),
+        out=lambda wc, output: os.path.dirname(output.checkpoint),
         start=lambda wc, input: ["--start-from", input.previous] if input.previous else [],
     threads: 1
     priority: lambda wc: S.job_priority(segment(wc))  # the longest jobs first
@@ -43,9 +47,20 @@ rule trunk_segment:
         gpu=run_gpus,
         runtime=lambda wc: S.train_runtime_minutes(config, segment(wc)),
     log:
-        f"{RESULTS}/logs/trunk/{S.TRUNK_ID}/step{{end}}.log",
+        f"{RESULTS}/logs/trunk/{{segment}}.log",
     wildcard_constraints:
-        end=r"\d+",
+        segment=r"[^/]+/[^/]+/trunk_lr[^_/]+_s\d+/step\d+",
     shell:
         "{TRAIN} --spec {params.spec:q} --data {params.data:q} --out {params.out:q} {params.start:q} "
         "--threads {threads:q} {ENGINE:q} > {log:q} 2>&1"
+
+
+use rule trunk_segment as trunk_end with:
+    output:
+        checkpoint=f"{RESULTS}/trunks/{{segment}}.pt",
+        record=f"{RESULTS}/trunks/{{segment}}.json",
+    wildcard_constraints:
+        segment="|".join(map(re.escape, LAST)) or r"(?!)",  # (?!) matches nothing: no ladder, no trunk
+
+
+ruleorder: trunk_end > trunk_segment

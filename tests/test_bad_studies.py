@@ -215,13 +215,18 @@ BAD = [
     ("unknown-key", lambda c, t: c.update(colour="blue"), "colour"),
     # the ladder: a WSD schedule, a cooldown fraction in (0, 1), branch points after the warmup
     ("ladder-not-wsd", lambda c, t: c["training"].update(ladder=True), "training.schedule: wsd"),
-    ("ladder-no-cooldown", lambda c, t: c["training"].update(ladder=True, schedule="wsd", cooldown_fraction=0),
-     "training.cooldown_fraction: 0 leaves"),
-    ("ladder-all-cooldown", lambda c, t: c["training"].update(ladder=True, schedule="wsd", cooldown_fraction=1),
-     "training.cooldown_fraction: 1 leaves"),
-    ("ladder-branch-in-warmup", lambda c, t: c["training"].update(ladder=True, schedule="wsd",
-                                                                    cooldown_fraction=0.7, warmup_fraction=0.4),
-     "inside the ladder's warmup"),
+    ("ladder-no-cooldown", lambda c, t: c["training"].update(ladder=True, schedule="wsd", cooldown_fraction=0,
+                                                             warmup_steps=2), "training.cooldown_fraction: 0 leaves"),
+    ("ladder-all-cooldown", lambda c, t: c["training"].update(ladder=True, schedule="wsd", cooldown_fraction=1,
+                                                              warmup_steps=2), "training.cooldown_fraction: 1 leaves"),
+    ("ladder-warmup-fraction", lambda c, t: c["training"].update(ladder=True, schedule="wsd"),
+     "training.ladder: a ladder's trunk and runs share one warmup"),
+    ("ladder-branch-in-warmup", lambda c, t: c["training"].update(ladder=True, schedule="wsd", warmup_steps=140),
+     "training.warmup_steps: bible/xs/M10_lr0.01_s0 would branch off its trunk bible/xs/trunk_lr0.01_s0 at step"),
+    ("warmup-steps-fraction", lambda c, t: c["training"].update(warmup_steps=2.5), "training.warmup_steps"),
+    ("warmup-steps-negative", lambda c, t: c["training"].update(warmup_steps=-1), "training.warmup_steps"),
+    ("warmup-steps-whole-run", lambda c, t: c["training"].update(warmup_steps=10**6),
+     "grid[0].token_multipliers[0]: M = 20 gives xs"),
     ("cooldown-shape-unknown", lambda c, t: c["training"].update(cooldown_shape="cosine"),
      "training.cooldown_shape"),
 ]
@@ -272,8 +277,9 @@ def test_a_bad_study_fails_in_the_loader_naming_the_field_and_the_fix(tmp_path, 
                  lambda c: "mine" in c["downstream"]["tasks"], id="task-file"),
     pytest.param(lambda c, t: c["training"].update(batch_tokens=1536, seq_len=64) or c.update(
         engine={"gpus_per_run": 3}), lambda c: c["engine"]["gpus_per_run"] == 3, id="batch-splits-over-processes"),
-    pytest.param(lambda c, t: c["training"].update(ladder=True, schedule="wsd", cooldown_fraction=0.9),
-                 lambda c: c["training"]["ladder"] and min(p.branch_steps[0] - p.warmup_steps
+    pytest.param(lambda c, t: c["training"].update(ladder=True, schedule="wsd", cooldown_fraction=0.9,
+                                                   warmup_steps=10),
+                 lambda c: c["training"]["ladder"] and min(p.branch_steps[0] - 10
                                                            for _, p in S.ladders(c).values()) < 10,
                  id="ladder-branching-soon-after-warmup"),
 ])

@@ -392,6 +392,18 @@ def test_the_summary_of_a_ladder_states_its_compute_and_that_from_scratch(study)
     assert f"`s`: {len(runs)} runs" in md and "on a ladder" not in S.summary_markdown("T", "s", study)
 
 
+def test_the_summary_counts_each_trunks_time_once(study):
+    runs = study.runs.assign(wall_s=60.0, trunk=None, trunk_wall_s=None)
+    assert f"{len(runs):.1f} CPU-minutes" in S.summary_markdown("T", "s", T.Tables(runs, *(getattr(study, f) for f in
+                                                                ("downstream", "fits", "parameters", "predictions"))))
+    # two trunks: each run's own job (its cooldown), then each trunk once, by the run branching last on it
+    runs = runs.assign(trunk=["a" if i % 2 else "b" for i in range(len(runs))],
+                       trunk_wall_s=[60.0 * (i + 1) for i in range(len(runs))])
+    last = runs.groupby("trunk")["trunk_wall_s"].max().sum()
+    assert S.cpu_minutes(runs) == pytest.approx(len(runs) + last / 60)
+    assert last == 60.0 * (2 * len(runs) - 1)  # the last two runs' trunk times, not every run's
+
+
 def test_summary_has_every_law_its_parameters_and_the_held_out_numbers(study):
     md = S.summary_markdown("A title", "web-study", study, "figures")
     n_bad = (study.runs["status"] == "diverged").sum()

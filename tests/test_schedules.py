@@ -62,9 +62,19 @@ def test_wsd_1_sqrt_cooldown_drops_faster_at_first_and_ends_at_the_final_lr():
                for s in range(89, 110))
 
 
-def test_a_given_warmup_replaces_the_fraction_of_the_run():
+def test_warmup_steps_replace_the_fraction_for_runs_of_every_length():
     training = {"schedule": "wsd", "warmup_fraction": 0.5, "min_lr_ratio": R, "cooldown_fraction": 0.2,
                 "cooldown_shape": "linear"}
+    assert [S.warmup_length(training, s) for s in (10, STEPS, 1000)] == [5, 55, 500]  # half of each run
     assert S.lr_at(4, STEPS, training, PEAK) == pytest.approx(PEAK * 5 / 55)
-    assert S.lr_at(4, STEPS, training, PEAK, warmup_steps=WARMUP) == pytest.approx(PEAK * 5 / WARMUP)
-    assert S.lr_at(WARMUP, STEPS, training, PEAK, warmup_steps=WARMUP) == PEAK
+    fixed = {**training, "warmup_steps": WARMUP}
+    assert [S.warmup_length(fixed, s) for s in (10, STEPS, 1000)] == [WARMUP] * 3
+    assert S.lr_at(4, STEPS, fixed, PEAK) == pytest.approx(PEAK * 5 / WARMUP)
+    assert S.lr_at(WARMUP, STEPS, fixed, PEAK) == PEAK
+    # so a short and a long WSD run have the same LR until the short one's cooldown starts
+    short, long = 50, 500
+    assert all(S.lr_at(s, short, fixed, PEAK) == S.lr_at(s, long, fixed, PEAK)
+               for s in range(S.cooldown_start(short, 0.2)))
+    assert S.lr_at(1, short, training, PEAK) != S.lr_at(1, long, training, PEAK)
+    none = {**training, "warmup_steps": 0}
+    assert S.warmup_length(none, STEPS) == 0 and S.lr_at(0, STEPS, none, PEAK) == PEAK

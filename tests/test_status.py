@@ -188,3 +188,68 @@ def test_on_a_ladder_each_run_costs_its_share_of_the_trunk_and_its_cooldown(tmp_
     ladder = sum(6.0 * sizes[r.size] * S.run_spec(config, r)["tokens"] * spent / steps
                  for group, plan in plans.values() for r, spent, steps in zip(group, plan.spent_steps(), plan.steps))
     assert per_run["flops_left"].sum() == pytest.approx(ladder) and ladder < 0.8 * scratch
+
+
+def _ladder(tmp_path):
+    """A synthetic ladder study: one trunk of three segments, runs at M = 10, 20, 40; its plan and results folder."""
+    config = synthetic.study_config("ld", 1, [10, 20, 40], [0.01])
+    config["training"].update(schedule="wsd", ladder=True, cooldown_fraction=0.2, batch_tokens=512, warmup_steps=2)
+    (trunk, (group, plan)), = S.ladders(config).items()
+    return config, trunk, group, plan, tmp_path / "results" / "ld"
+
+
+def _scratch(config, run) -> float:
+    return 6.0 * S.model_sizes(config)[run.size] * S.run_spec(config, run)["tokens"]
+
+
+def _write(path, text: str, age: float = 0.0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    os.utime(path, (time.time() - age, time.time() - age))
+
+
+def test_on_a_ladder_a_run_waiting_on_its_training_trunk_runs_and_one_whose_segment_failed_failed(tmp_path):
+    config, trunk, group, plan, results = _ladder(tmp_path)
+    (_, first), (_, second), _ = plan.segments
+    log = lambda end: results / "logs" / "trunk" / trunk / f"step{end}.log"  # noqa: E731
+    _write(log(first), f"[{trunk}] step 5/{first} loss 3.1 2,000 tok/s ETA 9s\n")
+    per_run = T.grid(config, tmp_path / "results")
+    assert per_run["state"].eq("running").all()  # every run branches after the first segment
+    p = T.progress(per_run)
+    assert p["running"] == 3 and p["jobs_running"] == 1  # one job trains: the segment, shared by the three
+    assert p["flops_per_s"] == pytest.approx(6.0 * S.model_sizes(config)[group[0].size] * 2000)
+    per_step = {r.id: _scratch(config, r) / steps for r, steps in zip(group, plan.steps)}
+    assert per_run["flops_spent"].sum() == pytest.approx(sum(per_step.values()) * 5 / 3)  # its 5 steps, in thirds
+
+    _write(results / "trunks" / trunk / f"step{first}.json", json.dumps({"status": "ok", "wall_s": 10.0}))
+    _write(log(second), "Traceback (most recent call last):\nRuntimeError: out of memory\n")
+    per_run = T.grid(config, tmp_path / "results").set_index("run_id")
+    assert per_run["state"].to_dict() == {group[0].id: "not_started", group[1].id: "failed", group[2].id: "failed"}
+    p = T.progress(per_run.reset_index())
+    assert (p["failed"], p["running"], p["jobs_running"]) == (2, 0, 0)
+    # the first run's share of the finished segment is spent, and its model has seen that segment's steps
+    assert per_run.loc[group[0].id, "flops_spent"] == pytest.approx(per_step[group[0].id] * first / 3)
+    assert per_run.loc[group[0].id, "tokens_done"] == round(S.run_spec(config, group[0])["tokens"] * first
+                                                           / plan.steps[0])
+    assert per_run.loc[group[0].id, "job_s"] == pytest.approx(10.0 / 3)  # its share of the segment's job
+
+
+def test_on_a_ladder_the_eta_counts_the_time_of_each_trunk_segment_once(tmp_path):
+    config, trunk, group, plan, results = _ladder(tmp_path)
+    walls = {end: 10.0 * (i + 1) for i, (_, end) in enumerate(plan.segments)}
+    for end, wall in walls.items():
+        _write(results / "trunks" / trunk / f"step{end}.json", json.dumps({"status": "ok", "wall_s": wall}))
+    _write(results / "runs" / group[0].id / "metrics.json", json.dumps({"status": "ok", "wall_s": 4.0}))
+    per_run = T.grid(config, tmp_path / "results")
+    p = T.progress(per_run)
+    # measured: the trunk's three jobs, each once (in its runs' shares), and the first run's cooldown
+    per_step = [_scratch(config, r) / steps for r, steps in zip(group, plan.steps)]
+    trunk = sum(per_step[i] * (end - first) / sum(1 for b in plan.branch_steps if b >= end)
+                for first, end in plan.segments for i, b in enumerate(plan.branch_steps) if end <= b)
+    cooldown = per_step[0] * (plan.steps[0] - plan.branch_steps[0])
+    assert per_run["job_s"].sum() == pytest.approx(sum(walls.values()) + 4.0)
+    assert p["flops_per_s_per_job"] == pytest.approx((trunk + cooldown) / (sum(walls.values()) + 4.0), rel=1e-9)
+    # compute left: the other two cooldowns, at the measured speed of one job (none is running)
+    left = sum(per_step[i] * (plan.steps[i] - plan.branch_steps[i]) for i in (1, 2))
+    assert p["flops"] - p["flops_done"] == pytest.approx(left, rel=1e-9)
+    assert p["eta_s"] == pytest.approx(left / p["flops_per_s_per_job"], rel=1e-9)

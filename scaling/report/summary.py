@@ -315,6 +315,13 @@ def result_section(t: Tables) -> list[str]:
     return out
 
 
+def cpu_minutes(runs: pd.DataFrame) -> float:
+    """The study's training time, one CPU (or device) per job: every run's job, and on a ladder each trunk once, its
+    runs' largest ``trunk_wall_s`` (that of the run branching last, whose trunk time covers every segment)."""
+    trunks = runs.dropna(subset=["trunk"]).groupby("trunk")["trunk_wall_s"].max().sum() if "trunk" in runs else 0.0
+    return (runs["wall_s"].sum() + trunks) / 60
+
+
 def summary_markdown(title: str, study: str, t: Tables, figures_dir: str | None = None) -> str:
     """The study's summary: runs, the result in words, each fitted law with intervals, predicted vs measured,
     per-task accuracy."""
@@ -322,7 +329,7 @@ def summary_markdown(title: str, study: str, t: Tables, figures_dir: str | None 
     counts = runs["status"].value_counts().to_dict()
     out = [f"# {title}", "", f"Study `{study}`: {len(runs)} runs "
            f"({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}), "
-           f"{_compute(runs)}, {runs['wall_s'].sum() / 60:.1f} CPU-minutes.", ""]
+           f"{_compute(runs)}, {cpu_minutes(runs):.1f} CPU-minutes.", ""]
     if figures_dir is not None:
         out += ["Figures (PNG; SVG beside them): " + ", ".join(
             f"[{title}]({figures_dir}/{name}.png)" for name, (title, _) in FIGURES.items()) + ".", ""]

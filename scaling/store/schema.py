@@ -101,7 +101,9 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
          "nats/token", PRESENT),
         ("status", STR, "`ok` or `diverged`", "", REQ),
         ("diverged_step", I64, "step at which the run was stopped as diverged, else null", "steps"),
-        ("wall_s", F64, "wall-clock time of the training job", "s"),
+        ("wall_s", F64, "wall-clock time of the training job (on a ladder, the run's cooldown)", "s"),
+        ("trunk_wall_s", F64, "on a ladder, the wall-clock time of the trunk's segment jobs up to the run's branch "
+         "step (a trunk's time is its runs' largest), else null", "s"),
         ("tokens_per_s", F64, "training throughput: tokens_seen / the training loop's time (`train_s`, without "
          "start-up, the final evaluation and writing the outputs)", "tokens/s"),
         ("device", STR, "`cpu` or `cuda`"),

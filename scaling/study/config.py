@@ -45,6 +45,7 @@ import yaml
 from scaling.study import runs as S
 from scaling.data.prepare import resolve_files, split_sizes, vocab_size
 from scaling.train.flops import planned_tokens
+from scaling.train.schedules import warmup_length
 from scaling.train.shapes import Shape, count_params
 from scaling.evaluate.tasks import TaskError, read_task
 from scaling.evaluate.harness import HarnessError, check_task as check_harness
@@ -195,22 +196,25 @@ def check_steps(config: dict) -> None:
     """Every run trains at least one step after its warmup (as scaling/train/loop.py counts them).
 
     steps = ceil(D / batch_tokens) with D = M·N (:func:`scaling.train.flops.planned_tokens`),
-    warmup = round(warmup_fraction · steps).
+    warmup = :func:`scaling.train.schedules.warmup_length`.
     """
-    fraction = config["training"]["warmup_fraction"]
-    least_steps = next(s for s in itertools.count(1) if s >= round(fraction * s) + 1)
+    training = config["training"]
+    fixed = training.get("warmup_steps")
+    least_steps = next(s for s in itertools.count(1) if s >= warmup_length(training, s) + 1)
     for i, block in enumerate(config["grid"]):
         for (n, size), (j, m) in itertools.product(_block_sizes(config, block), enumerate(block["token_multipliers"])):
             batch = S.size_training(config, size)["batch_tokens"]
             d = planned_tokens(n, m)
             steps = math.ceil(d / batch)
-            warmup = round(fraction * steps)
+            warmup = warmup_length(training, steps)
             if steps < warmup + 1:
                 raise S.ConfigError(
                     f"grid[{i}].token_multipliers[{j}]: M = {m:g} gives {size} (N = {n:,}) D = M·N = "
-                    f"{d:,} tokens, {steps} step(s) of {batch} tokens (its batch_tokens) with {warmup} of warmup; "
-                    f"a run needs at least one step after warmup; fix: use M ≥ "
-                    f"{_round(((least_steps - 1) * batch + 1) / n, math.ceil):g}")
+                    f"{d:,} tokens, {steps} step(s) of {batch} tokens (its batch_tokens) with {warmup} of warmup"
+                    + (" (training.warmup_steps)" if fixed is not None else "")
+                    + f"; a run needs at least one step after warmup; fix: use M ≥ "
+                    f"{_round(((least_steps - 1) * batch + 1) / n, math.ceil):g}"
+                    + (f", or training.warmup_steps below {steps}" if fixed is not None else ""))
 
 
 def check_ladder(config: dict) -> None:
@@ -228,15 +232,22 @@ def check_ladder(config: dict) -> None:
         raise S.ConfigError(f"training.cooldown_fraction: {f:g} leaves a ladder's runs "
                             f"{'no cooldown' if f <= 0 else 'no trunk to share'}; a ladder needs a fraction strictly "
                             f"between 0 and 1; fix: use one such as 0.2 (Hägele et al. 2024)")
-    for trunk, (group, plan) in S.ladders(config).items():
+    warmup, plans = training.get("warmup_steps"), S.ladders(config)
+    if warmup is None:
+        shortest = min(plan.steps[0] for _, plan in plans.values())
+        raise S.ConfigError(f"training.ladder: a ladder's trunk and runs share one warmup, and "
+                            f"training.warmup_fraction gives each run its own; fix: set training.warmup_steps, the "
+                            f"warmup of every run (Hägele et al. 2024 warm up all theirs over one count of steps), "
+                            f"e.g. {round(training['warmup_fraction'] * shortest)}, warmup_fraction of the shortest "
+                            f"run's {shortest} steps")
+    for trunk, (group, plan) in plans.items():
         for run, b in zip(group, plan.branch_steps):
-            if b < max(1, plan.warmup_steps):
+            if b < max(1, warmup):
                 raise S.ConfigError(
-                    f"training.cooldown_fraction: {run.id} would branch off its trunk {trunk} at step {b}, inside "
-                    f"the ladder's warmup of {plan.warmup_steps} steps (training.warmup_fraction "
-                    f"{training['warmup_fraction']:g} of the shortest run's {plan.steps[0]} steps); fix: keep "
-                    f"training.cooldown_fraction + training.warmup_fraction below 1 (lower either), or drop the "
-                    f"run's token multiplier")
+                    f"training.warmup_steps: {run.id} would branch off its trunk {trunk} at step {b}, inside "
+                    f"the ladder's warmup of {warmup} steps; fix: lower training.warmup_steps"
+                    + (f" to at most {b}" if b else "") + " or training.cooldown_fraction, or drop the run's "
+                    "token multiplier")
 
 
 def _round(x: float, direction) -> float:

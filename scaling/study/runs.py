@@ -13,6 +13,7 @@ to the grid leaves existing runs' ids and paths unchanged.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -381,15 +382,15 @@ def ladders(config: dict, trunk: str | None = None) -> dict[str, tuple[list[Run]
             groups[run.trunk].append(run)
     shapes = {(r.dataset, r.size): model_shape(config, r.dataset, r.size) for g in groups.values() for r in g[:1]}
     return {key: (group, ladder.plan([run_tokens(config, r, shapes[r.dataset, r.size]) for r in group],
-                                     size_training(config, group[0].size)["batch_tokens"], training["cooldown_fraction"],
-                                     training["warmup_fraction"]))
+                                     size_training(config, group[0].size)["batch_tokens"],
+                                     training["cooldown_fraction"]))
             for key, group in groups.items()}
 
 
 def run_spec(config: dict, run: Run, plans: dict | None = None, shape: Shape | None = None) -> dict:
     """Everything that defines a run's training (and nothing else), as a JSON-able dict.
 
-    A run of a ladder also has ``ladder``: its trunk's id, the ladder's warmup steps and the step it branches at
+    A run of a ladder also has ``ladder``: its trunk's id and the step it branches at
     (from ``plans``, :func:`ladders` of the config, when given; else from its trunk's plan). ``shape`` is the run's
     :func:`model_shape`, for a caller that has it already.
     """
@@ -407,8 +408,7 @@ def run_spec(config: dict, run: Run, plans: dict | None = None, shape: Shape | N
     }
     if config["training"].get("ladder"):
         group, plan = (plans if plans is not None else ladders(config, run.trunk))[run.trunk]
-        spec["ladder"] = {"trunk": run.trunk, "warmup_steps": plan.warmup_steps,
-                          "branch_step": plan.branch_steps[group.index(run)]}
+        spec["ladder"] = {"trunk": run.trunk, "branch_step": plan.branch_steps[group.index(run)]}
     return spec
 
 
@@ -439,7 +439,6 @@ class Specs:
         self.config = config
         self.runs = {run.id: run for run in (runs(config) if planned is None else planned)}
         self._shapes: dict[tuple[str, str], Shape] = {}
-        self._plans: dict | None = None  # the study's ladders, made at the first ladder run's spec
 
     def __getitem__(self, run_id: str) -> dict:
         run = self.runs.get(run_id)
@@ -449,9 +448,12 @@ class Specs:
         key = (run.dataset, run.size)
         if key not in self._shapes:
             self._shapes[key] = model_shape(self.config, *key)
-        if self._plans is None and self.config["training"].get("ladder"):
-            self._plans = ladders(self.config)
-        return run_spec(self.config, run, self._plans, self._shapes[key])
+        return run_spec(self.config, run, self.plans, self._shapes[key])
+
+    @functools.cached_property
+    def plans(self) -> dict[str, tuple[list[Run], ladder.Plan]]:
+        """The study's ladders (:func:`ladders`), made once, when first asked for."""
+        return ladders(self.config)
 
 
 def model_sizes(config: dict) -> dict[str, int]:

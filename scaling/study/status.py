@@ -13,18 +13,26 @@ files under ``results/<study>/``:
   cannot be read;
 - ``not_started``: neither.
 
+On a ladder a run whose own job has not started takes the state of its trunk's
+segments up to its branch point (:func:`segment_states`): ``running`` while one
+trains, ``failed`` when one failed (its log ``logs/trunk/<trunk>/step<end>.log``
+read as a run's; a segment is finished when its record
+``trunks/<trunk>/step<end>.json`` exists).
+
 Tokens and compute done are those of done runs, the part of each diverged run
 trained before it stopped, and the part a running or failed run's log last
 reported (``step k/K``: k/K of its planned tokens); compute left is the rest of
 the planned compute. A run's planned compute is C = 6·N·D, or on a ladder its
-share of its trunk and its cooldown (:func:`scaling.train.ladder.spent_steps`).
+share of its trunk and its cooldown (:func:`scaling.train.ladder.spent_steps`),
+and its compute done counts its shares of the trunk's segments done.
 
 :func:`progress` turns this into the study's progress (:func:`progress_text`,
 ``scaling status --watch``): runs finished, running and left; tokens and compute
 done; and an ETA. The ETA divides the compute left by the throughput measured on
-this study: the FLOP/s of one job (finished runs' 6·N·D over their wall time, which
-counts start-up and the final evaluation; before any run finished, the tokens/s in
-the running runs' logs) times the runs training side by side now (at least one).
+this study: the FLOP/s of one job (finished jobs' compute over their wall time, which
+counts start-up and the final evaluation: each run's job, and on a ladder each trunk
+segment's once; before any job finished, the tokens/s in the running jobs' logs) times
+the jobs training side by side now (at least one).
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from pathlib import Path
 import pandas as pd
 
 from scaling.study import runs as S
+from scaling.train import ladder
 from scaling.train.flops import flops_6nd
 
 STATES = ("done", "running", "failed", "diverged", "not_started")
@@ -45,13 +54,13 @@ FINISHED = ("done", "diverged")
 STEP = re.compile(rb"step (\d+)/(\d+)(?:.*? ([\d,]+) tok/s)?")
 
 
-def run_state(run_dir: Path, log: Path, now: float, stale_after: float) -> tuple[str, dict]:
-    """A run's state and what its files say: its metrics when it finished, else the last ``step``, ``steps`` and
-    ``tok_s`` its log reported (absent until it reports one)."""
-    metrics_path = run_dir / "metrics.json"
-    if metrics_path.exists():
+def job_state(finished: Path, log: Path, now: float, stale_after: float) -> tuple[str, dict]:
+    """A job's state and what its files say: the JSON file it writes last (a run's ``metrics.json``, a trunk
+    segment's record) when it finished, else the last ``step``, ``steps`` and ``tok_s`` its log reported (absent
+    until it reports one)."""
+    if finished.exists():
         try:
-            metrics = json.loads(metrics_path.read_text())
+            metrics = json.loads(finished.read_text())
         except (OSError, ValueError):
             return "failed", {}
         return ("done" if metrics.get("status") == "ok" else "diverged"), metrics
@@ -71,34 +80,75 @@ def run_state(run_dir: Path, log: Path, now: float, stale_after: float) -> tuple
     return ("running" if fresh and not crashed else "failed"), reported
 
 
+def segment_states(specs: S.Specs, results: Path, now: float, stale_after: float) -> dict[str, list[dict]]:
+    """Each trunk's segments, in order: the segment's end step, its steps, how many of the trunk's runs share it
+    (branch at or after its end), its state (:func:`job_state` of its record ``trunks/<trunk>/step<end>.json`` and
+    its log ``logs/trunk/<trunk>/step<end>.log``), its steps done, its job's wall time once finished (else 0) and
+    the tokens/s its log reports."""
+    out = {}
+    for trunk, (_, plan) in specs.plans.items():
+        out[trunk] = []
+        for (first, end), shared in zip(plan.segments, ladder.sharers(plan.branch_steps)):
+            key = f"{trunk}/step{end}"
+            state, m = job_state(results / "trunks" / f"{key}.json", results / "logs" / "trunk" / f"{key}.log",
+                                 now, stale_after)
+            finished = state in FINISHED
+            out[trunk].append({"end": end, "steps": end - first, "state": state,
+                               "shared": shared,
+                               "done": end - first if finished else min(end - first, max(0, m.get("step", 0) - first)),
+                               "wall_s": m.get("wall_s", 0.0) if finished else 0.0, "tok_s": m.get("tok_s")})
+    return out
+
+
 def grid(config: dict, results_root: str | Path = "results", stale_after: float = 120.0) -> pd.DataFrame:
     """One row per planned run: its grid coordinates, state, tokens planned and done, compute spent and left (FLOPs),
-    and the throughput its files report (a finished run's wall time; a running run's tokens/s)."""
+    the throughput its files report (a finished run's wall time; a running run's tokens/s), and what
+    :func:`progress` measures the throughput on: ``job_flops`` over ``job_s``, the compute and wall time of its
+    finished jobs, and ``jobs``, the jobs it has training now.
+
+    On a ladder a run's jobs are its cooldown and, shared with its trunk's other runs, its trunk's segments up to
+    its branch point (:func:`segment_states`): each finished segment's compute and time, and each training one,
+    count in equal shares, so that the study counts each once. Before its own job starts, a run is ``running``
+    while one of these segments trains, and ``failed`` when one failed."""
     results = Path(results_root) / config["study"]
     sizes = S.model_sizes(config)
-    cost = {run.id: spent / steps for group, plan in S.ladders(config).values()  # a ladder run's / from scratch
-             for run, spent, steps in zip(group, plan.spent_steps(), plan.steps)}
     now, rows = time.time(), []
     specs = S.Specs(config)  # one shape per (dataset, size) and the ladders once, not per run
+    segments = segment_states(specs, results, now, stale_after)
     for run in specs.runs.values():
-        n = sizes[run.size]
-        tokens = specs[run.id]["tokens"]
+        n, spec = sizes[run.size], specs[run.id]
+        tokens = spec["tokens"]
         scratch = flops_6nd(n, tokens)
-        planned = scratch * cost.get(run.id, 1.0)
-        state, m = run_state(results / "runs" / run.id, results / "logs" / "train" / f"{run.id}.log", now, stale_after)
-        if state == "done":
-            share = 1.0
-        elif state == "diverged":
-            share = min(1.0, m.get("tokens_seen", 0) / tokens)
-        else:
-            share = m["step"] / m["steps"] if m.get("steps") else 0.0
-        spent = m.get("flops", scratch) * cost.get(run.id, 1.0) * share
+        own_state, m = job_state(results / "runs" / run.id / "metrics.json",
+                                 results / "logs" / "train" / f"{run.id}.log", now, stale_after)
+        # in steps on a ladder; from scratch, in runs (one step): its files say the share of it done
+        steps = ladder.run_steps(tokens, config["training"]["batch_tokens"]) if "ladder" in spec else 1
+        b = spec.get("ladder", {}).get("branch_step", 0)
+        segs = [g for g in segments.get(run.trunk, []) if g["end"] <= b]
+        finished = own_state in FINISHED
+        done = (1.0 if own_state == "done" else min(1.0, m.get("tokens_seen", 0) / tokens) if finished else
+                m["step"] / m["steps"] if m.get("steps") else 0.0)  # the share of its steps its files report
+        own = max(0.0, done * steps - b)  # its own job's steps done
+        state = own_state
+        if state == "not_started":  # its trunk's state up to its branch point
+            state = next((g["state"] for g in segs if g["state"] in ("failed", "running")), state)
+        trunk_done = [g["steps"] if finished else g["done"] for g in segs]
+        spent = sum(d / g["shared"] for d, g in zip(trunk_done, segs)) + own  # in steps, with its shares of the trunk
+        planned = sum(g["steps"] / g["shared"] for g in segs) + steps - b
+        running = [g for g in segs if g["state"] == "running"]
+        per_step = scratch / steps
         rows.append({"run_id": run.id, "dataset": run.dataset, "size": run.size, "n_params": n,
                      "token_multiplier": run.token_multiplier, "lr": run.lr, "seed": run.seed, "state": state,
-                     "tokens": tokens, "tokens_done": round(tokens * share),
-                     "flops_spent": spent, "flops_left": 0.0 if state in FINISHED else planned - spent,
-                     "wall_s": m.get("wall_s") if state in FINISHED else None,
-                     "tokens_per_s": m.get("tok_s") if state == "running" else None})
+                     "tokens": tokens, "tokens_done": min(tokens, round(tokens * (sum(trunk_done) + own) / steps)),
+                     "flops_spent": per_step * spent, "flops_left": 0.0 if finished else per_step * (planned - spent),
+                     "wall_s": m.get("wall_s") if finished else None,
+                     "tokens_per_s": m.get("tok_s") if own_state == "running" else
+                     next((g["tok_s"] for g in running), None),
+                     "job_flops": per_step * ((own if finished else 0.0)
+                                              + sum(g["steps"] / g["shared"] for g in segs if g["wall_s"])),
+                     "job_s": ((m.get("wall_s") or 0.0) if finished else 0.0)
+                     + sum(g["wall_s"] / g["shared"] for g in segs),
+                     "jobs": float(own_state == "running") + sum(1 / g["shared"] for g in running)})
     return pd.DataFrame(rows)
 
 
@@ -117,23 +167,23 @@ def progress(per_run: pd.DataFrame) -> dict:
     and compute done and planned; the throughput of one job and the study's (FLOP/s); the ETA in seconds (None
     before anything measured a throughput)."""
     state = per_run["state"]
-    finished = per_run[state.isin(FINISHED) & (per_run["wall_s"].fillna(0) > 0)]
     running = per_run[state == "running"]
-    if len(finished):
-        per_job = float(finished["flops_spent"].sum() / finished["wall_s"].sum())
+    if per_run["job_s"].sum() > 0:
+        per_job = float(per_run["job_flops"].sum() / per_run["job_s"].sum())
     elif running["tokens_per_s"].notna().any():
         measured = running[running["tokens_per_s"].notna()]
         per_job = float((6.0 * measured["n_params"] * measured["tokens_per_s"]).mean())
     else:
         per_job = None
-    rate = per_job * max(1, len(running)) if per_job else None
+    jobs = round(per_run["jobs"].sum())
+    rate = per_job * max(1, jobs) if per_job else None
     left = float(per_run["flops_left"].sum())
     return {
         "runs": len(per_run), "finished": int(state.isin(FINISHED).sum()), "running": len(running),
         "left": int(state.isin(("failed", "not_started")).sum()), "failed": int((state == "failed").sum()),
         "tokens_done": int(per_run["tokens_done"].sum()), "tokens": int(per_run["tokens"].sum()),
         "flops_done": float(per_run["flops_spent"].sum()), "flops": float(per_run["flops_spent"].sum()) + left,
-        "flops_per_s_per_job": per_job, "flops_per_s": rate,
+        "jobs_running": jobs, "flops_per_s_per_job": per_job, "flops_per_s": rate,
         "eta_s": 0.0 if left == 0 else (left / rate if rate else None),
     }
 
@@ -149,7 +199,7 @@ def _duration(seconds: float | None) -> str:
 def progress_text(p: dict) -> str:
     """The progress as three lines: runs, tokens and compute, throughput and ETA."""
     share = p["flops_done"] / p["flops"] if p["flops"] else 1.0
-    speed = (f"{p['flops_per_s']:.3g} FLOP/s ({p['running']} running × {p['flops_per_s_per_job']:.3g} per job)"
+    speed = (f"{p['flops_per_s']:.3g} FLOP/s ({p['jobs_running']} running × {p['flops_per_s_per_job']:.3g} per job)"
              if p["flops_per_s"] else "not measured yet")
     return "\n".join([
         f"runs: {p['finished']} finished, {p['running']} running, {p['left']} left "

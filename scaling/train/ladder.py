@@ -5,22 +5,23 @@ of S steps with cooldown fraction f trains at the constant peak LR until its
 cooldown start b = S − round(f·S), then decays. Before b it is the same
 computation for every S: the batch of a step is a pure function of (seed,
 step) and the LR of the step alone, once the warmup is the same length for
-all of them. So the runs of one (dataset, size, lr, seed) share a *trunk*,
-trained once at the constant LR up to the largest run's b, and each run is a
-*branch*: its cooldown, started from the trunk's checkpoint at its own b
-(Hägele et al. 2024, §4; OLMo-core's model ladder trains its sizes this way).
+all of them, which a ladder's study gives as ``training.warmup_steps``
+(:func:`scaling.train.schedules.warmup_length`). So the runs of one (dataset,
+size, lr, seed) share a *trunk*, trained once at the constant LR up to the
+largest run's b, and each run is a *branch*: its cooldown, started from the
+trunk's checkpoint at its own b (Hägele et al. 2024, §4; OLMo-core's model
+ladder trains its sizes this way).
 
-The warmup is ``warmup_fraction`` of the shortest run's steps, so the
-shortest branch is step for step the from-scratch WSD run of its length, and
-adding a longer run leaves the warmup, hence the trunk so far, unchanged: the
-trunk is extended, not retrained. Its checkpoints at the branch points split
-it into *segments* (:attr:`Plan.segments`), each a job of its own, so a branch
-starts as soon as its checkpoint exists.
+Every branch is then step for step the from-scratch WSD run of its length with
+the same ``warmup_steps``, and adding a longer run leaves the trunk so far
+unchanged: the trunk is extended, not retrained. Its checkpoints at the branch
+points split it into *segments* (:attr:`Plan.segments`), each a job of its
+own, so a branch starts as soon as its checkpoint exists.
 
 Compute, in steps of ``batch_tokens`` tokens: a run from scratch costs S; on
 the ladder the study spends the trunk, max b, plus each run's cooldown S − b.
 Each trunk segment is shared equally by the runs that branch at or after its
-end (:meth:`Plan.spent_steps`), so the runs' shares add up to what was spent.
+end (:func:`sharers`, :meth:`Plan.spent_steps`), so the runs' shares add up to what was spent.
 For budgets D ∝ M ∈ {20, 40, 80, 160, 320} and f = 0.2 that is
 (0.8·320 + 0.2·620)/620 = 380/620 = 0.613 of training each from scratch.
 """
@@ -49,7 +50,6 @@ def run_steps(tokens: int, batch_tokens: int) -> int:
 class Plan:
     """One trunk and its branches: each run's steps and the step its cooldown branches off at."""
 
-    warmup_steps: int
     steps: tuple[int, ...]  # each run's steps, ascending
     branch_steps: tuple[int, ...]  # each run's cooldown start, in the same order
 
@@ -79,13 +79,18 @@ def segments(branch_steps) -> tuple[tuple[int, int], ...]:
     return tuple(zip([0, *ends[:-1]], ends))
 
 
+def sharers(branch_steps) -> tuple[int, ...]:
+    """How many runs share each segment of a trunk (:func:`segments`): those that branch at or after its end."""
+    return tuple(sum(1 for c in branch_steps if c >= end) for _, end in segments(branch_steps))
+
+
 def spent_steps(steps, branch_steps) -> tuple[float, ...]:
     """The steps actually spent on each run of one trunk, given every run's steps and branch step: its cooldown,
     plus an equal share of every trunk segment up to its branch point with the other runs that branch there or
     later."""
-    return tuple(sum((end - first) / sum(1 for c in branch_steps if c >= end)
-                     for first, end in segments(branch_steps) if end <= b)
-                 + s - b for s, b in zip(steps, branch_steps))
+    shared = list(zip(segments(branch_steps), sharers(branch_steps)))
+    return tuple(sum((end - first) / n for (first, end), n in shared if end <= b) + s - b
+                 for s, b in zip(steps, branch_steps))
 
 
 def job_tokens(spec: dict) -> int:
@@ -100,11 +105,10 @@ def job_tokens(spec: dict) -> int:
     return spec["tokens"]
 
 
-def plan(tokens: list[int], batch_tokens: int, cooldown_fraction: float, warmup_fraction: float) -> Plan:
-    """The ladder of runs of these token budgets (one trunk): warmup, steps and branch steps."""
+def plan(tokens: list[int], batch_tokens: int, cooldown_fraction: float) -> Plan:
+    """The ladder of runs of these token budgets (one trunk): steps and branch steps."""
     steps = sorted(run_steps(d, batch_tokens) for d in tokens)
-    return Plan(warmup_steps=round(warmup_fraction * steps[0]), steps=tuple(steps),
-                branch_steps=tuple(cooldown_start(s, cooldown_fraction) for s in steps))
+    return Plan(steps=tuple(steps), branch_steps=tuple(cooldown_start(s, cooldown_fraction) for s in steps))
 
 
 def trunk_spec(spec: dict) -> dict:
@@ -112,5 +116,4 @@ def trunk_spec(spec: dict) -> dict:
     checkpoints are checked against, so that a branch never starts from another trunk's."""
     ladder = spec["ladder"]
     return {"run_id": ladder["trunk"], **{k: spec[k] for k in TRUNK_KEYS},
-            "training": {k: v for k, v in spec["training"].items() if k not in BRANCH_ONLY},
-            "warmup_steps": ladder["warmup_steps"]}
+            "training": {k: v for k, v in spec["training"].items() if k not in BRANCH_ONLY}}

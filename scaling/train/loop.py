@@ -34,9 +34,11 @@ The engine (nothing in it changes a result on one device):
   ``curve_eval_tokens`` tokens (evenly spaced windows, as the final one), so a
   few % of the training time by default.
 - **Ladder** (:mod:`scaling.train.ladder`): a trunk segment starts from the
-  trunk's checkpoint at its first step and writes one at its end; a run of the
-  ladder starts from the trunk's checkpoint at its branch step and trains its
-  cooldown. Either resumes from its own checkpoints like any run.
+  trunk's checkpoint at its first step and writes one at its end, and its
+  record (its own job's time); a run of the ladder starts from the trunk's
+  checkpoint at its branch step and trains its cooldown, and its metrics time
+  that job alone (its trunk's wall time up to its branch is ``trunk_wall_s``).
+  Either resumes from its own checkpoints like any run.
 
 Outputs, each written atomically: ``curve.parquet`` (per step: step, tokens,
 lr, train_loss, and val_loss every ``eval_every`` steps), ``model.pt`` (the final weights and shape) and then
@@ -73,7 +75,7 @@ from scaling.io import atomic_path, write_json, write_parquet
 from scaling.train.model import GPT, Shape, lm_loss
 from scaling.train.shapes import count_params
 from scaling.train.preemption import Stopped
-from scaling.train.schedules import constant, lr_at
+from scaling.train.schedules import constant, lr_at, warmup_length
 from scaling.train.stability import first_divergence
 from scaling.train.watch import CurveLog, log_header
 
@@ -143,6 +145,7 @@ class Training:
     compiled: bool  # torch.compile, on a GPU only
     peak: float | None  # the GPU's peak FLOP/s, for the MFU
     curves: CurveLog | None = None  # the run's curve in TensorBoard (engine.tensorboard), rank 0's
+    trunk_wall_s: float = 0.0  # a ladder's run or segment: the wall time of its trunk's segment jobs before it
 
     @property
     def cfg(self) -> dict:
@@ -166,11 +169,10 @@ class Training:
         return tuple(self.spec["segment"]) if "segment" in self.spec else None
 
     def lr(self, step: int) -> float:
-        """The LR of a step: a trunk's is constant after warmup, a run's follows its schedule (a branch's from its
-        ladder's warmup)."""
+        """The LR of a step: a trunk's is constant after warmup, a run's follows its schedule."""
         if self.segment:
             return constant(step, self.steps, self.warmup_steps, self.spec["lr"], final_ratio=1.0)  # never decays
-        return lr_at(step, self.steps, self.cfg, self.spec["lr"], self.warmup_steps)
+        return lr_at(step, self.steps, self.cfg, self.spec["lr"])
 
 
 def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 1, checkpoint_every: int = 1000,
@@ -187,7 +189,8 @@ def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 
 
     A ladder's run (a spec with ``ladder``) starts from its trunk's checkpoint at its branch step, the file
     ``start_from``; a trunk segment (a spec with ``segment``, :func:`scaling.study.runs.trunk_segments`) from
-    the previous segment's, and writes its own, ``<out_dir>/step<end>.pt``, instead of a run's outputs.
+    the previous segment's, and writes its own, ``<out_dir>/step<end>.pt``, and its record ``step<end>.json``
+    (:func:`end_segment`) instead of a run's outputs.
     """
     t0 = time.perf_counter()
     run = setup(spec, data_dir, out_dir, threads, compile_model, log)
@@ -201,7 +204,7 @@ def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 
         run.world.stop()
         return None
     if run.segment:
-        return end_segment(run, stop, train_s)
+        return end_segment(run, stop, train_s, wall_s=prior_s + time.perf_counter() - t0)
 
     done = run.steps if stop is None else stop + 1
     status, val_loss = final_validation(run, stop)
@@ -244,9 +247,9 @@ def setup(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int, c
         raise ValueError(f"{n_seqs} sequences per step do not split over {world.size} processes; "
                          f"fix: make training.batch_tokens / seq_len a multiple of the number of processes")
     steps = spec["segment"][1] if "segment" in spec else ladder.run_steps(spec["tokens"], cfg["batch_tokens"])
-    warmup_steps = spec.get("warmup_steps", spec.get("ladder", {}).get("warmup_steps"))  # a trunk's; a branch's
-    if warmup_steps is None:
-        warmup_steps = round(cfg["warmup_fraction"] * steps)
+    if ("segment" in spec or "ladder" in spec) and cfg.get("warmup_steps") is None:
+        raise ValueError(f"{spec['run_id']} is of a ladder, whose trunk and runs share one warmup; fix: set "
+                         f"training.warmup_steps")
     train_data, val_data = load_tokens(data_dir, "train"), load_tokens(data_dir, "val")
     for name, data in (("train", train_data), ("validation", val_data)):
         if len(data) < shape.seq_len + 2:
@@ -255,8 +258,8 @@ def setup(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int, c
                 f"{shape.seq_len + 1}; fix: give the dataset more text or a larger val_fraction"
             )
     return Training(spec=spec, out=out, world=world, device=device, model=model, opt=opt, train_data=train_data,
-                    val_data=val_data, steps=steps, warmup_steps=warmup_steps, losses=np.full(steps, np.nan),
-                    val_losses=np.full(steps, np.nan), say=say, threads=threads,
+                    val_data=val_data, steps=steps, warmup_steps=warmup_length(cfg, steps),
+                    losses=np.full(steps, np.nan), val_losses=np.full(steps, np.nan), say=say, threads=threads,
                     compiled=cuda and compile_model,
                     peak=gpu_peak_flops(torch.cuda.get_device_name(device)) if cuda else None)
 
@@ -285,12 +288,13 @@ def start_state(run: Training, start_from: str | Path | None) -> dict | None:
 
 def resume(run: Training, start_from: str | Path | None = None) -> tuple[int, float, int | None]:
     """Load the run's newest readable checkpoint, else the trunk checkpoint it starts from, if any, into the model,
-    optimizer, RNGs and curves; return the steps done, the training time so far (0, 0.0 for a fresh start) and the
-    (0-based) step its trunk diverged at (None if it did not)."""
+    optimizer, RNGs and curves; return the steps done, this job's training time so far (0, 0.0 for a fresh start or
+    a trunk's checkpoint: the trunk's time is its segments', ``trunk_wall_s``) and the (0-based) step its trunk
+    diverged at (None if it did not)."""
     state = checkpoint.load(work_dir(run.spec, run.out), run.spec, run.say)
-    whence = "its checkpoint"
+    whence, prior_s = "its checkpoint", state["train_s"] if state else 0.0
     if state is None and (state := start_state(run, start_from)) is not None:
-        whence = f"its trunk's checkpoint {start_from}"
+        whence, prior_s = f"its trunk's checkpoint {start_from}", 0.0
     if state is None:
         run.say(f"[{run.run_id}] started: {run.steps} steps on {run.device.type}")
         return 0, 0.0, None
@@ -300,11 +304,12 @@ def resume(run: Training, start_from: str | Path | None = None) -> tuple[int, fl
     if run.cuda and state.get("cuda_rng") is not None:
         torch.cuda.set_rng_state(state["cuda_rng"], run.device)
     start, done = state["step"], len(state["losses"])  # fewer than the steps when the trunk diverged
+    run.trunk_wall_s = state.get("trunk_wall_s", 0.0)
     run.losses[:done] = state["losses"].numpy()
     run.val_losses[:done] = state["val_losses"].numpy()
     run.say(f"[{run.run_id}] resumed from {whence} at step {start}/{run.steps}")
     diverged = state.get("diverged_step")
-    return start, state["train_s"], None if diverged is None else diverged - 1
+    return start, prior_s, None if diverged is None else diverged - 1
 
 
 def checkpoint_state(run: Training, done: int, train_s: float) -> dict:
@@ -313,6 +318,7 @@ def checkpoint_state(run: Training, done: int, train_s: float) -> dict:
         "spec": run.spec, "step": done, "model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
         "losses": torch.from_numpy(run.losses[:done].copy()),
         "val_losses": torch.from_numpy(run.val_losses[:done].copy()), "train_s": train_s,
+        "trunk_wall_s": run.trunk_wall_s,
         "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state(run.device) if run.cuda else None,
     }
 
@@ -322,24 +328,32 @@ def save_checkpoint(run: Training, done: int, train_s: float) -> None:
     checkpoint.save(work_dir(run.spec, run.out), checkpoint_state(run, done, train_s))
 
 
-def end_segment(run: Training, stop: int | None, train_s: float) -> dict:
-    """A trunk segment's output: the trunk's checkpoint at the segment's end, ``step<end>.pt``, of the trunk's spec.
+def end_segment(run: Training, stop: int | None, train_s: float, wall_s: float) -> dict:
+    """A trunk segment's outputs: the trunk's checkpoint at the segment's end, ``step<end>.pt``, of the trunk's spec,
+    and then the segment's record, ``step<end>.json``: its status and its own job's wall and training time, the
+    trunk's time counted once (the checkpoint carries the trunk's wall time so far, ``trunk_wall_s``, to the runs
+    branching from it).
 
-    A trunk that diverged still writes it, with the losses up to the step it diverged at and that step as
+    A trunk that diverged still writes both, with the losses up to the step it diverged at and that step as
     ``diverged_step``, so that its later segments and its runs end at once, each recording the divergence.
     """
     end = run.segment[1]
     done = end if stop is None else stop + 1
+    diverged = None if stop is None else stop + 1
     state = {**checkpoint_state(run, done, train_s), "spec": {k: v for k, v in run.spec.items() if k != "segment"},
-             "step": end, "diverged_step": None if stop is None else stop + 1}
+             "step": end, "diverged_step": diverged, "trunk_wall_s": run.trunk_wall_s + wall_s}
     checkpoint.write(run.out / f"step{end}.pt", state)
+    segment = {"run_id": run.run_id, "segment": list(run.segment), "status": "ok" if stop is None else "diverged",
+               "diverged_step": diverged, "wall_s": wall_s, "train_s": train_s,
+               "trunk_wall_s": state["trunk_wall_s"]}
+    write_json(run.out / f"step{end}.json", segment)
     if run.curves:
         run.curves.close(run, done, float("nan"))
     run.say(f"[{run.run_id}] " + (f"checkpointed at step {end}" if stop is None else
                                   f"diverged at step {stop + 1}: its runs will record it"))
     shutil.rmtree(work_dir(run.spec, run.out), ignore_errors=True)  # its checkpoints and kept log lines
     run.world.stop()
-    return {"run_id": run.run_id, "step": end, "diverged_step": state["diverged_step"], "train_s": train_s}
+    return segment
 
 
 def train_steps(run: Training, start: int, prior_s: float, checkpoint_every: int,
@@ -441,8 +455,11 @@ def record(run: Training, done: int, stop: int | None, status: str, val_loss: fl
     spec, cfg, shape = run.spec, run.cfg, run.shape
     sizes = count_params(shape)
     tokens_seen = done * cfg["batch_tokens"]
-    tokens_per_s = tokens_seen / train_s  # the time of lost work (after a crash's last checkpoint) is not counted
-    achieved = tokens_per_s * flops_per_token(shape)
+    ladder_run = spec.get("ladder", {})
+    trained = max(0, done - ladder_run.get("branch_step", 0)) * cfg["batch_tokens"]  # by this job: a cooldown's own
+    # the time of lost work (after a crash's last checkpoint) is not counted; a branch of a diverged trunk trains none
+    tokens_per_s = trained / train_s if train_s > 0 else None
+    achieved = tokens_per_s and tokens_per_s * flops_per_token(shape)
     tail = run.losses[max(0, done - max(1, done // 100)) : done]
     return {
         **{k: spec[k] for k in ("run_id", "dataset", "size", "token_multiplier", "lr", "seed")},
@@ -461,13 +478,14 @@ def record(run: Training, done: int, stop: int | None, status: str, val_loss: fl
         "status": status,
         "diverged_step": None if stop is None else int(stop + 1),
         "resumed_from_step": start or None,
-        "trunk": spec.get("ladder", {}).get("trunk"),
-        "branch_step": spec.get("ladder", {}).get("branch_step"),
+        "trunk": ladder_run.get("trunk"),
+        "branch_step": ladder_run.get("branch_step"),
         "wall_s": wall_s,
         "train_s": train_s,
+        "trunk_wall_s": run.trunk_wall_s if ladder_run else None,
         "tokens_per_s": tokens_per_s,
         "model_flops_per_s": achieved,
-        "mfu": achieved / (run.peak * run.world.size) if run.peak else None,
+        "mfu": achieved / (run.peak * run.world.size) if run.peak and achieved else None,
         "device": torch.cuda.get_device_name(run.device) if run.cuda else "cpu",
         "world_size": run.world.size,
         "precision": "bf16-autocast" if run.cuda else "fp32",

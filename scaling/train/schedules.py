@@ -18,10 +18,11 @@ fraction of the post-warmup steps done:
   the LR lower through most of the cooldown; Hägele et al. (2024) find it
   better than linear at the same length.
 
-A WSD run's LR before its cooldown does not depend on its length, which is what
-lets runs of several lengths share one stable-LR trunk
-(:mod:`scaling.train.ladder`): there the warmup is one length for all of them,
-given as ``warmup_steps`` to :func:`lr_at` instead of a fraction of each run.
+The warmup (:func:`warmup_length`) is ``warmup_fraction`` of each run's steps,
+or, when the study gives ``warmup_steps``, that many steps for runs of every
+length, as Hägele et al. (2024) warm up all their runs. Then a WSD run's LR
+before its cooldown does not depend on its length, which is what lets runs of
+several lengths share one stable-LR trunk (:mod:`scaling.train.ladder`).
 
 At s = steps (one past the last step) every decaying schedule reaches r·η.
 Because the LR depends on the step alone, a run resumed from a checkpoint at
@@ -81,11 +82,17 @@ def wsd(step: int, steps: int, warmup_steps: int, peak: float, final_ratio: floa
     return peak * (1.0 - (1.0 - final_ratio) * COOLDOWN_SHAPES[shape](_progress(step, steps, start)))
 
 
-def lr_at(step: int, steps: int, training: dict, peak: float, warmup_steps: int | None = None) -> float:
+def warmup_length(training: dict, steps: int) -> int:
+    """The warmup, in steps, of a run of ``steps`` steps under a study's ``training`` settings: ``warmup_steps``
+    when given (the same for runs of every length), else ``round(warmup_fraction · steps)``."""
+    fixed = training.get("warmup_steps")
+    return round(training["warmup_fraction"] * steps) if fixed is None else fixed
+
+
+def lr_at(step: int, steps: int, training: dict, peak: float) -> float:
     """The LR at ``step`` of a run of ``steps`` steps under a study's ``training`` settings (schedule, warmup, final
-    LR, cooldown); the warmup is ``warmup_fraction`` of the run's steps unless ``warmup_steps`` gives it."""
-    if warmup_steps is None:
-        warmup_steps = round(training["warmup_fraction"] * steps)
+    LR, cooldown)."""
+    warmup_steps = warmup_length(training, steps)
     name, r = training["schedule"], training["min_lr_ratio"]
     if name == "wsd":
         return wsd(step, steps, warmup_steps, peak, r, training["cooldown_fraction"], training["cooldown_shape"])
