@@ -122,7 +122,7 @@ def grid(config: dict, results_root: str | Path = "results", stale_after: float 
         own_state, m = job_state(results / "runs" / run.id / "metrics.json",
                                  results / "logs" / "train" / f"{run.id}.log", now, stale_after)
         # in steps on a ladder; from scratch, in runs (one step): its files say the share of it done
-        steps = ladder.run_steps(tokens, config["training"]["batch_tokens"]) if "ladder" in spec else 1
+        steps = ladder.run_steps(tokens, spec["training"]["batch_tokens"]) if "ladder" in spec else 1
         b = spec.get("ladder", {}).get("branch_step", 0)
         segs = [g for g in segments.get(run.trunk, []) if g["end"] <= b]
         finished = own_state in FINISHED
