@@ -133,3 +133,15 @@ def test_a_fit_on_every_run_writes_an_empty_backtest_with_the_schema_columns(tmp
     backtest = schema.read_table(tmp_path / "backtest.parquet", "backtest")
     assert backtest.num_rows == 0
     assert backtest.column_names == [c.name for c in schema.columns("backtest")]
+
+
+def test_the_error_law_at_the_measured_loss_when_its_intervals_are_calibrated():
+    # every M at four sizes: enough extrapolation folds that the error law's intervals are calibrated, the case
+    # where the law at the measured loss (one input, L) once went through the calibration's (N, M) distances
+    runs, scores = study(multipliers=(20, 40, 80, 160))
+    fitted = fit_study(runs, scores, {**FIT, "fit_on": [{"size": ["s1", "s2", "s3", "s4"]}]}, SIZES, "core")
+    fits, pred, _ = fitted["downstream"]
+    assert fits[0]["calibrated"]
+    measured = pred.dropna(subset=["measured_error"])
+    law = downstream_error(measured["measured_loss"], **fits[0]["params"])
+    assert measured["error_at_measured_loss"].to_numpy() == pytest.approx(np.asarray(law))

@@ -67,6 +67,10 @@ class FitResult:
     def _eval(self, inputs, params) -> np.ndarray:
         return np.asarray(LAWS[self.law](*inputs, **params), dtype=float)
 
+    def value(self, *inputs) -> np.ndarray:
+        """The law at ``inputs`` with the fitted parameters, without an interval."""
+        return self._eval([np.asarray(x, dtype=float) for x in inputs], self.params)
+
     def predict_samples(self, *inputs, noise: bool = True) -> np.ndarray:
         """The law at ``inputs`` under each bootstrap refit (resamples × points), plus residual noise."""
         if self.samples is None:

@@ -73,7 +73,7 @@ def fit_study(runs: pd.DataFrame, downstream: pd.DataFrame, fit: dict, sizes: di
         pred = pred.assign(task=task, error_at_measured_loss=np.nan)
         for r in error_fits:  # the error law alone, without the loss law's miss
             rows = (pred["dataset"] == r.meta["group"]["dataset"]).to_numpy()
-            pred.loc[rows, "error_at_measured_loss"] = r.predict(pred.loc[rows, "measured_loss"])["predicted"]
+            pred.loc[rows, "error_at_measured_loss"] = r.value(pred.loc[rows, "measured_loss"])
         out["downstream"] = ([{**fit_dict(r), "task": task} for r in error_fits], pred, None)
     try:
         with warnings.catch_warnings():
