@@ -139,7 +139,7 @@ def main(argv=None) -> int:
 
     peak = matmul_peak(args.threads, seconds=0.2 if args.smoke else 1.0)
     print(f"torch {torch.__version__}, {args.threads} thread(s); measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s")
-    print(f"{steps} steps × {config['training']['batch_tokens']} tokens per measurement, best of {rounds} round(s)\n")
+    print(f"{steps} steps of each size's batch_tokens per measurement, best of {rounds} round(s)\n")
     header = (f"{'size':>6} {'N':>9} | {'trainer':>9} {'plain':>9} tok/s | {'/plain':>6} "
               f"{'rounds min/median/max':>21} | {'GFLOP/s':>7} {'of peak':>7} | {'job s':>6} {'not loop':>8}")
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

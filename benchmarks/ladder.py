@@ -1,6 +1,6 @@
 """The ladder's compute: what a study on a ladder trains, against training every run from scratch.
 
-    python benchmarks/ladder.py                  # the default study's 4 fit sizes × M ∈ {20, 40, 80, 160, 320}
+    python benchmarks/ladder.py                  # 4 sizes (MODELS) × M ∈ {20, 40, 80, 160, 320}
     python benchmarks/ladder.py --cooldown 0.1
     python benchmarks/ladder.py --quality        # 3 sizes × M ∈ {8, 12, 16} × 3 seeds, three ways (~15 min)
     python benchmarks/ladder.py --quality --smoke  # 2 tiny models at M ≤ 1, 1 warmup step: checks it runs (< 1 min)
@@ -53,16 +53,20 @@ from scaling.train.flops import flops_6nd
 from scaling.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
-SIZES = ["d32", "d40", "d48", "d64"]
+MODELS = [{"name": f"d{d}", "d_model": d, "n_layers": 2, "n_heads": 2} for d in (32, 40, 48, 64)]
+"""The previous default study's four fit sizes, trained as it trained them (64-token windows, 512 tokens a step)."""
+SIZES = [m["name"] for m in MODELS]
 MULTIPLIERS = [20, 40, 80, 160, 320]
 LR = 0.01
 
 
 def study(cooldown: float, warmup_steps: int, sizes=SIZES, multipliers=MULTIPLIERS, seeds=(0,)) -> dict:
-    """The default study with ``sizes`` over ``multipliers`` at lr :data:`LR` on a ladder, checked as the pipeline
-    checks it."""
+    """The default study's corpus with the models :data:`MODELS`, ``sizes`` over ``multipliers`` at lr :data:`LR`
+    on a ladder, checked as the pipeline checks it."""
     config = yaml.safe_load((REPO / "workflow" / "config.yaml").read_text())
-    config["training"].update(schedule="wsd", ladder=True, cooldown_fraction=cooldown, warmup_steps=warmup_steps)
+    config["models"] = MODELS
+    config["training"] = {"seq_len": 64, "batch_tokens": 512, "eval_tokens": 65536, "schedule": "wsd", "ladder": True,
+                          "cooldown_fraction": cooldown, "warmup_steps": warmup_steps}
     config["grid"] = [{"sizes": sizes, "token_multipliers": multipliers, "learning_rates": [LR],
                        "seeds": list(seeds)}]
     config["fit"] = {"fit_on": [{"size": sizes}]}
