@@ -1,4 +1,5 @@
-"""A finished study's overhead: the share of its wall time × cores not spent in the training loops.
+"""A finished study's overhead: the share of its wall time × cores not spent in the training loops (a study
+without a ladder: a ladder's trunk segments train outside the runs' `train_s`).
 
     python benchmarks/overhead.py --wall SECONDS [--cores 2] [--runs results/default/tables/runs.parquet]
 

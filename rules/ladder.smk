@@ -2,13 +2,12 @@
 # cooldowns off one constant-LR trunk. The trunk trains in segments, one job each, from one branch point to the
 # next: each starts from the previous segment's checkpoint and writes its own, an output, so that a run's job
 # (rule train, whose input `trunk` is branch_point) starts as soon as the checkpoint it branches from exists.
-# A segment's checkpoint is temporary, deleted once every job that starts from it is done, but the trunk's last
-# (rule trunk_end), which a larger M extends; its record (step<end>.json: its job's time) stays.
+# Every segment's checkpoint is kept (with its record, step<end>.json: its job's time): a change of the cooldown
+# settings retrains the cooldowns from them, and a larger M extends the trunk from its last.
 # Included after rules/train.smk: it uses TRAIN and ENGINE. Without a ladder it defines no job.
 import re
 
 SEGMENTS = S.trunk_segments(config, SPECS.plans)  # "<trunk id>/step<end>" → the segment's spec
-LAST = sorted(f"{trunk}/step{plan.trunk_steps}" for trunk, (_, plan) in SPECS.plans.items())  # the trunks' ends
 
 
 def trunk_checkpoint(trunk, step):
@@ -34,7 +33,7 @@ rule trunk_segment:
         meta=lambda wc: f"{RESULTS}/data/{segment(wc)['dataset']}/meta.json",
         previous=lambda wc: trunk_checkpoint(segment(wc)["run_id"], segment(wc)["segment"][0]),
     output:
-        checkpoint=temp(f"{RESULTS}/trunks/{{segment}}.pt"),
+        checkpoint=f"{RESULTS}/trunks/{{segment}}.pt",
         record=f"{RESULTS}/trunks/{{segment}}.json",
     params:
         spec=lambda wc: json.dumps(segment(wc), sort_keys=True),
@@ -49,18 +48,8 @@ rule trunk_segment:
     log:
         f"{RESULTS}/logs/trunk/{{segment}}.log",
     wildcard_constraints:
-        segment=r"[^/]+/[^/]+/trunk_lr[^_/]+_s\d+/step\d+",
+        segment="|".join(map(re.escape, SEGMENTS)) or r"(?!)",  # the planned segments ((?!) matches nothing)
     shell:
         "{TRAIN} --spec {params.spec:q} --data {params.data:q} --out {params.out:q} {params.start:q} "
         "--threads {threads:q} {ENGINE:q} > {log:q} 2>&1"
 
-
-use rule trunk_segment as trunk_end with:
-    output:
-        checkpoint=f"{RESULTS}/trunks/{{segment}}.pt",
-        record=f"{RESULTS}/trunks/{{segment}}.json",
-    wildcard_constraints:
-        segment="|".join(map(re.escape, LAST)) or r"(?!)",  # (?!) matches nothing: no ladder, no trunk
-
-
-ruleorder: trunk_end > trunk_segment

@@ -51,6 +51,11 @@ IDENTIFIED = 0.5
 excludes zero and spans less than a factor of ~3 around it, so the fit set pins it down."""
 
 
+def identified(value: float, stderr: float) -> bool:
+    """Whether a parameter is identified: its standard error below :data:`IDENTIFIED` of its magnitude."""
+    return stderr < IDENTIFIED * abs(value)
+
+
 def diagnose(fit: FitResult, points: pd.DataFrame, fit_mask, predictions: pd.DataFrame,
              chance_error: float | None = None) -> list[str]:
     """The findings about ``fit``, fitted on ``points[fit_mask]`` of its group, and its ``predictions`` (one row
@@ -59,7 +64,8 @@ def diagnose(fit: FitResult, points: pd.DataFrame, fit_mask, predictions: pd.Dat
     out = []
     # a power law's prefactor is fitted in log space, where its standard error says how far log N = 0 is: not checked
     checked = [name for name in p if not (fit.interval_method == "t" and name == p[0])]
-    loose = [name for name in checked if np.isfinite(fit.stderr[name]) and fit.stderr[name] >= IDENTIFIED * abs(fit.params[name])]
+    loose = [name for name in checked if np.isfinite(fit.stderr[name])
+             and not identified(fit.params[name], fit.stderr[name])]
     if loose:
         out.append(f"{', '.join(loose)} not identified (standard error {IDENTIFIED:.0%} of the value or more): the "
                    f"fit set cannot tell the law's terms apart; {_fix_identifiability(law)}")

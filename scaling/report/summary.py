@@ -10,11 +10,12 @@ import math
 import numpy as np
 import pandas as pd
 
+from scaling.fit.diagnostics import IDENTIFIED, identified
 from scaling.fit.laws import overtraining_compute_form
-from scaling.fit.diagnostics import IDENTIFIED
 from scaling.fit.tables import backtest_summary, best_lr_points
 from scaling.report import FIGURES
 from scaling.report.tables import Tables, downstream_runs, fit_parameters, law_fits, law_predictions, lr_sweep_points
+
 
 def _table(df: pd.DataFrame) -> str:
     cols = list(df.columns)
@@ -176,12 +177,13 @@ def _compute(runs: pd.DataFrame) -> str:
 
 # -- the result in words ---------------------------------------------------------------------------------------------
 def identification(p: pd.DataFrame) -> tuple[list[str], dict[str, float], list[str]]:
-    """A fit's parameters (:func:`scaling.report.tables.fit_parameters`) split by :data:`IDENTIFIED`: the identified,
-    the others with their standard error as a share of their value, and those without a standard error."""
-    share = p["stderr"] / p["value"].abs()
-    known = share.notna() & np.isfinite(share)
-    return (list(p.index[known & (share < IDENTIFIED)]), share[known & (share >= IDENTIFIED)].to_dict(),
-            list(p.index[~known]))
+    """A fit's parameters (:func:`scaling.report.tables.fit_parameters`) split by
+    :func:`scaling.fit.diagnostics.identified`: the identified, the others with their standard error as a share of
+    their value, and those without a standard error."""
+    known = p["stderr"].notna() & np.isfinite(p["stderr"])
+    ok = [name for name in p.index[known] if identified(p.loc[name, "value"], p.loc[name, "stderr"])]
+    loose = {name: p.loc[name, "stderr"] / abs(p.loc[name, "value"]) for name in p.index[known] if name not in ok}
+    return ok, loose, list(p.index[~known])
 
 
 def _identification_text(p: pd.DataFrame) -> str:

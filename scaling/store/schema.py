@@ -104,14 +104,14 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
         ("wall_s", F64, "wall-clock time of the training job (on a ladder, the run's cooldown)", "s"),
         ("trunk_wall_s", F64, "on a ladder, the wall-clock time of the trunk's segment jobs up to the run's branch "
          "step (a trunk's time is its runs' largest), else null", "s"),
-        ("tokens_per_s", F64, "training throughput: tokens_seen / the training loop's time (`train_s`, without "
-         "start-up, the final evaluation and writing the outputs)", "tokens/s"),
+        ("tokens_per_s", F64, "training throughput: the tokens the run's own job trained (on a ladder, its cooldown's) / "
+         "its training loop's time (`train_s`, without start-up, the final evaluation and writing the outputs)", "tokens/s"),
         ("device", STR, "`cpu` or `cuda`"),
         ("threads", I64, "CPU threads the run used"),
         ("host", STR, "machine the run trained on"),
         ("torch", STR, "PyTorch version"),
         ("python", STR, "Python version"),
-        ("training", STR, "the study's `training` settings, as JSON"),
+        ("training", STR, "the run's `training` settings (the study's, with its size's own `batch_tokens`), as JSON"),
         ("git_commit", STR, "commit of the scaling project's checkout (`-dirty` if it had local edits) when the run "
                             "was trained, or else first collected; `unknown` outside a git checkout",
          "", {"default": "unknown"}),

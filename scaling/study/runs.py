@@ -486,7 +486,7 @@ def job_flops(spec: dict) -> float:
 def job_priority(spec: dict) -> int:
     """A train job's Snakemake priority: log2 of its compute, so that of the jobs ready to run the longest start
     first (longest processing time first, Graham 1969) and a study does not wait at its end for its largest run."""
-    return round(math.log2(job_flops(spec)))
+    return round(math.log2(max(job_flops(spec), 1.0)))  # a ladder's cooldown may train no step
 
 
 def train_runtime_minutes(config: dict, spec: dict) -> int:

@@ -245,7 +245,8 @@ def setup(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int, c
     n_seqs = cfg["batch_tokens"] // shape.seq_len
     if n_seqs % world.size:
         raise ValueError(f"{n_seqs} sequences per step do not split over {world.size} processes; "
-                         f"fix: make training.batch_tokens / seq_len a multiple of the number of processes")
+                         f"fix: make the size's batch_tokens (models[].batch_tokens, else training.batch_tokens) / "
+                         f"seq_len a multiple of the number of processes")
     steps = spec["segment"][1] if "segment" in spec else ladder.run_steps(spec["tokens"], cfg["batch_tokens"])
     if ("segment" in spec or "ladder" in spec) and cfg.get("warmup_steps") is None:
         raise ValueError(f"{spec['run_id']} is of a ladder, whose trunk and runs share one warmup; fix: set "
