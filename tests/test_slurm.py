@@ -17,10 +17,13 @@ import time
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 import yaml
 
 from conftest import REPO, smoke_config
+from scaling.study import runs as S
+from scaling.study.config import load
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 
@@ -216,3 +219,34 @@ def test_a_job_past_its_time_limit_is_requeued_and_completes(slurm, tmp_path):
     assert _restarts(job_id) >= 1
     metrics, _ = _run(tmp_path)
     assert metrics["status"] == "ok" and metrics["resumed_from_step"] > 0
+
+
+def test_a_ladder_trains_its_trunk_segments_and_cooldowns_as_slurm_jobs_each_with_its_own_time_limit(slurm, tmp_path):
+    config = smoke_config()
+    config["training"].update(schedule="wsd", ladder=True, warmup_steps=2)
+    config["grid"] = [{"sizes": ["xs"], "token_multipliers": [5, 40], "learning_rates": [0.01]}]
+    config["fit"] = {"fit_on": [{"size": "xs"}]}
+    config["downstream"] = {}
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(config, sort_keys=False))
+    specs = S.Specs(load([study]))
+    segments, runs = list(S.trunk_segments(specs.config, specs.plans).values()), [specs[r] for r in specs.runs]
+    # a throughput that gives the largest job 4 minutes: the others, shorter, get fewer (at least 1)
+    config["cluster"] = {"train_flops_per_second": 2.0 * max(map(S.job_flops, segments + runs)) / (4 * 60),
+                         "min_runtime_minutes": 1}
+    study.write_text(yaml.safe_dump(config, sort_keys=False))
+    checked = load([study])
+    expect = {"smk-trunk_segment": sorted(S.train_runtime_minutes(checked, s) for s in segments),
+              RUN_JOB: sorted(S.train_runtime_minutes(checked, s) for s in runs)}
+    assert len(set(expect["smk-trunk_segment"] + expect[RUN_JOB])) > 1  # the limits differ, so the check can fail
+    since = now()
+    proc = snakemake_slurm(tmp_path, config, "results/smoke/tables/collect.json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    jobs = sacct(since, "JobID,JobName%30,State,Timelimit")
+    for name, minutes in expect.items():
+        ours = [j for j in jobs if j["JobName"] == name]
+        assert all(j["State"] == "COMPLETED" for j in ours), ours
+        limits = sorted(int(h) * 60 + int(m) for h, m, _ in (j["Timelimit"].split(":") for j in ours))
+        assert limits == minutes, (name, limits, minutes)
+    table = pd.read_parquet(tmp_path / "results/smoke/tables/runs.parquet")
+    assert set(table["trunk"]) == {"bible/xs/trunk_lr0.01_s0"} and (table["status"] == "ok").all()
