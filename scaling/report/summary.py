@@ -12,6 +12,7 @@ import pandas as pd
 
 from scaling.fit.diagnostics import IDENTIFIED, identified
 from scaling.fit.laws import overtraining_compute_form
+from scaling.fit.stage import chance_error
 from scaling.fit.tables import backtest_summary, best_lr_points
 from scaling.report import FIGURES
 from scaling.report.tables import Tables, downstream_runs, fit_parameters, law_fits, law_predictions, lr_sweep_points
@@ -282,12 +283,12 @@ def _diagnostics_text(ds: str, fit, parameters: pd.DataFrame, pred: pd.DataFrame
 
 
 def _chance_error(runs: pd.DataFrame, downstream: pd.DataFrame, ds: str, task) -> float:
-    """The error of random guessing on a dataset's task set (NaN when the tables do not say)."""
+    """The error of random guessing on a dataset's task set (:func:`scaling.fit.stage.chance_error`; NaN when the
+    tables do not say)."""
     if downstream.empty:
         return float("nan")
-    d = downstream_runs(runs, downstream)
-    d = d[(d["dataset"] == ds) & (d["kind"] == "average") & (d["task"] == task)]
-    return float(d["chance_error"].mean()) if len(d) else float("nan")
+    error = chance_error(downstream[downstream["run_id"].isin(runs.loc[runs["dataset"] == ds, "run_id"])], task)
+    return float("nan") if error is None else error
 
 
 def result_section(t: Tables) -> list[str]:

@@ -400,8 +400,7 @@ def check_devices(config: dict) -> None:
     models = {S.model_name(m): (i, m) for i, m in enumerate(config["models"])}
     for ds, size in sorted({(run.dataset, run.size) for run in S.runs(config)}):
         i, model = models[size]
-        field = f"models[{i}].batch_tokens" if "batch_tokens" in model else "training.batch_tokens"
-        batch = S.size_training(config, size)["batch_tokens"]
+        field, batch = S.batch_field(config, i)
         seqs = batch // training["seq_len"]
         if seqs % gpus:
             raise S.ConfigError(f"engine.gpus_per_run: the {seqs} sequences of a step of {size} ({field} / seq_len) "

@@ -66,6 +66,15 @@ def size_training(config: dict, size: str) -> dict:
     return {**config["training"], **{k: model[k] for k in ("batch_tokens",) if k in model}}
 
 
+def batch_field(config: dict, i: int) -> tuple[str, int]:
+    """Where model ``i``'s batch comes from, as an error names it, and its value: its own ``batch_tokens`` or the
+    study's (:func:`size_training`)."""
+    model = config["models"][i]
+    if "batch_tokens" in model:
+        return f"models[{i}].batch_tokens", model["batch_tokens"]
+    return "training.batch_tokens", config["training"]["batch_tokens"]
+
+
 def study_vocab(config: dict) -> int:
     """The vocabulary size model sizes are quoted at: the first dataset's (check() makes `size` targets unambiguous)."""
     return vocab_size(next(iter(config["datasets"].values())))
@@ -194,8 +203,7 @@ def check(config: dict) -> None:
     for i, m in enumerate(config["models"]):
         given = [k for k in SHAPE_KEYS if k in m]
         where = f"models[{i}]" + (f" ({m['name']})" if "name" in m else "")
-        field, batch = (f"models[{i}].batch_tokens", m["batch_tokens"]) if "batch_tokens" in m else \
-            ("training.batch_tokens", training["batch_tokens"])
+        field, batch = batch_field(config, i)
         if batch % training["seq_len"]:
             raise ConfigError(f"{field}: {batch} is not a multiple of seq_len={training['seq_len']}; "
                               f"fix: use a multiple, e.g. {max(1, round(batch / training['seq_len'])) * training['seq_len']}")
