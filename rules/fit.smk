@@ -22,10 +22,11 @@ rule fit:
         out=lambda wc, output: os.path.dirname(output.overtraining),
         runs=f"{RESULTS}/tables/runs.parquet",
         downstream=f"{RESULTS}/tables/downstream.parquet",
+    threads: 4  # bootstrap refits in parallel; Snakemake gives at most --cores
     log:
         f"{RESULTS}/logs/fit.log",
     shell:
         "{SCALING} fit-study --runs {params.runs:q} --downstream {params.downstream:q} --fit-config {params.fit:q} "
         "--sizes {params.sizes:q} {params.task:q} --out-dir {params.out:q} --fits-table {output.fits:q} "
         "--parameters {output.parameters:q} --predictions {output.predictions:q} --backtest {output.backtest:q} "
-        "> {log:q} 2>&1"
+        "--threads {threads:q} > {log:q} 2>&1"

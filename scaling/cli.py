@@ -8,8 +8,6 @@ import json
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from scaling.fit import command as fit_cli
 from scaling.io import WriteError
 
@@ -108,6 +106,7 @@ def _backtest(args):
 
 
 def _fit_study(args):
+    from scaling.fit.bootstrap import processes
     from scaling.fit.estimators import FitError
     from scaling.fit.stage import fit_study, write_fits
     from scaling.store.schema import read_table
@@ -115,7 +114,8 @@ def _fit_study(args):
     try:
         runs = read_table(args.runs, "runs").to_pandas()  # migrated to the current schema, as every table is read
         downstream = read_table(args.downstream, "downstream").to_pandas()
-        fitted = fit_study(runs, downstream, json.loads(args.fit_config), json.loads(args.sizes), args.task)
+        with processes(args.threads):
+            fitted = fit_study(runs, downstream, json.loads(args.fit_config), json.loads(args.sizes), args.task)
     except (FitError, ValueError) as e:
         raise SystemExit(f"error: {e}")
     write_fits(fitted, args.out_dir, args.fits_table, args.parameters, args.predictions, args.backtest)
@@ -158,6 +158,8 @@ def _status(args):
 
 
 def _plan(args):
+    import pandas as pd
+
     from scaling.io import atomic_path
     from scaling.store.schema import SchemaError, read_table
     from scaling.study.config import load
@@ -276,6 +278,7 @@ def study_database(configfile: str, results: str) -> Path:
 
 def _sql(args):
     import duckdb
+    import pandas as pd
 
     from scaling.store.database import ReadOnlyError, open_all, open_study, query
 
@@ -444,6 +447,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--parameters", required=True, help="the parameters table to write (Parquet)")
     p.add_argument("--predictions", required=True)
     p.add_argument("--backtest", required=True, help="the backtest table to write (Parquet)")
+    p.add_argument("--threads", type=int, default=1, help="processes that refit the bootstrap resamples")
     p.set_defaults(func=_fit_study)
 
     p = sub.add_parser("database", help="(pipeline) tables → DuckDB file")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported where a table is written: the Snakefile's parse loads this module without pandas
     import pandas as pd
+    import pyarrow as pa
 
 
 def _file_mode() -> int:
@@ -79,9 +80,13 @@ def read_json(path: str | Path):
     return json.loads(Path(path).read_text())
 
 
-def write_parquet(target: str | Path, df: pd.DataFrame) -> None:
+def write_parquet(target: str | Path, table: pd.DataFrame | pa.Table) -> None:
+    """A DataFrame (its index dropped) or an Arrow table (a training job's curve: no pandas to import) as Parquet."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     with atomic_path(target) as tmp:
-        df.to_parquet(tmp, index=False)
+        pq.write_table(table if isinstance(table, pa.Table) else pa.Table.from_pandas(table, preserve_index=False), tmp)
 
 
 class RunFileError(RuntimeError):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from scaling.fit.bootstrap import noise_draws, robust_scale, run_weights
+from scaling.fit.bootstrap import noise_draws, processes, replicate, robust_scale, run_weights
 from scaling.fit.overtraining import fit_overtraining
 from test_fit import noisy
 
@@ -48,3 +48,24 @@ def test_run_noise_is_a_robust_scale_that_two_outlying_runs_do_not_set():
     assert robust_scale(r[:4], 4) == 0.0  # an exact fit leaves nothing to learn the noise from
     draws = noise_draws(0.02, 20_000, seed=0, stream=1)
     assert draws.std() == pytest.approx(0.02, rel=0.02) and np.array_equal(draws, noise_draws(0.02, 20_000, 0, 1))
+
+
+def test_resamples_refitted_in_forked_processes_are_the_serial_ones_and_failures_stay_failures():
+    calls = []
+
+    def refit(w):
+        calls.append(1)  # counted in this process only: the forked processes' calls do not come back
+        if w[0] > 2:
+            raise RuntimeError("no convergence")
+        return [w.sum(), w[0] * 3]
+
+    weights = run_weights(6, 40, seed=3)
+    with pytest.warns(UserWarning, match="8 of 40 bootstrap resamples failed"):
+        serial = replicate(refit, weights, 2, lambda w: w[1] < 2.5)
+    assert len(calls) == 40 - int((weights[:, 1] >= 2.5).sum())
+    with processes(3), pytest.warns(UserWarning, match="8 of 40 bootstrap resamples failed"):
+        forked = replicate(refit, weights, 2, lambda w: w[1] < 2.5)
+    assert len(calls) == 40 - int((weights[:, 1] >= 2.5).sum())  # none refitted here: all in the 3 processes
+    np.testing.assert_array_equal(forked, serial)
+    failed = (weights[:, 0] > 2) | (weights[:, 1] >= 2.5)
+    assert failed.any() and np.isnan(serial[failed]).all() and not np.isnan(serial[~failed]).any()

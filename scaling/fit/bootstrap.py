@@ -26,12 +26,16 @@ intervals calibrated on the law's out-of-sample errors instead
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import warnings
 
 import numpy as np
 
 SCHEMES = ("bayesian", "poisson")
 _WEIGHTS_STREAM = 0
+_processes = 1  # how many processes refit the resamples (see :func:`processes`)
+_task = None  # (refit, weights) of the replicate in progress, inherited by its forked processes
 
 
 def run_weights(n_runs: int, resamples: int, seed: int, scheme: str = "bayesian") -> np.ndarray:
@@ -44,23 +48,53 @@ def run_weights(n_runs: int, resamples: int, seed: int, scheme: str = "bayesian"
     return rng.poisson(1.0, (resamples, n_runs)).astype(float)
 
 
+@contextlib.contextmanager
+def processes(n: int):
+    """Within this block, :func:`replicate` splits the resamples over ``n`` forked processes (the fit stage gets its
+    job's threads this way). The samples are the same as with one: each resample's refit depends only on its
+    weights."""
+    global _processes
+    previous, _processes = _processes, max(1, int(n))
+    try:
+        yield
+    finally:
+        _processes = previous
+
+
+def _refit_rows(rows) -> list:
+    """The refit of each of ``rows`` of the weights of :data:`_task`, or None where it raised."""
+    refit, weights = _task
+    out = []
+    for i in rows:
+        try:
+            out.append(np.asarray(refit(weights[i]), dtype=float))
+        except (ValueError, RuntimeError, FloatingPointError):
+            out.append(None)
+    return out
+
+
 def replicate(refit, weights: np.ndarray, n_params: int, distinct_ok) -> np.ndarray:
     """``refit(w)`` for each row ``w`` of ``weights``: a (resamples × n_params) array.
 
     ``distinct_ok(w)`` says whether the points with positive weight still
     determine the law; a resample where it is false, or where the refit raises or
     returns non-finite values, is a row of NaN. More than 10% failed resamples
-    draw a warning.
+    draw a warning. Inside :func:`processes`, the rows are split over forked processes.
     """
+    global _task
     out = np.full((len(weights), n_params), np.nan)
-    for i, w in enumerate(weights):
-        if not distinct_ok(w):
-            continue
-        try:
-            theta = np.asarray(refit(w), dtype=float)
-        except (ValueError, RuntimeError, FloatingPointError):
-            continue
-        if np.all(np.isfinite(theta)):
+    rows = [i for i, w in enumerate(weights) if distinct_ok(w)]
+    _task = (refit, weights)
+    try:
+        if _processes > 1 and len(rows) > 1:
+            with multiprocessing.get_context("fork").Pool(_processes) as pool:
+                thetas = [t for part in pool.map(_refit_rows, np.array_split(rows, _processes)) for t in part]
+        else:
+            thetas = _refit_rows(rows)
+    finally:
+        _task = None
+    for i, theta in zip(rows, thetas):
+        if theta is not None and np.all(np.isfinite(theta)):
             out[i] = theta
     failed = int(np.isnan(out[:, 0]).sum())
     if failed > 0.1 * len(out):

@@ -64,7 +64,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 import torch
 
 from scaling.train import checkpoint, ladder
@@ -441,7 +441,7 @@ def final_validation(run: Training, stop: int | None) -> tuple[str, float]:
 def write_curve(run: Training, done: int) -> None:
     """``curve.parquet``: step, tokens, learning rate, training loss of every step done, and the validation loss
     every ``eval_every`` steps (NaN at the others); a ladder's run's include its trunk's, to its branch step."""
-    write_parquet(run.out / "curve.parquet", pd.DataFrame({
+    write_parquet(run.out / "curve.parquet", pa.table({
         "step": np.arange(1, done + 1),
         "tokens": np.arange(1, done + 1) * run.cfg["batch_tokens"],
         "lr": [run.lr(s) for s in range(done)],
