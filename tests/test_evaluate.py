@@ -24,7 +24,7 @@ class Bigram(torch.nn.Module):
         table[:, :] = table / table.sum(-1, keepdim=True)
         self.logits = torch.log(table).float()
 
-    def forward(self, idx):
+    def forward(self, idx, positions=None, mask=None):
         return self.logits[idx]
 
 
@@ -49,23 +49,41 @@ def test_raw_and_length_normalized_accuracy_differ_as_defined():
     assert (s["acc"], s["acc_norm"], s["random_baseline_accuracy"]) == (0.0, 1.0, 0.5)
 
 
-def test_batching_and_truncation_match_one_full_window_forward_pass_per_request():
-    """The scores (batched, only the continuation's positions through the output layer) equal those of each
-    request's whole window of logits to 1e-5."""
+def window_score(model: GPT, ctx: np.ndarray, cont: np.ndarray, seq_len: int) -> float:
+    """Σ log p(cont | ctx) from the whole logits of the request's own window (the last seq_len + 1 tokens)."""
+    window = torch.from_numpy(np.concatenate([ctx, cont])[-(seq_len + 1):].astype(np.int64))
+    with torch.no_grad():
+        logp = torch.log_softmax(model(window[None, :-1])[0], -1).double()
+    return logp[torch.arange(len(window) - 1), window[1:]][-len(cont):].sum().item()
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 5, 64])
+def test_packed_scores_equal_one_window_forward_pass_per_request(batch_size):
+    """Examples of 2–9 choices of mixed lengths, with contexts that fit the window (all choices packed on one
+    context) and contexts that are cut (choices of equal length packed), some contexts repeated across examples;
+    batches that split an example's choices. Each score equals that of the request's own window to 1e-5, and the
+    packing does less work than the windows."""
     torch.manual_seed(0)
-    shape = Shape(d_model=16, n_layers=2, n_heads=2, seq_len=12)
-    model = GPT(shape).eval()
+    seq_len = 12
+    model = GPT(Shape(d_model=16, n_layers=2, n_heads=2, seq_len=seq_len)).eval()
     rng = np.random.default_rng(0)
-    requests = [(rng.integers(0, 256, rng.integers(1, 30)), rng.integers(0, 256, rng.integers(1, 8)))
-                for _ in range(23)]
-    batched = loglikelihoods(model, requests, seq_len=12, batch_size=5)
-    for (ctx, cont), got in zip(requests, batched):
-        window = torch.from_numpy(np.concatenate([ctx, cont])[-13:].astype(np.int64))
-        with torch.no_grad():
-            logp = torch.log_softmax(model(window[None, :-1])[0], -1).double()
-        targets = window[1:]
-        want = logp[torch.arange(len(targets)), targets][-len(cont):].sum().item()
-        assert got == pytest.approx(want, abs=1e-5)
+    requests = []
+    for i in range(30):
+        ctx = requests[-1][0] if i % 7 == 6 else rng.integers(0, 256, rng.integers(1, 30))
+        requests += [(ctx, rng.integers(0, 256, rng.integers(1, 6))) for _ in range(rng.integers(2, 10))]
+    shapes = []  # of each batch of packed sequences
+    hook = model.tok.register_forward_hook(lambda module, args, out: shapes.append(args[0].shape))
+    packed = loglikelihoods(model, requests, seq_len=seq_len, batch_size=batch_size)
+    hook.remove()
+    want = [window_score(model, ctx, cont, seq_len) for ctx, cont in requests]
+    assert packed == pytest.approx(want, abs=1e-5)
+    assert max(T for _, T in shapes) <= 2 * seq_len  # a packed sequence is at most 2 · seq_len tokens
+    rows, tokens = sum(B for B, _ in shapes), sum(B * T for B, T in shapes)
+    windows = sum(min(len(ctx) + len(cont) - 1, seq_len) for ctx, cont in requests)
+    if batch_size == 1:
+        assert rows == len(requests) and tokens == windows
+    else:
+        assert rows < len(requests) and tokens < windows
 
 
 def test_empty_context_or_overlong_choice_is_refused():

@@ -38,6 +38,27 @@ def test_initial_loss_is_near_uniform_and_attention_is_causal():
     assert not torch.allclose(logits[:, 10:], logits2[:, 10:])
 
 
+@pytest.mark.parametrize("qk_layernorm", [False, True])
+def test_given_positions_and_mask_match_the_causal_path_and_pack_sequences(qk_layernorm):
+    """Positions 0 … T−1 with the causal mask give the default path's logits; a packed sequence (a shared prefix,
+    then two continuations at the positions they follow it, each seeing the prefix and itself) gives the logits of
+    the two sequences run apart."""
+    torch.manual_seed(0)
+    model = GPT(Shape(32, 2, 4, seq_len=16, qk_layernorm=qk_layernorm)).eval()
+    x = torch.randint(0, 256, (3, 10))
+    causal = torch.ones(10, 10, dtype=torch.bool).tril()
+    assert torch.allclose(model(x, torch.arange(10).expand(3, 10), causal.expand(3, 1, 10, 10)), model(x), atol=1e-5)
+    prefix, a, b = x[:1, :6], x[:1, 6:9], x[:1, 9:]
+    packed = torch.cat([prefix, a, b], dim=1)
+    positions = torch.tensor([[0, 1, 2, 3, 4, 5, 6, 7, 8, 6]])
+    segment = torch.tensor([0] * 6 + [1] * 3 + [2])
+    mask = ((segment[None, :] == 0) | (segment[None, :] == segment[:, None])) & causal
+    logits = model(packed, positions, mask[None, None])[0]
+    assert torch.allclose(logits[:9], model(torch.cat([prefix, a], dim=1))[0], atol=1e-5)
+    assert torch.allclose(logits[9], model(torch.cat([prefix, b], dim=1))[0, 6], atol=1e-5)
+    assert not torch.allclose(logits[9], model(packed)[0, 9], atol=1e-3)  # the plain causal path sees a
+
+
 def test_heads_must_divide_width():
     with pytest.raises(ValueError, match="divisible"):
         Shape(30, 1, 4)

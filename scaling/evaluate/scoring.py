@@ -11,10 +11,21 @@ lm-evaluation-harness (Gao et al. 2021). A task reports both; its ``metric``
 (default ``acc_norm``) names the headline ``accuracy``. When context and choice
 exceed the model's window, the context is cut from the left.
 
-Requests (context, choice pairs) are scored in batches: each is the last
-``seq_len + 1`` tokens of context + choice, right-padded; one forward pass per
-batch gives the log-probabilities of every choice token (computed at the choice's
-positions only).
+Each request (context, choice) is scored on its window, the last ``seq_len + 1``
+tokens of context + choice: the context is cut to its last ``seq_len + 1 − |x_k|``
+tokens and sits at positions 0, 1, …. Requests whose cut contexts are equal (the
+choices of an example, when their lengths are equal or the whole context fits)
+are packed into one sequence: the cut context once, then each choice's tokens
+but its last, each choice at the positions it has in its own window (restarting
+where the context ends), under a tree mask: a choice's tokens attend to the
+context and to their own earlier tokens only. Every token then sees exactly what
+it sees in its own window, at the same position, so the scores are those of one
+window per request (to float rounding), for a fraction of the work: an example's
+context goes through the transformer once instead of once per choice. Only the
+scored positions (the context's last token and the choices') go through the
+output layer and the softmax. Packed sequences of at most ``2 · seq_len``
+tokens are batched ``batch_size`` requests at a time, longest first, right-padded
+(a pad attends to itself and the context, so no row of the mask is empty).
 """
 
 from __future__ import annotations
@@ -38,39 +49,65 @@ def loglikelihoods(model: torch.nn.Module, requests: list[tuple[np.ndarray, np.n
                    batch_size: int = 64, device: torch.device | str = "cpu") -> np.ndarray:
     """Σ log p(continuation | context) for each (context ids, continuation ids) request, in nats.
 
-    ``model`` maps (B, T) token ids to (B, T, V) logits, T ≤ ``seq_len``. A
-    continuation longer than ``seq_len`` tokens cannot be scored and raises. Of a
-    :class:`~scaling.train.model.GPT`, only the continuation's positions go
-    through the output layer and the softmax (a choice is a few tokens of a
-    ``seq_len`` window): the same scores as the whole window's logits, for less work.
+    ``model`` maps token ids (B, T), positions (B, T) and an attention mask
+    (B, 1, T, T) to (B, T, V) logits, T ≤ ``2 · seq_len``, as a
+    :class:`~scaling.train.model.GPT` does. Requests with equal window contexts
+    are packed (module docstring), whatever examples they come from. A
+    continuation longer than ``seq_len`` tokens cannot be scored and raises.
     """
+    conts, groups = [], {}  # each request's continuation; each window context's bytes → its requests
+    for i, (ctx, cont) in enumerate(requests):
+        if not 0 < len(cont) <= seq_len or len(ctx) == 0:
+            raise ValueError(f"request {i}: the context must be non-empty and the continuation 1 … {seq_len} "
+                             f"tokens long (got {len(ctx)} and {len(cont)})")
+        conts.append(np.asarray(cont, dtype=np.int64))
+        groups.setdefault(np.asarray(ctx[-(seq_len + 1 - len(cont)):], dtype=np.int64).tobytes(), []).append(i)
+    contexts, members = [np.frombuffer(key, dtype=np.int64) for key in groups], list(groups.values())
+    group_of = {i: g for g, group in enumerate(members) for i in group}
+    # longest packed sequence first, so each batch pads little
+    packed_len = [len(ctx) + sum(len(conts[i]) - 1 for i in group) for ctx, group in zip(contexts, members)]
+    order = [i for g in np.argsort(packed_len, kind="stable")[::-1] for i in members[g]]
     out = np.empty(len(requests))
-    # longest first, so each batch pads little
-    order = sorted(range(len(requests)), key=lambda i: -(len(requests[i][0]) + len(requests[i][1])))
     model.eval()
     for b in range(0, len(order), batch_size):
-        idx = order[b : b + batch_size]
-        windows = []
-        for i in idx:
-            ctx, cont = requests[i]
-            if not 0 < len(cont) <= seq_len or len(ctx) == 0:
-                raise ValueError(f"request {i}: the context must be non-empty and the continuation 1 … {seq_len} "
-                                 f"tokens long (got {len(ctx)} and {len(cont)})")
-            windows.append((np.concatenate([ctx, cont])[-(seq_len + 1):].astype(np.int64), len(cont)))
-        x = torch.zeros(len(idx), max(len(w) for w, _ in windows) - 1, dtype=torch.long)
-        rows, cols, targets = [], [], []  # the continuation's positions, and the tokens they predict
-        for j, (w, n) in enumerate(windows):
-            x[j, : len(w) - 1] = torch.from_numpy(w[:-1])
-            rows += [j] * n
-            cols += range(len(w) - 1 - n, len(w) - 1)
-            targets.append(w[-n:])
-        rows, cols = torch.tensor(rows, device=device), torch.tensor(cols, device=device)
-        x = x.to(device)
-        logits = model.output(model.hidden(x)[rows, cols]) if isinstance(model, GPT) else model(x)[rows, cols]
-        token_logp = F.log_softmax(logits.float(), dim=-1).gather(
-            -1, torch.from_numpy(np.concatenate(targets)).to(device)[:, None]).squeeze(-1)
-        sums = torch.zeros(len(idx), dtype=torch.float64, device=device).index_add_(0, rows, token_logp.double())
-        out[idx] = sums.cpu().numpy()
+        rows, lengths = [], []  # each packed sequence's (group, requests), and its length
+        for i in order[b : b + batch_size]:
+            g, n = group_of[i], len(conts[i]) - 1
+            if rows and rows[-1][0] == g and lengths[-1] + n <= 2 * seq_len:
+                rows[-1][1].append(i)
+                lengths[-1] += n
+            else:
+                rows.append((g, [i]))
+                lengths.append(len(contexts[g]) + n)
+        T = max(lengths)
+        x, pos = np.zeros((len(rows), T), dtype=np.int64), np.zeros((len(rows), T), dtype=np.int64)
+        segment = np.full((len(rows), T), -1)  # 0: the context, k: the row's k-th choice, -1: padding
+        scored, rows_at, cols_at, owner = [], [], [], []  # each scored position, and the request it belongs to
+        for r, (g, row) in enumerate(rows):
+            c = end = len(contexts[g])
+            x[r, :c], pos[r, :c], segment[r, :c] = contexts[g], np.arange(c), 0
+            for k, i in enumerate(row, 1):
+                n = len(conts[i])
+                x[r, end : end + n - 1], pos[r, end : end + n - 1] = conts[i][:-1], np.arange(c, c + n - 1)
+                segment[r, end : end + n - 1] = k
+                rows_at += [r] * n
+                cols_at += [c - 1, *range(end, end + n - 1)]
+                owner += [len(scored)] * n
+                scored.append(i)
+                end += n - 1
+        seg = torch.from_numpy(segment).to(device)
+        mask = ((seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])).tril()[:, None]
+        x, pos = torch.from_numpy(x).to(device), torch.from_numpy(pos).to(device)
+        rows_at, cols_at = torch.tensor(rows_at, device=device), torch.tensor(cols_at, device=device)
+        if isinstance(model, GPT):
+            logits = model.output(model.hidden(x, pos, mask)[rows_at, cols_at])
+        else:
+            logits = model(x, pos, mask)[rows_at, cols_at]
+        targets = torch.from_numpy(np.concatenate([conts[i] for i in scored])).to(device)
+        token_logp = F.log_softmax(logits.float(), dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+        sums = torch.zeros(len(scored), dtype=torch.float64, device=device).index_add_(
+            0, torch.tensor(owner, device=device), token_logp.double())
+        out[scored] = sums.cpu().numpy()
     return out
 
 

@@ -55,13 +55,13 @@ class CausalSelfAttention(nn.Module):
         self.q_norm = nn.LayerNorm(shape.head_dim) if shape.qk_layernorm else nn.Identity()
         self.k_norm = nn.LayerNorm(shape.head_dim) if shape.qk_layernorm else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads) for t in (q, k, v))
         q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         return self.proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
 
@@ -77,8 +77,8 @@ class Block(nn.Module):
             nn.Linear(shape.d_ff, shape.d_model),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), mask)
         return x + self.mlp(self.ln2(x))
 
 
@@ -103,16 +103,25 @@ class GPT(nn.Module):
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Next-token logits (B, T, V) for token ids ``idx`` (B, T)."""
-        return self.output(self.hidden(idx))
+    def forward(self, idx: torch.Tensor, positions: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-token logits (B, T, V) for token ids ``idx`` (B, T); ``positions`` and ``mask`` as in :meth:`hidden`."""
+        return self.output(self.hidden(idx, positions, mask))
 
-    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
-        """The final (normalized) hidden states (B, T, d) of token ids ``idx`` (B, T)."""
-        T = idx.shape[1]
-        x = self.tok(idx) + self.pos(torch.arange(T, device=idx.device))
+    def hidden(self, idx: torch.Tensor, positions: torch.Tensor | None = None,
+               mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The final (normalized) hidden states (B, T, d) of token ids ``idx`` (B, T).
+
+        By default token t sits at position t and attends to tokens 0 … t (causal).
+        Packed sequences (several continuations of one context, :mod:`scaling.evaluate.scoring`)
+        give their own ``positions`` (B, T) and ``mask`` (B, 1, T, T), True where a
+        query may attend to a key; every query must see at least one key.
+        """
+        if positions is None:
+            positions = torch.arange(idx.shape[1], device=idx.device)
+        x = self.tok(idx) + self.pos(positions)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, mask)
         return self.ln_f(x)
 
     def output(self, h: torch.Tensor) -> torch.Tensor:
