@@ -29,7 +29,7 @@ import torch
 
 from scaling.data.prepare import embedded_corpus, load_tokenizer, prepare
 from scaling.evaluate.scoring import score_task
-from scaling.evaluate.tasks import BUILDERS, build_task, write_task
+from scaling.evaluate.tasks import BUILDERS, Window, build_task, write_task
 from scaling.io import write_json
 from scaling.train.loop import save_model
 from scaling.train.model import GPT, Shape
@@ -63,7 +63,8 @@ def main() -> None:
         tmp = Path(tmp)
         prepare({"source": "embedded"}, tmp / "data")
         text = embedded_corpus().val.decode("utf-8")
-        tasks = {kind: build_task(kind, text, n, seed=0) for kind in BUILDERS}
+        window = Window(64, load_tokenizer(tmp / "data").encode)
+        tasks = {kind: build_task(kind, text, n, seed=0, window=window) for kind in BUILDERS}
         paths = {kind: tmp / "tasks" / f"{kind}.jsonl" for kind in tasks}
         for kind, examples in tasks.items():
             write_task(paths[kind], examples)

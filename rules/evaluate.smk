@@ -18,11 +18,12 @@ rule tasks:
         kind=lambda wc: TASKS[wc.task]["builtin"],
         examples=config["downstream"]["examples"],
         seed=config["downstream"]["seed"],
+        seq_len=config["training"]["seq_len"],  # contexts are cut to fit the models' window
     log:
         f"{RESULTS}/logs/tasks/{{dataset}}/{{task}}.log",
     shell:
         "{SCALING} tasks --data {params.data:q} --kind {params.kind:q} --examples {params.examples:q} "
-        "--seed {params.seed:q} --out {output:q} > {log:q} 2>&1"
+        "--seed {params.seed:q} --seq-len {params.seq_len:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule evaluate:

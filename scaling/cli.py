@@ -42,11 +42,12 @@ def _train(args):
 
 
 def _tasks(args):
-    from scaling.data.prepare import held_out_text
-    from scaling.evaluate.tasks import TaskError, build_task, write_task
+    from scaling.data.prepare import held_out_text, load_tokenizer
+    from scaling.evaluate.tasks import TaskError, Window, build_task, write_task
 
     try:
-        examples = build_task(args.kind, held_out_text(args.data), args.examples, args.seed)
+        window = Window(args.seq_len, load_tokenizer(args.data).encode)
+        examples = build_task(args.kind, held_out_text(args.data), args.examples, args.seed, window)
     except TaskError as e:
         raise SystemExit(f"error: {e}")
     write_task(args.out, examples)
@@ -397,6 +398,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--kind", required=True, help="the built-in task (see scaling/evaluate/tasks.py)")
     p.add_argument("--examples", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seq-len", type=int, required=True,
+                   help="the models' window (training.seq_len): each context fits it with every choice")
     p.add_argument("--out", required=True, help="the JSONL file to write")
     p.set_defaults(func=_tasks)
 

@@ -14,8 +14,11 @@ The built-in tasks are made from a dataset's **validation** text, which no run
 trains on (for the embedded corpus, whole books: see :mod:`scaling.data.prepare`), with
 a seeded generator, so the same text and seed give the same file byte for
 byte. Words are runs of ASCII letters; a context is the text before the
-target, cut at a word boundary to at most :data:`CONTEXT_CHARS` characters.
-Every task has 4 choices (random baseline 25%); the gold position is uniform.
+target, cut at a word boundary to the longest that fits the model's window
+with every choice (at most :data:`CONTEXT_CHARS` characters): the scored model
+sees all of it, and an example's choices all see the same context (which is
+what lets :mod:`scaling.evaluate.scoring` pack them into one sequence). Every
+task has 4 choices (random baseline 25%); the gold position is uniform.
 From easy to hard for a small byte-level model:
 
 - ``spelling``: the next word (5+ letters) against three misspellings of it
@@ -27,10 +30,11 @@ From easy to hard for a small byte-level model:
   text (the neighbours of its frequency rank, in their usual spelling, and
   capitalized when it is), so that word frequency alone cannot pick it. Needs
   the context.
-- ``last_word``: the last word of a sentence (8+ words) that already occurs
-  in the context (LAMBADA-like, after Paperno et al. 2016), against three other
-  words of the same sentence, so all four are in the context and copying
-  cannot tell them apart. Needs the sentence's sense.
+- ``last_word``: the last word of a sentence (8+ words) against three other
+  words of the same sentence that are in the context (after LAMBADA, Paperno et
+  al. 2016), so copying a word of the context picks a wrong one. Needs the
+  sentence's sense. (The right word is not required to occur in the context
+  too: in a 64-byte window it rarely does, and too few examples would be left.)
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ import itertools
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +59,19 @@ VOWELS = "aeiou"
 
 class TaskError(ValueError):
     """A task file that cannot be used; the message names the file, the line and the fix."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """What the scored models see: ``seq_len`` input tokens of the dataset's tokenizer (``encode``: bytes → ids), so
+    that a context and a choice are scored whole when their tokens number at most ``seq_len + 1``."""
+
+    seq_len: int
+    encode: Callable[[bytes], Sequence[int]]
+
+    def fits(self, context: str, choices: list[str]) -> bool:
+        longest = max(len(self.encode(c.encode("utf-8"))) for c in choices)
+        return len(self.encode(context.encode("utf-8"))) + longest <= self.seq_len + 1
 
 
 # -- the format ---------------------------------------------------------------------------------------------------
@@ -97,12 +115,19 @@ def random_baseline(examples: list[dict]) -> float:
 
 
 # -- building the built-in tasks ------------------------------------------------------------------------------------
-def _context(text: str, end: int) -> str:
-    """The text before ``end``, at most CONTEXT_CHARS long, starting at a word boundary, no trailing space."""
+def _context(text: str, end: int, choices: list[str], window: Window) -> str | None:
+    """The text before ``end``, at most CONTEXT_CHARS long, starting at a word boundary, no trailing space, and the
+    longest such that fits ``window`` with each of ``choices`` (words, without their leading space); None if no word
+    does."""
     start = max(0, end - CONTEXT_CHARS)
     if start > 0:
         start = text.find(" ", start, end) + 1 or start
-    return text[start:end].rstrip()
+    spaced = [" " + c for c in choices]
+    while not window.fits(text[start:end].rstrip(), spaced):
+        start = text.find(" ", start, end) + 1
+        if start == 0:
+            return None
+    return text[start:end].rstrip() or None
 
 
 def _after_space(text: str, start: int) -> bool:
@@ -136,7 +161,7 @@ def _misspellings(word: str, rng: np.random.Generator, vocabulary: set[str]) -> 
     return out
 
 
-def build_spelling(text: str, rng: np.random.Generator) -> Iterator[dict]:
+def build_spelling(text: str, rng: np.random.Generator, window: Window) -> Iterator[dict]:
     words = list(WORD.finditer(text))
     vocabulary = {m.group().lower() for m in words}
     for idx in rng.permutation(len(words)):
@@ -144,11 +169,11 @@ def build_spelling(text: str, rng: np.random.Generator) -> Iterator[dict]:
         if len(m.group()) < 5 or not _after_space(text, m.start()):
             continue
         wrong = _misspellings(m.group(), rng, vocabulary)
-        if wrong:
-            yield _example(rng, _context(text, m.start()), m.group(), wrong)
+        if wrong and (ctx := _context(text, m.start(), [m.group(), *wrong], window)):
+            yield _example(rng, ctx, m.group(), wrong)
 
 
-def build_word_order(text: str, rng: np.random.Generator) -> Iterator[dict]:
+def build_word_order(text: str, rng: np.random.Generator, window: Window) -> Iterator[dict]:
     words = list(WORD.finditer(text))
     for idx in rng.permutation(len(words) - 3):
         three = words[idx : idx + 3]
@@ -161,10 +186,11 @@ def build_word_order(text: str, rng: np.random.Generator) -> Iterator[dict]:
         if len(orders) < N_CHOICES - 1:
             continue
         wrong = [str(w) for w in rng.choice(sorted(orders), N_CHOICES - 1, replace=False)]
-        yield _example(rng, _context(text, three[0].start()), span, wrong)
+        if ctx := _context(text, three[0].start(), [span, *wrong], window):
+            yield _example(rng, ctx, span, wrong)
 
 
-def build_next_word(text: str, rng: np.random.Generator, window: int = 10) -> Iterator[dict]:
+def build_next_word(text: str, rng: np.random.Generator, window: Window, near: int = 10) -> Iterator[dict]:
     words = list(WORD.finditer(text))
     counts = Counter(m.group().lower() for m in words)
     ranked = [w for w, _ in counts.most_common()]
@@ -178,14 +204,15 @@ def build_next_word(text: str, rng: np.random.Generator, window: int = 10) -> It
         if len(word) < 3 or not _after_space(text, m.start()) or counts[word.lower()] < 2:
             continue
         r = rank[word.lower()]
-        near = [w for w in ranked[max(0, r - window) : r + window + 1] if w != word.lower()]
-        wrong = [surface[w] for w in rng.choice(near, N_CHOICES - 1, replace=False)]
+        near_rank = [w for w in ranked[max(0, r - near) : r + near + 1] if w != word.lower()]
+        wrong = [surface[w] for w in rng.choice(near_rank, N_CHOICES - 1, replace=False)]
         if word[0].isupper():
             wrong = [w[0].upper() + w[1:] for w in wrong]
-        yield _example(rng, _context(text, m.start()), word, wrong)
+        if ctx := _context(text, m.start(), [word, *wrong], window):
+            yield _example(rng, ctx, word, wrong)
 
 
-def build_last_word(text: str, rng: np.random.Generator) -> Iterator[dict]:
+def build_last_word(text: str, rng: np.random.Generator, window: Window) -> Iterator[dict]:
     sentences = list(re.finditer(r"[A-Z][^.?!]*[.?!]", text))
     for idx in rng.permutation(len(sentences)):
         s = sentences[idx]
@@ -195,10 +222,11 @@ def build_last_word(text: str, rng: np.random.Generator) -> Iterator[dict]:
         last = words[-1]
         if not _after_space(text, last.start()):
             continue
-        ctx = _context(text, last.start())
-        in_context = set(WORD.findall(ctx))
-        others = sorted({w.group() for w in words[:-1] if len(w.group()) >= 3} & in_context - {last.group()})
-        if last.group() not in in_context or len(others) < N_CHOICES - 1:
+        candidates = {w.group() for w in words[:-1] if len(w.group()) >= 3} - {last.group()}
+        # a context that fits every candidate fits the three drawn from them
+        ctx = _context(text, last.start(), [last.group(), *candidates], window)
+        others = sorted(candidates & set(WORD.findall(ctx or "")))
+        if len(others) < N_CHOICES - 1:
             continue
         wrong = [str(w) for w in rng.choice(others, N_CHOICES - 1, replace=False)]
         yield _example(rng, ctx, last.group(), wrong)
@@ -212,8 +240,9 @@ BUILDERS = {
 }
 
 
-def build_task(kind: str, text: str, n: int, seed: int) -> list[dict]:
-    """``n`` examples of the built-in task ``kind`` from ``text``; the same (text, n, seed) give the same examples.
+def build_task(kind: str, text: str, n: int, seed: int, window: Window) -> list[dict]:
+    """``n`` examples of the built-in task ``kind`` from ``text``, each fitting ``window``; the same (text, n, seed,
+    window) give the same examples.
 
     Each kind draws from its own random stream (seeded by ``seed`` and the kind's
     place in :data:`BUILDERS`), so adding a task leaves the others unchanged.
@@ -221,7 +250,7 @@ def build_task(kind: str, text: str, n: int, seed: int) -> list[dict]:
     if kind not in BUILDERS:
         raise TaskError(f"unknown built-in task {kind!r}; use one of {sorted(BUILDERS)}")
     rng = np.random.default_rng([seed, list(BUILDERS).index(kind)])
-    examples = list(itertools.islice(BUILDERS[kind](text, rng), n))
+    examples = list(itertools.islice(BUILDERS[kind](text, rng, window), n))
     if len(examples) < n:
         raise TaskError(f"the text yields only {len(examples)} {kind} examples of the {n} asked; "
                         f"fix: lower downstream.examples or give the dataset more validation text")
