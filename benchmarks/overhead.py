@@ -24,11 +24,14 @@ def main() -> None:
     p.add_argument("--runs", default="results/default/tables/runs.parquet")
     args = p.parse_args()
     runs = pd.read_parquet(args.runs)
-    train = float(runs["train_s"].sum())
+    train, in_job = float(runs["train_s"].sum()), float((runs["wall_s"] - runs["train_s"]).sum())
     largest = runs.loc[runs["train_s"].idxmax()]
+    total = args.cores * args.wall
     print(f"{len(runs)} runs: {train:.0f} s in training loops, the longest {largest['run_id']} {largest['train_s']:.0f} s; "
-          f"{args.cores} cores × {args.wall:.0f} s wall = {args.cores * args.wall:.0f} core-s; "
-          f"overhead {1 - train / (args.cores * args.wall):.1%}")
+          f"{args.cores} cores × {args.wall:.0f} s wall = {total:.0f} core-s; overhead {1 - train / total:.1%}: "
+          f"{in_job:.0f} s in the train jobs outside their loops (set-up, final validation, saving), "
+          f"{total - train - in_job:.0f} core-s elsewhere (process starts and imports, evaluate jobs, the serial tail, "
+          f"idle cores)")
 
 
 if __name__ == "__main__":
