@@ -114,6 +114,13 @@ def test_changing_a_training_setting_retrains_every_run(smoke_copy):
     assert planned(smoke_copy, config)["train"] == 6
 
 
+def test_changing_the_window_rebuilds_the_tasks_their_contexts_fit(smoke_copy):
+    config = smoke_config()
+    config["training"]["seq_len"] = 32  # the built-in tasks' contexts are cut to fit it
+    jobs = planned(smoke_copy, config)
+    assert jobs["train"] == 6 and jobs["tasks"] == len(config["downstream"]["tasks"]) and jobs["evaluate"] == 6
+
+
 @pytest.mark.parametrize("edit, field", [
     (lambda c: c.update(colour="blue"), "colour"),
     (lambda c: c["grid"][1]["token_multipliers"].append(-20), "token_multipliers"),
