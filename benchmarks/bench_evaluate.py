@@ -35,6 +35,7 @@ from scaling.train.loop import save_model
 from scaling.train.model import GPT, Shape
 
 SHAPES = {"d32": (32, 2, 2), "d64": (64, 2, 2), "d64L3": (64, 3, 4)}
+SEQ_LEN = 64  # the default study's window
 GOAL_S = 2.0
 
 
@@ -63,24 +64,24 @@ def main() -> None:
         tmp = Path(tmp)
         prepare({"source": "embedded"}, tmp / "data")
         text = embedded_corpus().val.decode("utf-8")
-        window = Window(64, load_tokenizer(tmp / "data").encode)
+        window = Window(SEQ_LEN, load_tokenizer(tmp / "data").encode)
         tasks = {kind: build_task(kind, text, n, seed=0, window=window) for kind in BUILDERS}
         paths = {kind: tmp / "tasks" / f"{kind}.jsonl" for kind in tasks}
         for kind, examples in tasks.items():
             write_task(paths[kind], examples)
         tokenizer = load_tokenizer(tmp / "data")
         requests = sum(len(ex["choices"]) for examples in tasks.values() for ex in examples)
-        print(f"{len(tasks)} tasks × {n} examples = {requests:,} requests, seq_len 64, batch {args.batch_size}, "
+        print(f"{len(tasks)} tasks × {n} examples = {requests:,} requests, seq_len {SEQ_LEN}, batch {args.batch_size}, "
               f"device {device}")
         print(f"{'size':>6} {'requests/s':>11} {'scoring s':>10} {'job s':>7}")
         for name, (d, layers, heads) in shapes.items():
-            shape = Shape(d_model=d, n_layers=layers, n_heads=heads, seq_len=64)
+            shape = Shape(d_model=d, n_layers=layers, n_heads=heads, seq_len=SEQ_LEN)
             model = GPT(shape).to(device)
             seconds = []
             for _ in range(args.repeats):
                 start = time.perf_counter()
                 for examples in tasks.values():
-                    score_task(model, tokenizer, examples, 64, batch_size=args.batch_size, device=device)
+                    score_task(model, tokenizer, examples, SEQ_LEN, batch_size=args.batch_size, device=device)
                 seconds.append(time.perf_counter() - start)
             run = tmp / "runs" / name
             save_model(run / "model.pt", shape, model)

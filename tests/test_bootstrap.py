@@ -1,5 +1,8 @@
 """The bootstrap over runs: weights, failed resamples, shared weights for chained laws."""
 
+import os
+from concurrent.futures.process import BrokenProcessPool
+
 import numpy as np
 import pytest
 
@@ -69,3 +72,11 @@ def test_resamples_refitted_in_forked_processes_are_the_serial_ones_and_failures
     np.testing.assert_array_equal(forked, serial)
     failed = (weights[:, 0] > 2) | (weights[:, 1] >= 2.5)
     assert failed.any() and np.isnan(serial[failed]).all() and not np.isnan(serial[~failed]).any()
+
+
+def test_a_refitting_process_that_dies_fails_the_bootstrap_instead_of_hanging():
+    def refit(w):
+        os._exit(1)  # killed (out of memory, a crash in a library): its resamples never come back
+
+    with processes(2), pytest.raises(BrokenProcessPool):
+        replicate(refit, run_weights(3, 4, seed=0), 1, lambda w: True)

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import psutil
 import pytest
 import torch
@@ -291,5 +292,6 @@ def test_the_curve_has_a_validation_loss_every_eval_every_steps(data_dir, tmp_pa
     c = pd.read_parquet(tmp_path / "curve.parquet")
     evaluated = c.dropna(subset="val_loss")
     assert list(evaluated["step"]) == [50, 100, 150, 200]
+    assert pq.read_table(tmp_path / "curve.parquet").column("val_loss").null_count == 200 - 4  # null, not NaN
     assert evaluated["val_loss"].is_monotonic_decreasing
     assert evaluated["val_loss"].iloc[-1] == pytest.approx(m["val_loss"], abs=0.1)  # fewer tokens than the final one

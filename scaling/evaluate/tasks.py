@@ -33,8 +33,9 @@ From easy to hard for a small byte-level model:
 - ``last_word``: the last word of a sentence (8+ words) against three other
   words of the same sentence that are in the context (after LAMBADA, Paperno et
   al. 2016), so copying a word of the context picks a wrong one. Needs the
-  sentence's sense. (The right word is not required to occur in the context
-  too: in a 64-byte window it rarely does, and too few examples would be left.)
+  sentence's sense. Its context fits the window with every word it may draw.
+  (The right word is not required to occur in the context too: in the default
+  study's 64-byte window it rarely does, and too few examples would be left.)
 """
 
 from __future__ import annotations
@@ -69,9 +70,12 @@ class Window:
     seq_len: int
     encode: Callable[[bytes], Sequence[int]]
 
-    def fits(self, context: str, choices: list[str]) -> bool:
-        longest = max(len(self.encode(c.encode("utf-8"))) for c in choices)
-        return len(self.encode(context.encode("utf-8"))) + longest <= self.seq_len + 1
+    def tokens(self, text: str) -> int:
+        return len(self.encode(text.encode("utf-8")))
+
+    def room(self, choices: list[str]) -> int:
+        """The most tokens a context may have to be scored whole with each of ``choices``."""
+        return self.seq_len + 1 - max(self.tokens(c) for c in choices)
 
 
 # -- the format ---------------------------------------------------------------------------------------------------
@@ -122,8 +126,8 @@ def _context(text: str, end: int, choices: list[str], window: Window) -> str | N
     start = max(0, end - CONTEXT_CHARS)
     if start > 0:
         start = text.find(" ", start, end) + 1 or start
-    spaced = [" " + c for c in choices]
-    while not window.fits(text[start:end].rstrip(), spaced):
+    room = window.room([" " + c for c in choices])
+    while window.tokens(text[start:end].rstrip()) > room:
         start = text.find(" ", start, end) + 1
         if start == 0:
             return None
@@ -253,5 +257,6 @@ def build_task(kind: str, text: str, n: int, seed: int, window: Window) -> list[
     examples = list(itertools.islice(BUILDERS[kind](text, rng, window), n))
     if len(examples) < n:
         raise TaskError(f"the text yields only {len(examples)} {kind} examples of the {n} asked; "
-                        f"fix: lower downstream.examples or give the dataset more validation text")
+                        f"fix: lower downstream.examples, give the dataset more validation text, or raise training.seq_len "
+                        f"(a context must fit the models' window with every choice)")
     return examples

@@ -29,13 +29,14 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
 SCHEMES = ("bayesian", "poisson")
 _WEIGHTS_STREAM = 0
 _processes = 1  # how many processes refit the resamples (see :func:`processes`)
-_task = None  # (refit, weights) of the replicate in progress, inherited by its forked processes
+_task = None  # in a forked refitting process: (refit, weights) of its replicate
 
 
 def run_weights(n_runs: int, resamples: int, seed: int, scheme: str = "bayesian") -> np.ndarray:
@@ -61,9 +62,15 @@ def processes(n: int):
         _processes = previous
 
 
-def _refit_rows(rows) -> list:
-    """The refit of each of ``rows`` of the weights of :data:`_task`, or None where it raised."""
-    refit, weights = _task
+def _set_task(refit, weights) -> None:
+    """A forked refitting process's task (fork passes the closure ``refit`` without pickling it)."""
+    global _task
+    _task = (refit, weights)
+
+
+def _refit_rows(rows, task=None) -> list:
+    """The refit of each of ``rows`` of the weights of ``task`` (default: this process's), or None where it raised."""
+    refit, weights = task or _task
     out = []
     for i in rows:
         try:
@@ -79,20 +86,17 @@ def replicate(refit, weights: np.ndarray, n_params: int, distinct_ok) -> np.ndar
     ``distinct_ok(w)`` says whether the points with positive weight still
     determine the law; a resample where it is false, or where the refit raises or
     returns non-finite values, is a row of NaN. More than 10% failed resamples
-    draw a warning. Inside :func:`processes`, the rows are split over forked processes.
+    draw a warning. Inside :func:`processes`, the rows are split over forked processes
+    (a process that dies raises ``BrokenProcessPool``).
     """
-    global _task
     out = np.full((len(weights), n_params), np.nan)
     rows = [i for i, w in enumerate(weights) if distinct_ok(w)]
-    _task = (refit, weights)
-    try:
-        if _processes > 1 and len(rows) > 1:
-            with multiprocessing.get_context("fork").Pool(_processes) as pool:
-                thetas = [t for part in pool.map(_refit_rows, np.array_split(rows, _processes)) for t in part]
-        else:
-            thetas = _refit_rows(rows)
-    finally:
-        _task = None
+    if _processes > 1 and len(rows) > 1:
+        with ProcessPoolExecutor(_processes, mp_context=multiprocessing.get_context("fork"), initializer=_set_task,
+                                 initargs=(refit, weights)) as pool:
+            thetas = [t for part in pool.map(_refit_rows, np.array_split(rows, _processes)) for t in part]
+    else:
+        thetas = _refit_rows(rows, (refit, weights))
     for i, theta in zip(rows, thetas):
         if theta is not None and np.all(np.isfinite(theta)):
             out[i] = theta

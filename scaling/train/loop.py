@@ -445,8 +445,8 @@ def write_curve(run: Training, done: int) -> None:
         "step": np.arange(1, done + 1),
         "tokens": np.arange(1, done + 1) * run.cfg["batch_tokens"],
         "lr": [run.lr(s) for s in range(done)],
-        "train_loss": run.losses[:done],
-        "val_loss": run.val_losses[:done],
+        "train_loss": pa.array(run.losses[:done], from_pandas=True),  # NaN (not measured) as null, as in pandas
+        "val_loss": pa.array(run.val_losses[:done], from_pandas=True),
     }))
 
 
