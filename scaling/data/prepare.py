@@ -223,9 +223,10 @@ def prepare(dataset: dict, out_dir: str | Path) -> dict:
 
 
 def load_tokens(data_dir: str | Path, split: str) -> np.ndarray:
-    """Memory-map ``split`` ('train' or 'val') of a prepared dataset."""
+    """Memory-map ``split`` ('train' or 'val') of a prepared dataset, as a plain array over the map (indexing a
+    ``np.memmap`` itself costs a training step ~6 µs more)."""
     meta = read_json(Path(data_dir) / "meta.json")
-    return np.memmap(Path(data_dir) / f"{split}.bin", dtype=meta["dtype"], mode="r")
+    return np.asarray(np.memmap(Path(data_dir) / f"{split}.bin", dtype=meta["dtype"], mode="r"))
 
 
 def load_tokenizer(data_dir: str | Path) -> ByteTokenizer | BPETokenizer:

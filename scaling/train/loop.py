@@ -369,6 +369,7 @@ def train_steps(run: Training, start: int, prior_s: float, checkpoint_every: int
     data, steps, losses = run.train_data, run.steps, run.losses
     seq_len, n_seqs = run.shape.seq_len, cfg["batch_tokens"] // run.shape.seq_len
     local = slice(world.rank * n_seqs // world.size, (world.rank + 1) * n_seqs // world.size)
+    params = list(model.parameters())  # clipped every step: listed once, not found by a walk of the modules
     net = torch.compile(model) if run.compiled else model
     if world.size > 1:
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if run.cuda else None)
@@ -384,7 +385,7 @@ def train_steps(run: Training, start: int, prior_s: float, checkpoint_every: int
                                     cfg["z_loss"])
         objective.backward()
         if cfg["grad_clip"] > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+            torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"])
         opt.step()
         opt.zero_grad(set_to_none=True)
         pending.append(ce.detach())
