@@ -64,12 +64,12 @@ def main() -> None:
         tmp = Path(tmp)
         prepare({"source": "embedded"}, tmp / "data")
         text = embedded_corpus().val.decode("utf-8")
-        window = Window(SEQ_LEN, load_tokenizer(tmp / "data").encode)
+        tokenizer = load_tokenizer(tmp / "data")
+        window = Window(SEQ_LEN, tokenizer.encode)
         tasks = {kind: build_task(kind, text, n, seed=0, window=window) for kind in BUILDERS}
         paths = {kind: tmp / "tasks" / f"{kind}.jsonl" for kind in tasks}
         for kind, examples in tasks.items():
             write_task(paths[kind], examples)
-        tokenizer = load_tokenizer(tmp / "data")
         requests = sum(len(ex["choices"]) for examples in tasks.values() for ex in examples)
         print(f"{len(tasks)} tasks × {n} examples = {requests:,} requests, seq_len {SEQ_LEN}, batch {args.batch_size}, "
               f"device {device}")
