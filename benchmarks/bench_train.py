@@ -140,9 +140,11 @@ def main(argv=None) -> int:
                         "ratio are printed")
     parser.add_argument("--lr", type=float, default=0.005, help="peak LR (the default study's lowest)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a study's runs use 1)")
+    parser.add_argument("--sizes", nargs="+", help="only these sizes of the default study (default: all)")
     args = parser.parse_args(argv)
     config = default_study()
-    models = config["models"][:1] if args.smoke else config["models"]
+    models = [m for m in config["models"] if not args.sizes or study.model_name(m) in args.sizes]
+    models = models[:1] if args.smoke else models
     steps, rounds = (20, 1) if args.smoke else (args.steps, args.rounds)
 
     peak = matmul_peak(args.threads, seconds=0.2 if args.smoke else 1.0)

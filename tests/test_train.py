@@ -107,7 +107,9 @@ def cli_train(sp, data_dir, out, *flags, processes=1):
     torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     return subprocess.Popen([sys.executable, *(torchrun if processes > 1 else []), "-m", "scaling.cli", "train",
                              "--spec", json.dumps(sp), "--data", str(data_dir), "--out", str(out), *flags],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            # Ctrl-C reaches it as from a terminal, even if these tests were started with SIGINT ignored
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_checkpoint(proc, out):
@@ -152,7 +154,7 @@ def long_run(data_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR2])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR2, signal.SIGINT], ids=lambda s: s.name)
 def test_a_signalled_run_checkpoints_the_step_in_progress_and_resumes_to_the_same_losses(data_dir, long_run,
                                                                                           tmp_path, sig):
     sp, reference = long_run

@@ -31,7 +31,7 @@ def test_changing_engine_settings_retrains_nothing(smoke_copy):
     assert planned(smoke_copy, config) == {}
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
 def test_a_train_job_killed_or_stopped_mid_run_resumes_when_snakemake_reruns_it(tmp_path, sig):
     config = smoke_config()
     config["grid"] = [{"sizes": ["xs"], "token_multipliers": [40], "learning_rates": [0.01]}]
@@ -39,7 +39,8 @@ def test_a_train_job_killed_or_stopped_mid_run_resumes_when_snakemake_reruns_it(
     config["engine"] = {"checkpoint_every": 100}
     (tmp_path / "study.yaml").write_text(json.dumps(config))
     smk = subprocess.Popen([*SNAKEMAKE, "--configfile", "study.yaml", "--cores", "1", "--until", "train"],
-                           cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ckpt = checkpoint.path(tmp_path / RUN)
     deadline = time.monotonic() + 300
     while not ckpt.exists() and time.monotonic() < deadline:
@@ -47,7 +48,11 @@ def test_a_train_job_killed_or_stopped_mid_run_resumes_when_snakemake_reruns_it(
     trainers = [p for p in psutil.Process(smk.pid).children(recursive=True) if "train" in p.cmdline()]
     assert len(trainers) == 1, "the train job ended before its first checkpoint: make it longer"
     # SIGKILL: the job crashes; SIGTERM: it checkpoints the step in progress and stops. Either way it fails.
-    os.kill(trainers[0].pid, sig)
+    # SIGINT goes to Snakemake and its jobs together, as Ctrl-C at the terminal sends it: the same stop.
+    if sig == signal.SIGINT:
+        os.killpg(smk.pid, sig)
+    else:
+        os.kill(trainers[0].pid, sig)
     assert smk.wait(timeout=120) != 0
     assert ckpt.exists() and not (tmp_path / RUN / "metrics.json").exists()
     killed_at = torch.load(ckpt, weights_only=True)["step"]
@@ -57,8 +62,8 @@ def test_a_train_job_killed_or_stopped_mid_run_resumes_when_snakemake_reruns_it(
     log = (tmp_path / "results/smoke/logs/train/bible/xs/M40_lr0.01_s0.log").read_text()
     earlier, this = log.split("=== this attempt ===")  # Snakemake deleted the log; the trainer replayed its lines
     assert "started: " in earlier
-    if sig == signal.SIGTERM:
-        assert f"SIGTERM: checkpointed at step {killed_at}/" in earlier
+    if sig != signal.SIGKILL:
+        assert f"{sig.name}: checkpointed at step {killed_at}/" in earlier
     assert f"resumed from its checkpoint at step {killed_at}/" in this
     metrics = json.loads((tmp_path / RUN / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["resumed_from_step"] == killed_at

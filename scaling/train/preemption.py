@@ -4,12 +4,13 @@ Clusters end a job with SIGTERM and, some seconds later, SIGKILL (SLURM on
 preemption, ``scancel`` and ``scontrol requeue``, after ``KillWait`` seconds;
 torchrun forwards SIGTERM to its workers and kills them 30 s later; the SLURM
 executor plugin sends it on SLURM's warning and kills 60 s later), or warn it
-with SIGUSR2 before its time limit (``sbatch --signal``). :func:`stop_signals`
-turns both into a flag: the handler only records the signal. The training loop
+with SIGUSR2 before its time limit (``sbatch --signal``); a user at a terminal
+presses Ctrl-C, which sends SIGINT to Snakemake and its jobs. :func:`stop_signals`
+turns each into a flag: the handler only records the signal. The training loop
 (:func:`scaling.train.loop.train`) reads it after each optimizer step (a DDP run, whose
 processes must agree, at its next loss read), saves a checkpoint at that step and
 raises :class:`Stopped`, and ``scaling train`` exits with status 128 + the signal
-number (143 for SIGTERM, 140 for SIGUSR2), the shell's code for "ended by this
+number (143 for SIGTERM, 140 for SIGUSR2, 130 for SIGINT), the shell's code for "ended by this
 signal". Snakemake records the job as failed and keeps the checkpoint; its next
 run, or SLURM's requeue of the job, resumes from it, having lost no step.
 """
@@ -20,7 +21,7 @@ import contextlib
 import signal
 from typing import Callable, Iterator
 
-SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
 
 
 class Stopped(Exception):
@@ -37,7 +38,7 @@ class Stopped(Exception):
 
 @contextlib.contextmanager
 def stop_signals() -> Iterator[Callable[[], int]]:
-    """Record SIGTERM and SIGUSR2 instead of dying; yield a function that returns the last one received (0: none).
+    """Record SIGTERM, SIGUSR2 and SIGINT instead of dying; yield a function that returns the last one received (0: none).
 
     A signal that the parent process set to be ignored stays ignored: the SLURM
     executor's commands ignore SIGUSR2, on which submitit sends them SIGTERM.
