@@ -12,7 +12,7 @@ import yaml
 from scaling.fit.laws import overtraining_loss
 from scaling.fit.plan import PRIOR_PARAMS, Planner, learning_rates, plan
 from scaling.study.config import load
-from scaling.study.plan import parse_target, plan_study
+from scaling.study.plan import parse_target, plan_study, sweep_length
 from scaling.study.runs import ConfigError, check, model_sizes, runs as planned_runs
 
 PRIOR = Planner.from_fit("overtraining", None)
@@ -97,6 +97,13 @@ def test_plan_study_proposes_grid_blocks_that_the_study_accepts(smoke):
     new = {(r.size, r.token_multiplier, r.lr) for r in planned_runs(config)} - \
         {(r.size, r.token_multiplier, r.lr) for r in planned_runs(smoke)}
     assert new == {(r.size, r.token_multiplier, 0.01) for r in proposals.itertuples()}  # the study's one rate
+
+
+def test_a_proposed_run_sweeps_as_many_rates_as_the_studys_sweeps_not_its_single_rate_points():
+    assert sweep_length(pd.DataFrame({"n_lrs": [3, 3, 2, 1, 1, 1, 1]})) == 3  # mostly single-rate points
+    assert sweep_length(pd.DataFrame({"n_lrs": [1, 1]})) == 1
+    assert sweep_length(pd.DataFrame({"n_lrs": []})) == 1
+    assert sweep_length(pd.DataFrame({"lr": [0.01]})) == 1  # nothing trained: no sweep known
 
 
 def test_a_target_that_is_neither_a_size_nor_a_number_names_the_fix(smoke):

@@ -3,7 +3,7 @@
 The candidates are the study's model sizes (explicit shapes and ``params:``
 sizes alike) × the token multipliers the user allows (default: those of the
 study's grid), less the (size, M) points the grid already holds. Each costs its
-learning-rate sweep: as many rates as the study's sweeps have (their median),
+learning-rate sweep: as many rates as the study's sweeps have (:func:`sweep_length`),
 a factor of 2 apart around the fitted optimal-LR law's η*(N, D) where the study
 has one, else around the best rate of the nearest known point
 (:func:`scaling.fit.plan.learning_rates`). The current fit is the study's
@@ -84,7 +84,7 @@ def plan_study(config: dict, runs: pd.DataFrame, targets: list[dict], budget: fl
         raise ConfigError("every model size × token multiplier allowed is in the grid already; fix: allow other "
                           "multipliers with --token-multipliers, or add sizes to the study's models")
     candidates["tokens"] = planned_tokens(candidates["n_params"], candidates["token_multiplier"])
-    sweep = int(np.median(points["n_lrs"])) if "n_lrs" in points and len(points) else 1
+    sweep = sweep_length(points)
     optimal = _optimal_lr(points) if len(points) else None
     grid_rates = sorted({r.lr for r in grid})  # nothing trained yet: the study's own rates
     candidates["learning_rates"] = [learning_rates(n, d, points, sweep, optimal) or grid_rates
@@ -94,6 +94,13 @@ def plan_study(config: dict, runs: pd.DataFrame, targets: list[dict], budget: fl
     planner = Planner.from_fit("overtraining", fit, level)
     proposals = plan(planner, design, candidates, pd.DataFrame(targets), budget)
     return proposals, proposals.attrs["before"], proposal_yaml(proposals, dataset, fit is not None, optimal)
+
+
+def sweep_length(points: pd.DataFrame) -> int:
+    """How many learning rates a proposed run sweeps: the median count of the study's sweeps (its best-LR points
+    with two rates or more; a point trained at one rate is not a sweep), 1 if it has none."""
+    counts = points["n_lrs"][points["n_lrs"] >= 2] if "n_lrs" in points else []
+    return int(np.median(counts)) if len(counts) else 1
 
 
 def proposal_yaml(proposals: pd.DataFrame, dataset: str, fitted: bool, optimal_lr) -> str:
