@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from scaling.data.prepare import bible_books, embedded_corpus, held_out_text, load_tokens, prepare
+from scaling.data.prepare import bible_books, embedded_corpus, held_out_text, load_tokens, not_text, prepare
 from scaling.data.tokenizer import BPETokenizer, ByteTokenizer
 
 
@@ -32,6 +32,20 @@ def test_prepare_text_files_round_trips_bytes(tmp_path):
     assert (len(train), len(val)) == (meta["n_train_tokens"], meta["n_val_tokens"])
     assert b"last line of a\n" in val.tobytes() and b"last line of a" not in train.tobytes()
     assert "héllo wörld" in train.tobytes().decode("utf-8")
+
+
+def test_text_is_utf8_without_nul_bytes_and_a_files_beginning_may_end_inside_a_character():
+    assert not_text("naïve café\n".encode()) is None
+    assert not_text("café".encode()[:-1], whole=False) is None  # cut inside é: its beginning is still text
+    assert not_text("café".encode()[:-1]) == "bytes that are not UTF-8 at byte 3"
+    assert not_text("café".encode("latin-1")) == "bytes that are not UTF-8 at byte 3"
+    assert not_text(b"\x7fELF\x02\x01\x01\x00") == "a NUL byte at byte 7: it looks binary"
+
+
+def test_prepare_refuses_a_file_whose_bytes_past_the_loaders_look_are_not_text(tmp_path):
+    (tmp_path / "a.txt").write_bytes(b"word\n" * 4000 + b"\x00\x01")
+    with pytest.raises(ValueError, match=r"a.txt is not UTF-8 text \(a NUL byte at byte 20,000.*fix: convert"):
+        prepare({"source": "files", "files": [str(tmp_path / "*.txt")], "val_fraction": 0.1}, tmp_path / "out")
 
 
 def test_prepare_without_matching_files_fails(tmp_path):

@@ -22,6 +22,7 @@ Zechariah, Ephesians, 1 Peter) are validation, the other 60 train.
 
 from __future__ import annotations
 
+import codecs
 import functools
 import glob
 import hashlib
@@ -104,14 +105,30 @@ def val_start(data: bytes | mmap.mmap, val_fraction: float) -> int:
     return newline + 1 if newline > 0 else cut
 
 
+def not_text(data: bytes, whole: bool = True) -> str | None:
+    """Why ``data`` is not UTF-8 text (a NUL byte, or bytes that are not UTF-8), or None if it is; with ``whole``
+    False, ``data`` is a file's beginning, which may end inside a character."""
+    if (nul := data.find(b"\0")) >= 0:
+        return f"a NUL byte at byte {nul:,}: it looks binary"
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(data, final=whole)
+    except UnicodeDecodeError as e:
+        return f"bytes that are not UTF-8 at byte {e.start:,}"
+    return None
+
+
 def text_files_corpus(patterns: list[str], val_fraction: float) -> Split:
-    """A user's text files; the last ``val_fraction`` of each file (cut at a line break) is validation."""
+    """A user's text files; the last ``val_fraction`` of each file (cut at a line break) is validation. Each must
+    be UTF-8 text (:func:`not_text`)."""
     files = resolve_files(patterns)
     if not files:
         raise FileNotFoundError(f"no files match {patterns}")
     train, val = [], []
     for f in files:
         data = f.read_bytes()
+        if problem := not_text(data):
+            raise ValueError(f"{f} is not UTF-8 text ({problem}); fix: convert it to UTF-8 (e.g. iconv -t utf-8), "
+                             f"or leave it out of the dataset's files")
         cut = val_start(data, val_fraction)
         train.append(data[:cut])
         val.append(data[cut:])

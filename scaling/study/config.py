@@ -43,7 +43,7 @@ import jsonschema
 import yaml
 
 from scaling.study import runs as S
-from scaling.data.prepare import resolve_files, split_sizes, vocab_size
+from scaling.data.prepare import not_text, resolve_files, split_sizes, vocab_size
 from scaling.train.flops import planned_tokens
 from scaling.train.schedules import warmup_length
 from scaling.train.shapes import Shape, count_params
@@ -53,6 +53,7 @@ from scaling.evaluate.harness import HarnessError, check_task as check_harness
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 YTE_KEY = "__use_yte__"  # Snakemake evaluates a YAML file that starts with it as a YTE template (Python code)
 GB = 1e9
+TEXT_SNIFF = 4096  # bytes of each text file read at load to tell text from a binary file
 
 
 # -- the loader -----------------------------------------------------------------------------------------------------
@@ -265,6 +266,11 @@ def check_corpora(config: dict) -> None:
         if empty := [str(f) for f in files if f.stat().st_size == 0]:
             raise S.ConfigError(f"datasets.{name}.files: {', '.join(empty[:5])} {'is' if len(empty) == 1 else 'are'} "
                                 f"empty; fix: give it text, or leave it out of the pattern")
+        for f in files:  # the beginning of each, which shows a binary file (prepare checks the whole)
+            with open(f, "rb") as text:
+                if problem := not_text(text.read(TEXT_SNIFF), whole=False):
+                    raise S.ConfigError(f"datasets.{name}.files: {f} is not UTF-8 text ({problem}); fix: convert it "
+                                        f"to UTF-8 (e.g. iconv -t utf-8), or leave it out of the pattern")
         source = {"files": f"files {', '.join(map(str, files[:5]))}" + (" …" if len(files) > 5 else ""),
                   "tokens": f"token arrays {ds.get('train')}, {ds.get('val')}"}.get(ds["source"], "the corpus")
         try:

@@ -193,6 +193,11 @@ def explain_schema_error(error, schema: dict) -> ConfigError:
     return ConfigError(f"{field}: {message}; fix: {fix}" + (f" ({hint})" if hint else ""))
 
 
+def _relative(path: str) -> str:
+    """Where a relative path in a study is looked for, for an error's fix (nothing for an absolute one)."""
+    return "" if Path(path).is_absolute() else ", relative to the directory snakemake runs in,"
+
+
 def check(config: dict) -> None:
     """Raise :class:`ConfigError` for what the schema cannot catch."""
     names = [model_name(m) for m in config["models"]]
@@ -240,7 +245,7 @@ def check(config: dict) -> None:
             for key in ("train", "val"):
                 if not resolve_files([ds[key]]):
                     raise ConfigError(f"datasets.{name}.{key}: no file {ds[key]!r}; fix: give the path of a token array "
-                                      f"(.npy or .bin), relative to the directory snakemake runs in")
+                                      f"(.npy or .bin){_relative(ds[key])} that exists")
         elif tokenizer == "bpe" and ds.get("vocab_size", 0) <= 256:
             raise ConfigError(f"datasets.{name}.vocab_size: a BPE vocabulary needs more than the 256 byte tokens it "
                               f"starts from; fix: set vocab_size, e.g. 4096")
@@ -257,7 +262,7 @@ def check(config: dict) -> None:
                 if not resolve_files([pattern]):
                     raise ConfigError(
                         f"datasets.{name}.files: no file matches {pattern!r}; "
-                        f"fix: give a path or glob, relative to the directory snakemake runs in, that exists"
+                        f"fix: give a path or glob{_relative(pattern)} that exists"
                     )
         elif "files" in ds:
             raise ConfigError(f"datasets.{name}.files: only used with `source: files`; fix: remove it or set `source: files`")
