@@ -244,6 +244,11 @@ def study_file(tmp: Path, edit) -> Path:
     return path
 
 
+def test_a_number_written_as_text_is_shown_written_as_yaml_reads_a_number(tmp_path):
+    with pytest.raises(S.ConfigError, match=r"write 1.25e6 as YAML reads a number: 1.25e\+06 \(.*\) or 1250000"):
+        load([study_file(tmp_path, lambda c, t: add_model(c, name="p", params="1.25e6"))])
+
+
 def test_there_are_at_least_60_bad_studies():
     assert len(BAD) >= 60 and len({case[0] for case in BAD}) == len(BAD)
 

@@ -458,12 +458,13 @@ def test_the_result_says_whether_each_parameter_is_identified(study):
     assert f"a = {law['a']:.4g} ± {500 * abs(law['a']):.2g}" in text
 
 
-def test_the_result_gives_the_held_out_largest_run_against_its_interval(study):
+def test_the_result_gives_the_held_out_run_of_largest_compute_against_its_interval(study):
     text = result(S.summary_markdown("T", "s", study))
     pred = study.predictions
     held = pred[(pred["law"] == "overtraining") & (pred["role"] == "held_out")]
     h = held.loc[held["flops"].idxmax()]
-    assert (f"Held-out largest run {h['size']} (N = {h['n_params']:,}, M = {h['token_multiplier']:g}, "
+    assert len(held) > 1
+    assert (f"Held-out run of largest compute {h['size']} (N = {h['n_params']:,}, M = {h['token_multiplier']:g}, "
             f"{h['compute_ratio']:.2g}× the fit set's largest compute): predicted loss {h['predicted_loss']:.4g} "
             f"(95% interval [{h['predicted_loss_lo']:.4g}, {h['predicted_loss_hi']:.4g}]), measured "
             f"{h['measured_loss']:.4g}, relative error {100 * h['rel_error']:+.3g}%, "
@@ -473,6 +474,11 @@ def test_the_result_gives_the_held_out_largest_run_against_its_interval(study):
     other = result(S.summary_markdown("T", "s", T.Tables(study.runs, study.downstream, study.fits,
                                                            study.parameters, flipped)))
     assert f"**{'outside' if h['covered'] else 'inside'}** its interval." in other.split("**Downstream")[0]
+    smaller = held.loc[held["flops"].idxmin()]  # the only held-out run: not called the largest, as it may not be
+    alone = study.predictions.drop(index=held.index.drop(smaller.name))
+    text = result(S.summary_markdown("T", "s", T.Tables(study.runs, study.downstream, study.fits, study.parameters,
+                                                          alone)))
+    assert f"Held-out run {smaller['size']} (N = {smaller['n_params']:,}," in text.split("**Downstream")[0]
 
 
 def test_the_result_compares_the_downstream_ceiling_with_chance(study):

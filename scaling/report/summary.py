@@ -227,7 +227,8 @@ def _held_out_text(pred: pd.DataFrame, q: str, level) -> str:
     covered = h.get(f"{prefix}covered")
     verdict = ("" if pd.isna(covered) else
                ", **inside** its interval" if bool(covered) else ", **outside** its interval")
-    out = (f"Held-out largest run {name} (N = {int(h['n_params']):,}, M = {h['token_multiplier']:g}{far}): predicted "
+    which = "Held-out run" if len(held) == 1 else "Held-out run of largest compute"
+    out = (f"{which} {name} (N = {int(h['n_params']):,}, M = {h['token_multiplier']:g}{far}): predicted "
            f"{q} {h[f'predicted_{q}']:.4g}{interval}, measured {h[f'measured_{q}']:.4g}, relative error "
            f"{100 * h[f'{prefix}rel_error']:+.3g}%{verdict}.")
     if len(held) > 1 and len(agg := backtest_summary(pred, q=q, roles=("held_out",))):

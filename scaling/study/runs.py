@@ -143,11 +143,14 @@ def _number_problem(value, kind: str) -> tuple[str, str] | None:
         return f"{value} is out of range", "use a smaller value"
     if isinstance(value, str):
         try:
-            float(value)
+            number = float(value)
         except ValueError:
             return None
+        mantissa, exponent = f"{number:e}".split("e")
+        mantissa = mantissa.rstrip("0") + ("0" if mantissa.rstrip("0").endswith(".") else "")
+        plain = f" or {int(number)}" if number.is_integer() and abs(number) < 1e15 else ""
         return (f"{value!r} is text, not a {kind}",
-                f"write {value} as YAML reads a number: 1.0e+6 (with a dot and a signed exponent) or 1000000")
+                f"write {value} as YAML reads a number: {mantissa}e{exponent} (with a dot and a signed exponent){plain}")
     return None
 
 
