@@ -63,11 +63,15 @@ a study that trains it in order and refits between rounds (sequential design,
 Chernoff 1959, "Sequential design of experiments") learns the law's misfit
 from the cheap runs before it commits the dear ones.
 
-On the Chinchilla points (``benchmarks/plan.py``, a study replayed in rounds) the
-95% half-width at 1e24 FLOPs falls below 10% from 6.8e20 FLOPs, but the fit
-stage's recalibration on each round's folds swings it back to 11–16% at 7.0e20,
-1.7e21 and 3.3e21; it stays below 10% from 6.1e21 (the uniform IsoFLOP grid:
-4.6e21) and ends at 4.3% (the grid: 7.7%).
+On the Chinchilla points (``benchmarks/plan.py``, a study replayed in rounds,
+its candidates the runs within 10× of the target's D/N = 20) the 95% half-width
+at 1e24 FLOPs stays below 10% from 1.2e21 FLOPs on; the uniform IsoFLOP grid's
+from 4.6e21 (4.4e21 over the same near-optimal runs). The swings it avoids are
+the recalibration's: folds fitted on the two smallest budgets miss the runs of
+the next ones by 2–5% (most the IsoFLOP edges, D/N ≈ 1.5–2.4, where the law
+misfits), and κ↑ jumps to 0.02–0.05 per decade until the folds train on three
+budgets. With every run a candidate, the planner buys such edge runs and stays
+below only from 6.1e21; without the expected recalibration, from 4.8e21.
 """
 
 from __future__ import annotations
