@@ -45,6 +45,7 @@ from scaling.fit.calibration import calibrate, displacement, extrapolation_folds
 from scaling.fit.chinchilla import fit_chinchilla
 from scaling.fit.diagnostics import diagnose
 from scaling.fit.downstream import fit_downstream, predict_chained
+from scaling.fit import fit_set
 from scaling.fit.estimators import FitError, FitWarning
 from scaling.train.flops import flops_6nd, planned_tokens
 from scaling.fit.laws import LAWS, overtraining_compute_form
@@ -186,12 +187,8 @@ def best_lr_points(runs: pd.DataFrame, by: list[str] | None = None, value: str =
 
 
 def default_fit_on(points: pd.DataFrame) -> list[dict]:
-    """Every M = 20 point plus the smallest model at its largest M (the paper's choice, scaled down)."""
-    smallest = points.loc[points["n_params"].idxmin()]
-    at_n = points["n_params"] == smallest["n_params"]
-    largest_m = float(points.loc[at_n, "token_multiplier"].max())
-    first = {"size": smallest["size"]} if "size" in points else {"n_params": float(smallest["n_params"])}
-    return [{"token_multiplier": 20.0}, {**first, "token_multiplier": largest_m}]
+    """:func:`scaling.fit.fit_set.default_fit_on` of a table of points."""
+    return fit_set.default_fit_on(points.to_dict("records"))
 
 
 # -- fitting a table ------------------------------------------------------------------------------------------------
