@@ -115,6 +115,22 @@ def test_a_loss_law_that_cannot_be_fitted_fails_the_stage_naming_the_law_and_the
                                    "(fit.fit_on)"), e.value
 
 
+def test_two_models_of_the_same_n_are_two_points_of_the_fit_and_a_target_measures_its_own():
+    runs, scores = study()
+    # s2b: another shape with s2's N, 0.1 nats worse; its runs are s2's with that loss
+    twin = runs[runs["size"] == "s2"].assign(size="s2b", run_id=lambda d: d["run_id"].str.replace("s2", "s2b"),
+                                             val_loss=lambda d: d["val_loss"] + 0.1)
+    runs = pd.concat([runs, twin], ignore_index=True)
+    fit = {**FIT, "bootstrap": 0, "targets": [{"size": "s2b", "token_multiplier": 80}]}
+    fits, pred, _ = fit_study(runs, scores, fit, {**SIZES, "s2b": SIZES["s2"]}, None)["overtraining"]
+    assert fits[0]["n_points"] == 7  # s1–s5 and s2b at M = 20, s1 at M = 80
+    fitted = pred[pred["role"] == "fit"].set_index(["size", "token_multiplier"])["measured_loss"]
+    best = runs.groupby(["size", "token_multiplier"])["val_loss"].min()
+    assert fitted[("s2b", 20)] == best[("s2b", 20)] and fitted[("s2", 20)] == best[("s2", 20)]
+    target = pred[pred["role"] == "target"].iloc[0]
+    assert target["size"] == "s2b" and target["measured_loss"] == best[("s2b", 80)]
+
+
 def test_unknown_task_is_a_clear_error():
     runs, scores = study()
     with pytest.raises(ValueError, match="no run has a downstream score for 'hard'; fix: set fit.downstream_task"):
