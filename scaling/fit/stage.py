@@ -98,12 +98,11 @@ def fit_downstream_law(runs: pd.DataFrame, downstream: pd.DataFrame, task: str, 
                           f"(downstream.examples) or on tasks these models beat chance on, or train larger models; "
                           f"the other laws are fitted without it")
             continue
-        error_fits = [r for r in results if r.law == "downstream"]  # the chained loss fit is the over-training fit
-        pred = pred.assign(task=task, error_at_measured_loss=np.nan)
-        for r in error_fits:  # the error law alone, without the loss law's miss
-            pred["error_at_measured_loss"] = r.value(pred["measured_loss"])
-        fits += [{**fit_dict(r), "task": task} for r in error_fits]
-        preds.append(pred)
+        # one dataset: one error law (its chained loss fit is the over-training fit, kept there)
+        error_fit = next(r for r in results if r.law == "downstream")
+        fits.append({**fit_dict(error_fit), "task": task})
+        # the error law alone, at the measured loss, without the loss law's miss
+        preds.append(pred.assign(task=task, error_at_measured_loss=error_fit.value(pred["measured_loss"])))
     return fits, pd.concat(preds, ignore_index=True) if preds else pd.DataFrame(), "; ".join(failed) or None
 
 

@@ -21,7 +21,8 @@
    limits are finite), the ladder (with ``training.ladder``: a WSD schedule, a
    cooldown fraction in (0, 1), every branch point after the warmup), the fit
    (each ``fit.fit_on`` filter selects planned runs, and the fit set has the
-   distinct points the loss law needs; the bootstrap fits in memory) and the engine (``engine.tensorboard`` has its package).
+   distinct points the loss law needs; the bootstrap fits in memory) and the
+   engine (``engine.tensorboard`` has its package).
 
 Every error is a :class:`scaling.study.runs.ConfigError` naming the field (or the
 file and line) and the fix.
@@ -489,8 +490,9 @@ def check_fit_sets(config: dict) -> None:
                      for size, m in sorted({(r.size, r.token_multiplier) for r in runs})]
     for ds, grid in grids.items():
         if grid:
-            fit_set = [p for p in grid if any(_in_filter(p, flt) for flt in filters or default_fit_on(grid))]
-            _check_fit_set_size(ds, fit_set, grid, filters is None)
+            chosen = filters or default_fit_on(grid)
+            _check_fit_set_size(ds, [p for p in grid if any(_in_filter(p, flt) for flt in chosen)], grid,
+                                filters is None)
 
 
 def _check_fit_set_size(ds: str, fit_set: list[dict], grid: list[dict], default: bool) -> None:
@@ -499,15 +501,14 @@ def _check_fit_set_size(ds: str, fit_set: list[dict], grid: list[dict], default:
     needed, distinct = points_needed("overtraining"), {(p["n_params"], p["token_multiplier"]) for p in fit_set}
     if len(distinct) >= needed:
         return
-    ms = [f"{m:g}" for m in sorted({m for _, m in distinct})]
     spare = [p for p in grid if (p["n_params"], p["token_multiplier"]) not in distinct]
     raise S.ConfigError(
         f"fit.fit_on: the fit set on dataset {ds!r} "
         + ("(the default: every M = 20 point and the smallest model at its largest M) " if default else "")
-        + f"holds {len(distinct)} distinct (N, M) point(s), "
-        f"{_grid_points(fit_set)}, and the over-training law, with {len(LAWS['overtraining'].params)} parameters, needs at least "
-        f"{needed}; every run would train and then the fit would fail; fix: add {needed - len(distinct)} model "
-        f"size(s) of other N at M = {' or '.join([', '.join(ms[:-1]), ms[-1]] if len(ms) > 1 else ms)} to the grid"
+        + f"holds {len(distinct)} distinct (N, M) point(s), {_grid_points(fit_set)}, and the over-training law, "
+        f"with {len(LAWS['overtraining'].params)} parameters, needs at least {needed}; every run would train and "
+        f"then the fit would fail; fix: add {needed - len(distinct)} model size(s) of other N at M = "
+        + " or ".join(f"{m:g}" for m in sorted({m for _, m in distinct})) + " to the grid"
         + (f", or widen fit.fit_on to take in more of the planned points ({_grid_points(spare)})" if spare else ""))
 
 
