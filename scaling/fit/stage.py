@@ -24,7 +24,6 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from scaling.fit.estimators import FitError
