@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
+from scaling.fit.fit_set import points_needed
 from scaling.study import runs as S
 from scaling.train.model import Shape
 from scaling.study.config import load, training_memory
@@ -193,6 +194,10 @@ BAD = [
         c["grid"].append({"datasets": ["mine"], "sizes": ["s"], "token_multipliers": [20], "learning_rates": [0.01]}),
         c["grid"][1].update(datasets=["bible"]),
         c["fit"].update(fit_on=[{"size": "xs"}])), "fit.fit_on: no filter matches a planned run on dataset 'mine'"),
+    ("fit-set-too-small", lambda c, t: c["fit"].update(fit_on=[{"token_multiplier": 20}]),
+     "fit.fit_on: the fit set on dataset 'bible' holds 4 distinct (N, M) point(s)"),
+    ("default-fit-set-too-small", lambda c, t: c["grid"][0].update(sizes=["xs", "s", "m"]),
+     "fit.fit_on: the fit set on dataset 'bible' (the default"),
     ("target-unknown-size", lambda c, t: c["fit"]["targets"][0].update(size="xxl"), "fit.targets[0].size"),
     ("target-size-and-n", lambda c, t: c["fit"]["targets"][0].update(n_params=1e6), "fit.targets[0]"),
     ("target-without-m", lambda c, t: c["fit"].update(targets=[{"size": "l"}]), "fit.targets[0]"),
@@ -269,14 +274,14 @@ def test_a_bad_study_fails_in_the_loader_naming_the_field_and_the_fix(tmp_path, 
                  lambda c: c["title"].startswith("a; touch"), id="title-with-metacharacters"),
     pytest.param(lambda c, t: add_model(c, name="s-1.5_b", d_model=16, n_layers=1, n_heads=2),
                  lambda c: "bible/s-1.5_b/M20_lr0.01_s0" in [r.id for r in S.runs(c)], id="name-dots-dashes"),
-    pytest.param(lambda c, t: c["grid"][1].update(token_multipliers=[0.00012]),
+    pytest.param(lambda c, t: c["grid"][1].update(token_multipliers=[0.00012, 40]),
                  lambda c: S.run_spec(c, S.Run("bible", "xs", 0.00012, 0.01, 0))["tokens"] == 1,
                  id="smallest-m-that-trains"),
     pytest.param(lambda c, t: c["fit"].update(targets=[{"size": "m", "token_multiplier": 80},
                                                        {"n_params": 1e9, "token_multiplier": 20}]),
                  lambda c: len(c["fit"]["targets"]) == 2, id="untrained-targets"),
-    pytest.param(lambda c, t: c["fit"].update(fit_on=[{"size": ["xs", "s"], "token_multiplier": [20, 40]}]),
-                 lambda c: c["fit"]["fit_on"][0]["size"] == ["xs", "s"], id="fit-on-lists"),
+    pytest.param(lambda c, t: c["fit"].update(fit_on=[{"size": ["xs", "s", "m", "l"], "token_multiplier": [20, 40]}]),
+                 lambda c: c["fit"]["fit_on"][0]["size"] == ["xs", "s", "m", "l"], id="fit-on-lists"),
     pytest.param(lambda c, t: SMOKE_TEXT.replace("models:\n", "models:\n  - &tiny {name: t, d_model: 16, n_layers: 1,"
                                                               " n_heads: 2}\n  - {<<: *tiny, name: t2}\n"),
                  lambda c: [m["name"] for m in c["models"][:2]] == ["t", "t2"], id="yaml-merge-key"),
@@ -296,6 +301,20 @@ def test_an_unusual_but_sound_study_is_accepted(tmp_path, edit, check):
     config = load([study_file(tmp_path, edit)])
     assert check(config)
     assert config["training"]["warmup_fraction"] == 0.05  # defaults filled
+
+
+def test_a_fit_set_too_small_for_the_loss_law_names_the_study_s_own_token_multipliers(tmp_path):
+    """No M = 20 run: the default fit set is the smallest model at its largest M, one point; the fix asks for sizes
+    at the M the study trains, and names the planned points fit.fit_on could take in."""
+    def edit(c, t):
+        c["grid"][0].update(token_multipliers=[10])
+        c["grid"][1].update(token_multipliers=[5])
+    with pytest.raises(S.ConfigError) as e:
+        load([study_file(tmp_path, edit)])
+    message, fix = str(e.value), str(e.value).split("fix: ")[1]
+    assert message.startswith("fit.fit_on: ") and f"needs at least {points_needed('overtraining')};" in message
+    assert fix == ("add 4 model size(s) of other N at M = 10 to the grid, or widen fit.fit_on to take in more of the "
+                   "planned points (l at M = 10, m at M = 10, s at M = 10, xs at M = 5)"), fix
 
 
 def test_later_files_override_earlier_ones_and_each_is_read_strictly(tmp_path):

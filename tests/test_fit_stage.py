@@ -79,6 +79,58 @@ def test_laws_the_study_cannot_support_are_skipped_with_the_reason():
     assert fitted["overtraining"][2] is None
 
 
+def test_a_downstream_law_that_cannot_be_fitted_is_recorded_with_the_reason_and_the_rest_is_fitted(tmp_path):
+    runs, scores = study()
+    # dataset e: the same runs, whose error falls as their loss rises (as scores scattered about chance can):
+    # the error law's least squares does not converge there
+    e_runs = runs.assign(dataset="e", run_id="e" + runs["run_id"].str[1:])
+    loss = e_runs["val_loss"]
+    e_scores = pd.DataFrame({"run_id": e_runs["run_id"], "task": "core", "kind": "average",
+                             "accuracy": 0.1 + 0.3 * (loss - loss.min()) / (loss.max() - loss.min())})
+    runs, scores = pd.concat([runs, e_runs]), pd.concat([scores, e_scores])
+    fitted = fit_study(runs, scores, {**FIT, "bootstrap": 0}, SIZES, "core")
+    fits, pred, skipped = fitted["downstream"]
+    assert [f["group"]["dataset"] for f in fits] == ["d"] and set(pred["dataset"]) == {"d"}
+    assert skipped.startswith("the downstream law (the error on 'core') on dataset 'e' was not fitted: the "
+                              "least-squares fit did not converge"), skipped
+    assert "fix: score the runs on more examples (downstream.examples)" in skipped and "'d'" not in skipped
+    assert sorted(f["group"]["dataset"] for f in fitted["overtraining"][0]) == ["d", "e"]
+    assert fitted["optimal_lr"][0]
+    write_fits(fitted, tmp_path / "fit", tmp_path / "fits.parquet", tmp_path / "parameters.parquet",
+               tmp_path / "predictions.parquet", tmp_path / "backtest.parquet")
+    doc = json.loads((tmp_path / "fit" / "downstream.json").read_text())
+    assert doc["skipped"] == skipped and len(doc["fits"]) == 1
+    tables = schema.read_table(tmp_path / "fits.parquet", "fits").to_pandas()
+    assert tables.groupby("law")["dataset"].apply(sorted).to_dict() == {
+        "downstream": ["d"], "optimal_lr": ["d", "e"], "overtraining": ["d", "e"]}
+
+
+def test_a_loss_law_that_cannot_be_fitted_fails_the_stage_naming_the_law_and_the_fix():
+    runs, scores = study()
+    with pytest.raises(ValueError) as e:
+        fit_study(runs, scores, {**FIT, "fit_on": [{"size": ["s1", "s2"]}], "bootstrap": 0}, SIZES, "core")
+    assert str(e.value).startswith("the study's loss law, the over-training law, cannot be fitted: the over-training "
+                                   "law has 4 parameters but the fit set has only 4 distinct points; it needs at "
+                                   "least 5: fix: add model sizes at M = 20, 80 (the fit set's) or widen the fit set "
+                                   "(fit.fit_on)"), e.value
+
+
+def test_two_models_of_the_same_n_are_two_points_of_the_fit_and_a_target_measures_its_own():
+    runs, scores = study()
+    # s2b: another shape with s2's N, 0.1 nats worse; its runs are s2's with that loss
+    twin = runs[runs["size"] == "s2"].assign(size="s2b", run_id=lambda d: d["run_id"].str.replace("s2", "s2b"),
+                                             val_loss=lambda d: d["val_loss"] + 0.1)
+    runs = pd.concat([runs, twin], ignore_index=True)
+    fit = {**FIT, "bootstrap": 0, "targets": [{"size": "s2b", "token_multiplier": 80}]}
+    fits, pred, _ = fit_study(runs, scores, fit, {**SIZES, "s2b": SIZES["s2"]}, None)["overtraining"]
+    assert fits[0]["n_points"] == 7  # s1–s5 and s2b at M = 20, s1 at M = 80
+    fitted = pred[pred["role"] == "fit"].set_index(["size", "token_multiplier"])["measured_loss"]
+    best = runs.groupby(["size", "token_multiplier"])["val_loss"].min()
+    assert fitted[("s2b", 20)] == best[("s2b", 20)] and fitted[("s2", 20)] == best[("s2", 20)]
+    target = pred[pred["role"] == "target"].iloc[0]
+    assert target["size"] == "s2b" and target["measured_loss"] == best[("s2b", 80)]
+
+
 def test_unknown_task_is_a_clear_error():
     runs, scores = study()
     with pytest.raises(ValueError, match="no run has a downstream score for 'hard'; fix: set fit.downstream_task"):

@@ -255,10 +255,11 @@ def test_a_ladder_study_trains_each_trunk_once_a_cooldown_change_retrains_no_tru
         tmp_path):
     config = smoke_config()
     config["training"].update(schedule="wsd", ladder=True, warmup_steps=2)
-    config["grid"] = [{"sizes": ["xs"], "token_multipliers": [5, 10], "learning_rates": [0.01]}]
+    # one trunk, five cooldowns: the five (N, M) points the loader asks of a fit set
+    config["grid"] = [{"sizes": ["xs"], "token_multipliers": [5, 6, 7, 8, 10], "learning_rates": [0.01]}]
     config["fit"] = {"fit_on": [{"size": "xs"}]}
     config["downstream"] = {}
-    assert planned(tmp_path, config) == {"prepare": 1, "trunk_segment": 2, "train": 2, "collect": 1,
+    assert planned(tmp_path, config) == {"prepare": 1, "trunk_segment": 5, "train": 5, "collect": 1,
                                          "fit": 1, "database": 1, "report": 1, "all": 1}
     snakemake(tmp_path, config, "--cores", "1", "results/smoke/tables/collect.json")
     runs = pd.read_parquet(tmp_path / "results/smoke/tables/runs.parquet").sort_values("steps")
@@ -266,13 +267,13 @@ def test_a_ladder_study_trains_each_trunk_once_a_cooldown_change_retrains_no_tru
     assert list(runs["branch_step"]) == list(p.branch_steps) and set(runs["trunk"]) == {"bible/xs/trunk_lr0.01_s0"}
     assert runs["flops_spent"].sum() / runs["flops"].sum() == pytest.approx(p.total_steps() / sum(p.steps), rel=1e-3)
     trunk = tmp_path / "results/smoke/trunks/bible/xs/trunk_lr0.01_s0"
-    first, end = p.branch_steps
+    first, end = p.branch_steps[0], p.branch_steps[-1]
     assert (trunk / f"step{first}.pt").exists() and (trunk / f"step{end}.pt").exists()  # kept, for the changes below
-    records = [json.loads((trunk / f"step{b}.json").read_text()) for b in (first, end)]
+    records = [json.loads((trunk / f"step{b}.json").read_text()) for b in p.branch_steps]
     assert list(runs["trunk_wall_s"]) == [r["trunk_wall_s"] for r in records]  # each run: its trunk's time so far
 
     config["training"]["cooldown_shape"] = "1-sqrt"  # the cooldowns change, the trunk does not
-    assert planned(tmp_path, config) == {"train": 2, "collect": 1, "fit": 1, "database": 1, "report": 1, "all": 1}
+    assert planned(tmp_path, config) == {"train": 5, "collect": 1, "fit": 1, "database": 1, "report": 1, "all": 1}
     snakemake(tmp_path, config, "--cores", "1", "results/smoke/tables/collect.json")
     config["grid"][0]["token_multipliers"].append(20)
     assert planned(tmp_path, config) == {"trunk_segment": 1, "train": 1, "collect": 1, "fit": 1, "database": 1,

@@ -489,6 +489,20 @@ def test_the_result_compares_the_downstream_ceiling_with_chance(study):
     assert f"Ceiling ε = {chance + 0.01:.3g} is at or above the error of chance ({chance:.3g})" in above
 
 
+def test_the_result_says_in_words_which_downstream_law_was_not_fitted_and_what_to_do(study):
+    fits, pred = study.fits, study.predictions
+    unfitted = T.Tables(study.runs, study.downstream, fits[fits["law"] != "downstream"], study.parameters,
+                        pred[pred["law"] != "downstream"])  # as the fit stage writes a law it could not fit
+    text = result(S.summary_markdown("T", "s", unfitted))
+    core = study.downstream[study.downstream["task"] == "core"]
+    assert ("**The downstream law was not fitted** on `web`: its fit to the runs' errors failed (fit/downstream.json "
+            f"and logs/fit.log say why); the runs' accuracy is {core['accuracy'].min():.0%} to "
+            f"{core['accuracy'].max():.0%} on `core` (guessing: {core['random_baseline_accuracy'].mean():.0%}). "
+            "The error law needs errors that fall with loss: score the runs on more examples (downstream.examples) "
+            "or on tasks these models beat chance on, or train larger models.") in text
+    assert "Loss law on `web`" in text and "not fitted" not in result(S.summary_markdown("T", "s", study))
+
+
 def test_the_result_states_the_diagnostics_in_words(study):
     text = result(S.summary_markdown("T", "s", study))
     fitted = study.predictions[(study.predictions["law"] == "overtraining") & (study.predictions["role"] == "fit")]

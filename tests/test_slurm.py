@@ -136,7 +136,8 @@ ONE_RUN = "results/smoke/runs/bible/l/M80_lr0.01_s0"
 def one_long_run(**cluster) -> dict:
     """The smoke study with one run long enough (tens of seconds) to be interrupted, checkpointing often."""
     config = smoke_config()
-    config["grid"] = [{"sizes": ["l"], "token_multipliers": [80], "learning_rates": [0.01]}]
+    # the smoke grid stays planned (a fit set the loader accepts); only ONE_RUN is asked for
+    config["grid"].append({"sizes": ["l"], "token_multipliers": [80], "learning_rates": [0.01]})
     config["engine"] = {"checkpoint_every": 100}
     config["cluster"] = cluster
     return config
@@ -224,7 +225,8 @@ def test_a_job_past_its_time_limit_is_requeued_and_completes(slurm, tmp_path):
 def test_a_ladder_trains_its_trunk_segments_and_cooldowns_as_slurm_jobs_each_with_its_own_time_limit(slurm, tmp_path):
     config = smoke_config()
     config["training"].update(schedule="wsd", ladder=True, warmup_steps=2)
-    config["grid"] = [{"sizes": ["xs"], "token_multipliers": [5, 40], "learning_rates": [0.01]}]
+    # one trunk, five cooldowns: the five (N, M) points the loader asks of a fit set
+    config["grid"] = [{"sizes": ["xs"], "token_multipliers": [5, 10, 20, 30, 40], "learning_rates": [0.01]}]
     config["fit"] = {"fit_on": [{"size": "xs"}]}
     config["downstream"] = {}
     study = tmp_path / "study.yaml"

@@ -22,6 +22,8 @@ import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit, minimize
 from threadpoolctl import threadpool_limits
 
+from scaling.fit.fit_set import least_points
+
 # Fits (and their bootstraps) run with one BLAS thread: the problems are tiny, and on a small machine
 # OpenBLAS's idle threads spin on the cores the fit needs (measured: twice the CPU time for no gain).
 one_blas_thread = threadpool_limits.wrap(limits=1, user_api="blas")
@@ -216,7 +218,7 @@ def check_data(positive: bool = True, **columns) -> list[np.ndarray]:
 
 def check_distinct(law: str, n_params: int, *keys, needed: int | None = None, hint: str = "") -> int:
     """The number of distinct points (rows of ``keys``); a :class:`FitError` when it is below ``needed``."""
-    needed = n_params + 1 if needed is None else needed
+    needed = least_points(n_params) if needed is None else needed
     distinct = len(set(zip(*(np.asarray(k).tolist() for k in keys))))
     if distinct < needed:
         raise FitError(f"the {law} law has {n_params} parameters but the fit set has only {distinct} distinct "

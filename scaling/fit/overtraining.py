@@ -72,7 +72,8 @@ def fit_overtraining(N, M, L, *, method: str = "huber-log", resamples: int = 0, 
         raise ValueError(f"unknown method {method!r} for the over-training law; use one of {METHODS}")
     N, M, L = check_data(n_params=N, token_multiplier=M, loss=L)
     check_distinct("over-training", len(PARAMS), N, M,
-                   hint="add model sizes at M = 20 or widen the fit set (fit.fit_on)")
+                   hint=f"fix: add model sizes at M = {', '.join(f'{m:g}' for m in sorted(set(M)))} (the fit set's) "
+                        f"or widen the fit set (fit.fit_on)")
     X = np.vstack([N, M])
     bounds = BOUNDS if method == "bounded" else None
     meta: dict = {}

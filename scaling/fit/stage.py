@@ -24,7 +24,6 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from scaling.fit.estimators import FitError
@@ -59,22 +58,16 @@ def fit_study(runs: pd.DataFrame, downstream: pd.DataFrame, fit: dict, sizes: di
               "seed": fit["seed"], "scheme": fit["scheme"], "level": fit["level"]}
     cache: dict = {}  # the downstream law's chained loss fits are the over-training law's: made once
     out = {}
-    results, pred = fit_table("overtraining", runs, fit_on=fit.get("fit_on"), method=fit["method"], cache=cache,
-                              **common)
-    out["overtraining"] = ([fit_dict(r) for r in results], pred, None)
-    if task is None:
-        out["downstream"] = ([], pd.DataFrame(), "the study scores no downstream tasks")
-    else:
-        results, pred = fit_table("downstream", with_error(runs, downstream, task), fit_on=fit.get("fit_on"),
-                                  method=fit["method"], chance_error=chance_error(downstream, task), cache=cache,
+    try:
+        results, pred = fit_table("overtraining", runs, fit_on=fit.get("fit_on"), method=fit["method"], cache=cache,
                                   **common)
-        # the chained loss fit is the over-training fit above: keep the error law only
-        error_fits = [r for r in results if r.law == "downstream"]
-        pred = pred.assign(task=task, error_at_measured_loss=np.nan)
-        for r in error_fits:  # the error law alone, without the loss law's miss
-            rows = (pred["dataset"] == r.meta["group"]["dataset"]).to_numpy()
-            pred.loc[rows, "error_at_measured_loss"] = r.value(pred.loc[rows, "measured_loss"])
-        out["downstream"] = ([{**fit_dict(r), "task": task} for r in error_fits], pred, None)
+    except FitError as e:  # the study's point: its failure fails the stage
+        raise FitError(f"the study's loss law, the over-training law, cannot be fitted: {e}"
+                       + ("" if "fix:" in str(e) else "; fix: look for failed or diverged runs in the fit set "
+                          "(scaling status), or widen the fit set (fit.fit_on)")) from None
+    out["overtraining"] = ([fit_dict(r) for r in results], pred, None)
+    out["downstream"] = (([], pd.DataFrame(), "the study scores no downstream tasks") if task is None else
+                         fit_downstream_law(runs, downstream, task, fit, common, cache))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the study's single-rate points are left out on purpose
@@ -83,6 +76,40 @@ def fit_study(runs: pd.DataFrame, downstream: pd.DataFrame, fit: dict, sizes: di
     except FitError as e:
         out["optimal_lr"] = ([], pd.DataFrame(), str(e))
     return out
+
+
+def fit_downstream_law(runs: pd.DataFrame, downstream: pd.DataFrame, task: str, fit: dict, common: dict,
+                       cache: dict) -> tuple[list[dict], pd.DataFrame, str | None]:
+    """The downstream law of ``task`` on each dataset: (fits, predictions, why it was not fitted on some or None).
+
+    A dataset whose error law cannot be fitted (too few distinct points, or least squares that does not converge,
+    as on errors near chance that do not yet fall with loss) is left out with the reason: the loss law and
+    everything else are fitted without it.
+    """
+    fits, preds, failed = [], [], []
+    for ds, ds_runs in with_error(runs, downstream, task).groupby("dataset", sort=True):
+        try:
+            results, pred = fit_table("downstream", ds_runs, fit_on=fit.get("fit_on"), method=fit["method"],
+                                      chance_error=chance_error(downstream, task), cache=cache, **common)
+        except FitError as e:
+            failed.append(f"the downstream law (the error on {task!r}) on dataset {ds!r} was not fitted: {e}; "
+                          f"{_error_range(ds_runs, downstream, task)}; fix: score the runs on more examples "
+                          f"(downstream.examples) or on tasks these models beat chance on, or train larger models; "
+                          f"the other laws are fitted without it")
+            continue
+        # one dataset: one error law (its chained loss fit is the over-training fit, kept there)
+        error_fit = next(r for r in results if r.law == "downstream")
+        fits.append({**fit_dict(error_fit), "task": task})
+        # the error law alone, at the measured loss, without the loss law's miss
+        preds.append(pred.assign(task=task, error_at_measured_loss=error_fit.value(pred["measured_loss"])))
+    return fits, pd.concat(preds, ignore_index=True) if preds else pd.DataFrame(), "; ".join(failed) or None
+
+
+def _error_range(runs: pd.DataFrame, downstream: pd.DataFrame, task: str) -> str:
+    """The range of the runs' error on ``task``, against guessing's, for a message."""
+    chance = chance_error(downstream[downstream["run_id"].isin(runs["run_id"])], task)
+    return (f"the runs' error is {runs['error'].min():.2f} to {runs['error'].max():.2f}"
+            + ("" if chance is None else f", against {chance:.2f} by guessing"))
 
 
 def backtest_table(fitted: dict) -> pd.DataFrame:

@@ -11,9 +11,10 @@ A table has one row per run. Columns used, by name:
 - any other columns (``dataset``, ``size``, ``model`` …) can be used to group
   (``by``) and to choose rows, and are carried into the predictions.
 
-Rows sharing (group, N, M) are one point: the learning rate with the lowest
-loss after averaging seeds (a no-op for tables with one run per point), for
-every law (:func:`best_lr_points`).
+Rows sharing (group, size, N, M) are one point (two models of the same N are
+two points; a table without ``size``: (group, N, M)): the learning rate with
+the lowest loss after averaging seeds (a no-op for tables with one run per
+point), for every law (:func:`best_lr_points`).
 
 The fit set (``fit_on``) is a DuckDB SQL condition, or a list of column filters
 as in a study's ``fit.fit_on`` (a point is in the fit set when it matches any
@@ -45,6 +46,7 @@ from scaling.fit.calibration import calibrate, displacement, extrapolation_folds
 from scaling.fit.chinchilla import fit_chinchilla
 from scaling.fit.diagnostics import diagnose
 from scaling.fit.downstream import fit_downstream, predict_chained
+from scaling.fit import fit_set
 from scaling.fit.estimators import FitError, FitWarning
 from scaling.train.flops import flops_6nd, planned_tokens
 from scaling.fit.laws import LAWS, overtraining_compute_form
@@ -153,7 +155,9 @@ def canonical(runs: pd.DataFrame, *, loss: str | None = None, error: str | None 
 
 
 def best_lr_points(runs: pd.DataFrame, by: list[str] | None = None, value: str = "loss") -> pd.DataFrame:
-    """One row per (group, N, M): the learning rate with the lowest seed-averaged ``value``.
+    """One row per (group, size, N, M), or (group, N, M) without a ``size`` column: the learning rate with the
+    lowest seed-averaged ``value``. Two models of the same N (another shape, or a ``params:`` size resolved to
+    it) stay two points: their losses differ, and a mean of them is neither's.
 
     Works on a study's ``runs`` table as is (``val_loss`` read as the loss).
     With seeds, ``seeds`` counts them and ``loss_seed_sd`` (of log loss) and
@@ -166,7 +170,7 @@ def best_lr_points(runs: pd.DataFrame, by: list[str] | None = None, value: str =
     if "lr" not in df:
         return df
     by = [c for c in (by if by is not None else ["dataset"]) if c in df]
-    keys = by + ["n_params", "token_multiplier"]
+    keys = by + ["n_params", "token_multiplier"] + (["size"] if "size" in df and "size" not in by else [])
     numeric = [c for c in df.select_dtypes("number").columns if c not in keys + ["lr", "seed"]]
     carried = [c for c in df.columns if c not in keys + ["lr"] + numeric + ["seed"]]
     agg = {**{c: "mean" for c in numeric}, **{c: "first" for c in carried}}
@@ -186,12 +190,8 @@ def best_lr_points(runs: pd.DataFrame, by: list[str] | None = None, value: str =
 
 
 def default_fit_on(points: pd.DataFrame) -> list[dict]:
-    """Every M = 20 point plus the smallest model at its largest M (the paper's choice, scaled down)."""
-    smallest = points.loc[points["n_params"].idxmin()]
-    at_n = points["n_params"] == smallest["n_params"]
-    largest_m = float(points.loc[at_n, "token_multiplier"].max())
-    first = {"size": smallest["size"]} if "size" in points else {"n_params": float(smallest["n_params"])}
-    return [{"token_multiplier": 20.0}, {**first, "token_multiplier": largest_m}]
+    """:func:`scaling.fit.fit_set.default_fit_on` of a table of points."""
+    return fit_set.default_fit_on(points.to_dict("records"))
 
 
 # -- fitting a table ------------------------------------------------------------------------------------------------
@@ -346,11 +346,14 @@ def _targets(targets, group: dict, sizes: dict, pts: pd.DataFrame) -> pd.DataFra
 
 
 def _measure(targets: pd.DataFrame, pts: pd.DataFrame, columns) -> pd.DataFrame:
-    """The measured values of the points that match a target's (N, M) (NaN for untrained targets), and ``_row``,
-    the matching point's row (−1 for none)."""
-    same = [np.flatnonzero(np.isclose(pts["n_params"], t.n_params) & np.isclose(pts["token_multiplier"],
-                                                                                t.token_multiplier))
-            for t in targets.itertuples()]
+    """The measured values of the points that match a target's (N, M), and its size when it names one (NaN for
+    untrained targets), and ``_row``, the matching point's row (−1 for none)."""
+    def matching(t) -> np.ndarray:
+        at = np.isclose(pts["n_params"], t.n_params) & np.isclose(pts["token_multiplier"], t.token_multiplier)
+        if isinstance(t.size, str) and "size" in pts:  # that model, not another of its N
+            at &= (pts["size"] == t.size).to_numpy()
+        return np.flatnonzero(at)
+    same = [matching(t) for t in targets.itertuples()]
     for col in columns:
         targets[col] = [pts[col].iloc[rows].mean() if len(rows) and col in pts else np.nan for rows in same]
     targets["_row"] = [int(rows[0]) if len(rows) else -1 for rows in same]

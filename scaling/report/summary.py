@@ -314,9 +314,28 @@ def result_section(t: Tables) -> list[str]:
                               t.parameters, "runs") + " " + _ceiling_text(epsilon, _chance_error(
                                   t.runs, t.downstream, ds, task)), "",
                     _held_out_text(dpred, "error", dfit.get("level")), ""]
+        if ds_fits[ds_fits["dataset"] == ds].empty and not t.downstream.empty:
+            out += [_not_fitted_text(ds, t.runs, t.downstream), ""]
         out += ["**Diagnostics.** " + _diagnostics_text(ds, fit, t.parameters, pred, t.runs)
                 + " Details under each law below.", ""]
     return out
+
+
+def _not_fitted_text(ds: str, runs: pd.DataFrame, downstream: pd.DataFrame) -> str:
+    """Why a dataset scored on downstream tasks has no downstream law, in words: its fit failed (the fit stage
+    recorded the reason in fit/downstream.json), and how the runs' accuracy on each task set stands to chance."""
+    scores = downstream[downstream["run_id"].isin(runs.loc[runs["dataset"] == ds, "run_id"])]
+    sets = scores[scores["kind"] == "average"]
+    ranges = [f"{g['accuracy'].min():.0%} to {g['accuracy'].max():.0%} on `{task}`"
+              + (f" (guessing: {g['random_baseline_accuracy'].mean():.0%})"
+                 if g["random_baseline_accuracy"].notna().any() else "")
+              for task, g in sets.groupby("task")]
+    return (f"**The downstream law was not fitted** on `{ds}`: its fit to the runs' errors failed "
+            f"(fit/downstream.json and logs/fit.log say why)"
+            + (f"; the runs' accuracy is {', '.join(ranges)}" if ranges else "")
+            + ". The error law needs errors that fall with loss: score the runs on more examples "
+            "(downstream.examples) or on tasks these models beat chance on, or train larger models. The loss law "
+            "above does not depend on it.")
 
 
 def cpu_minutes(runs: pd.DataFrame) -> float:

@@ -20,8 +20,9 @@
    over a run's processes, training fits the memory of the device, the time
    limits are finite), the ladder (with ``training.ladder``: a WSD schedule, a
    cooldown fraction in (0, 1), every branch point after the warmup), the fit
-   (each ``fit.fit_on`` filter selects planned runs; the bootstrap fits in
-   memory) and the engine (``engine.tensorboard`` has its package).
+   (each ``fit.fit_on`` filter selects planned runs, and the fit set has the
+   distinct points the loss law needs; the bootstrap fits in memory) and the
+   engine (``engine.tensorboard`` has its package).
 
 Every error is a :class:`scaling.study.runs.ConfigError` naming the field (or the
 file and line) and the fix.
@@ -49,6 +50,8 @@ from scaling.train.schedules import warmup_length
 from scaling.train.shapes import Shape, count_params
 from scaling.evaluate.tasks import TaskError, read_task
 from scaling.evaluate.harness import HarnessError, check_task as check_harness
+from scaling.fit.fit_set import default_fit_on, points_needed
+from scaling.fit.laws import LAWS
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 YTE_KEY = "__use_yte__"  # Snakemake evaluates a YAML file that starts with it as a YTE template (Python code)
@@ -451,18 +454,24 @@ def check_time_limits(config: dict) -> None:
 
 
 # -- 6. the fit -----------------------------------------------------------------------------------------------------
-def _in_filter(run: S.Run, flt: dict) -> bool:
-    """Whether a run matches a fit filter: each key's value, or one of its list (as :func:`scaling.fit.tables.filters_sql`)."""
-    values = {"size": run.size, "token_multiplier": run.token_multiplier}
-    return all(values[key] in (v if isinstance(v, list) else [v]) for key, v in flt.items())
+def _in_filter(point: dict, flt: dict) -> bool:
+    """Whether a point ({size, token_multiplier}) matches a fit filter: each key's value, or one of its list (as
+    :func:`scaling.fit.tables.filters_sql`)."""
+    return all(point[key] in (v if isinstance(v, list) else [v]) for key, v in flt.items())
+
+
+def _point(run: S.Run) -> dict:
+    return {"size": run.size, "token_multiplier": run.token_multiplier}
 
 
 def check_fit_sets(config: dict) -> None:
-    """Each ``fit.fit_on`` filter matches a planned run, the fit set has a run on every dataset, and the
-    bootstrap's run weights (8 bytes per resample and point) fit in memory.
+    """Each ``fit.fit_on`` filter matches a planned run, the fit set on every dataset holds the distinct (N, M)
+    points the over-training law needs (:func:`scaling.fit.fit_set.points_needed`, as the fit stage checks them,
+    with every planned run finished), and the bootstrap's run weights (8 bytes per resample and point) fit in memory.
 
-    ``fit.targets`` are points to predict, trained or not, so they are not
-    matched against the grid; their sizes are checked by :func:`scaling.study.runs.check`.
+    The downstream law is fitted on the same points, one per (size, M), and needs fewer (one per parameter and
+    one more): the over-training law's check covers it. ``fit.targets`` are points to predict, trained or not, so
+    they are not matched against the grid; their sizes are checked by :func:`scaling.study.runs.check`.
     """
     filters, planned = config["fit"].get("fit_on"), S.runs(config)
     points = len({(r.dataset, r.size, r.token_multiplier) for r in planned})
@@ -471,17 +480,47 @@ def check_fit_sets(config: dict) -> None:
         raise S.ConfigError(f"fit.bootstrap: the run weights of {resamples:,} resamples of {points} points exceed the "
                             f"{_size(ram)} of this machine's RAM; fix: use at most {ram // (8 * points):,} (the "
                             f"default is 1000)")
-    if filters is None:  # the default fit set: every M = 20 point plus the smallest model at its largest M
-        return
-    for i, flt in enumerate(filters):
-        if not any(_in_filter(run, flt) for run in planned):
+    for i, flt in enumerate(filters or []):
+        if not any(_in_filter(_point(run), flt) for run in planned):
             raise S.ConfigError(f"fit.fit_on[{i}]: {flt} matches no planned run; fix: filter on {_grid(planned)}, "
                                 f"or add such runs to the grid")
+    models, grids = {S.model_name(m): m for m in config["models"]}, {}
     for ds in config["datasets"]:
         runs = [r for r in planned if r.dataset == ds]
-        if runs and not any(_in_filter(r, flt) for r in runs for flt in filters):
+        if runs and filters and not any(_in_filter(_point(r), flt) for r in runs for flt in filters):
             raise S.ConfigError(f"fit.fit_on: no filter matches a planned run on dataset {ds!r}, so its law cannot "
                                 f"be fitted; fix: add a filter on {_grid(runs)}")
+        vocab = vocab_size(config["datasets"][ds])
+        grids[ds] = [{"size": size, "token_multiplier": m,
+                      "n_params": count_params(S.shape_of(models[size], config["training"], vocab))["n_params"]}
+                     for size, m in sorted({(r.size, r.token_multiplier) for r in runs})]
+    for ds, grid in grids.items():
+        if grid:
+            chosen = filters or default_fit_on(grid)
+            _check_fit_set_size(ds, [p for p in grid if any(_in_filter(p, flt) for flt in chosen)], grid,
+                                filters is None)
+
+
+def _check_fit_set_size(ds: str, fit_set: list[dict], grid: list[dict], default: bool) -> None:
+    """The fit set of a dataset (``fit_set``, of its planned points ``grid``) has the distinct (N, M) points the
+    over-training law needs."""
+    needed, distinct = points_needed("overtraining"), {(p["n_params"], p["token_multiplier"]) for p in fit_set}
+    if len(distinct) >= needed:
+        return
+    spare = [p for p in grid if (p["n_params"], p["token_multiplier"]) not in distinct]
+    raise S.ConfigError(
+        f"fit.fit_on: the fit set on dataset {ds!r} "
+        + ("(the default: every M = 20 point and the smallest model at its largest M) " if default else "")
+        + f"holds {len(distinct)} distinct (N, M) point(s), {_grid_points(fit_set)}, and the over-training law, "
+        f"with {len(LAWS['overtraining'].params)} parameters, needs at least {needed}; every run would train and "
+        f"then the fit would fail; fix: add {needed - len(distinct)} model size(s) of other N at M = "
+        + " or ".join(f"{m:g}" for m in sorted({m for _, m in distinct})) + " to the grid"
+        + (f", or widen fit.fit_on to take in more of the planned points ({_grid_points(spare)})" if spare else ""))
+
+
+def _grid_points(points: list[dict]) -> str:
+    """Points ({size, token_multiplier}), for a message."""
+    return ", ".join(f"{p['size']} at M = {p['token_multiplier']:g}" for p in points)
 
 
 def _grid(runs: list[S.Run]) -> str:
