@@ -158,19 +158,19 @@ def test_scaling_sql_and_status_use_the_same_study_and_say_which(tmp_path, monke
     from scaling.store.database import build_database
 
     monkeypatch.chdir(tmp_path)
-    for name, n_sizes in (("mine", 1), ("newer", 2)):  # the other study's database is written last
+    for name, n_sizes in (("mine", 5), ("newer", 2)):  # the other study's database is written last
         config = synthetic.study_config(name, n_sizes, [20], [0.01, 0.02])
         paths = [synthetic.write_run(f"results/{name}", config, r, 10) for r in S.runs(config)]
         collect(paths, f"results/{name}/tables")
         build_database(f"results/{name}/tables", f"results/{name}/scaling.duckdb")
-    config = synthetic.study_config("mine", 1, [20], [0.01, 0.02])
+    config = synthetic.study_config("mine", 5, [20], [0.01, 0.02])  # five sizes: as many as the loss law's fit needs
     (tmp_path / "mine.yaml").write_text(yaml.safe_dump({k: config[k] for k in ("study", "datasets", "models", "grid")}))
 
     main(["sql", "--configfile", "mine.yaml", "--csv", "SELECT count(*) AS n FROM runs"])
     out, err = capsys.readouterr()
-    assert out.split() == ["n", "2"] and err == "study 'mine' (mine.yaml): results/mine/scaling.duckdb\n"
+    assert out.split() == ["n", "10"] and err == "study 'mine' (mine.yaml): results/mine/scaling.duckdb\n"
     main(["status", "--configfile", "mine.yaml"])
-    assert capsys.readouterr().out.startswith("study 'mine' (mine.yaml): 2 runs planned; 2 done")
+    assert capsys.readouterr().out.startswith("study 'mine' (mine.yaml): 10 runs planned; 10 done")
     main(["status", "--configfile", "mine.yaml", "--watch", "0.01"])  # a finished study: one block, then it ends
     assert capsys.readouterr().out.startswith("\nstudy 'mine' (mine.yaml) at ")
 
@@ -178,6 +178,8 @@ def test_scaling_sql_and_status_use_the_same_study_and_say_which(tmp_path, monke
     with pytest.raises(SystemExit, match=r"results/absent/scaling.duckdb does not exist: run `snakemake --cores 2 "
                                          r"--configfile other.yaml` .* \(studies with a database: mine, newer\)"):
         main(["sql", "--configfile", "other.yaml", "SELECT 1"])
+
+
 def test_on_a_ladder_each_run_costs_its_share_of_the_trunk_and_its_cooldown(tmp_path):
     config = synthetic.study_config("st", 2, [10, 20, 40], [0.01])
     config["training"].update(schedule="wsd", ladder=True, cooldown_fraction=0.2, batch_tokens=512)
