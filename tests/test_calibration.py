@@ -255,7 +255,14 @@ def test_the_diagnostics_name_what_is_wrong_and_the_runs_that_fix_it():
     assert "edge of its sweep" in found and "(lr 0.01: try 0.02)" in found
     assert "extrapolate beyond what was tested" in found and "add runs between the fit set and them" in found
     assert "below the fitted irreducible loss" not in found and "not identified" not in found
+    assert "more than once" not in found  # seeded_runs train under one epoch
     points = pred.assign(loss=pred["measured_loss"])
+    fit = pred["role"] == "fit"
+    largest = points["n_params"] == points.loc[fit, "n_params"].max()
+    repeated = points.assign(epochs=np.where(largest, 2.5, 0.5))
+    found = " | ".join(diagnose(fits[0], repeated, fit, pred))
+    assert f"{int((fit & largest).sum())} fit point(s) see their training data more than once" in found
+    assert "(2.5 epochs)" in found and "give the dataset more text" in found
     low_e = FitResult(**{**fits[0].__dict__, "params": {**fits[0].params, "E": 10.0}})
     assert any("below the fitted irreducible loss E = 10" in d for d in diagnose(low_e, points, pred["role"] == "fit",
                                                                                  pred))

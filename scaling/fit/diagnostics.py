@@ -7,6 +7,7 @@ add. The checks:
 - a parameter whose standard error is half its value or more (not identified by the fit set, :data:`IDENTIFIED`);
 - fewer than two fit points per parameter;
 - a measured loss below the fitted irreducible loss E (loss laws);
+- a fit point trained on its data more than once (loss laws: the law counts every token as fresh);
 - an error-law ceiling ε below the error of chance (downstream law);
 - a fit point whose best learning rate is the edge of its sweep (loss laws: its loss may be too high;
   the optimal-LR law: η* may lie beyond it);
@@ -79,6 +80,14 @@ def diagnose(fit: FitResult, points: pd.DataFrame, fit_mask, predictions: pd.Dat
             out.append(f"{len(below)} measured loss(es) below the fitted irreducible loss E = {fit.params['E']:.4g} "
                        f"(lowest {below['loss'].min():.4g}): the fit set cannot pin E down; add larger models or "
                        f"longer runs to the fit set")
+    if law in ("overtraining", "chinchilla") and "epochs" in fitted:
+        repeated = fitted[fitted["epochs"] > 1].sort_values("epochs", ascending=False)
+        if len(repeated):
+            worst = ", ".join(f"{_point(r)} ({r['epochs']:.2g} epochs)" for _, r in repeated.head(3).iterrows())
+            out.append(f"{len(repeated)} fit point(s) see their training data more than once ({worst}): the law "
+                       f"counts every token as fresh, and a repeated one is worth less (nearly as much up to about "
+                       f"4 epochs, Muennighoff et al. 2023, arXiv 2305.16264); give the dataset more text, or "
+                       f"train those sizes at a smaller M")
     if law in ("overtraining", "chinchilla", "optimal_lr") and "lr_edge" in fitted:
         edge = fitted[fitted["lr_edge"].isin(["high", "low"])]
         if len(edge):
