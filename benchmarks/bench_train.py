@@ -39,6 +39,14 @@ it was not the training loop.
 
     python benchmarks/bench_train.py            # every default size (about 2 minutes on 2 cores)
     python benchmarks/bench_train.py --smoke    # one tiny size, a few steps (CI)
+
+On a shared virtual machine the rounds of one size can scatter by ±20–30% even when it is idle (other
+machines' work on the host), more than the difference to be measured. ``--instructions`` counts instead, exactly:
+it runs the loops again under valgrind's callgrind, each at two lengths, and prints the instructions per step of
+each (the difference of the two counts over the steps between them, so that building the model and the first
+steps' allocations cancel) and plain / trainer, the trainer's throughput in instructions. About 15 minutes:
+
+    python benchmarks/bench_train.py --instructions           # needs valgrind (apt install valgrind)
 """
 
 from __future__ import annotations
@@ -126,6 +134,62 @@ def job(spec: dict, data_dir: Path, threads: int) -> tuple[float, float]:
         return wall, json.loads((Path(out) / "metrics.json").read_text())["train_s"]
 
 
+COUNTED = (20, 120)  # --instructions: the two lengths of each loop, below eval_every (no validation in either)
+COUNT_LR = 0.001  # --instructions: a rate no size diverges at in 20 steps (the count does not depend on it)
+SEGMENT_END = "os_getppid"  # the C function callgrind dumps its counts before: the child calls it after each segment
+
+
+def count_segments(config: dict, sizes: list[str]) -> None:
+    """Under callgrind (``--instructions``): each size's loops at both lengths, one dump of the counts after each,
+    its label printed in the same order (the first dump, start-up, is labelled ``start``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / "data"
+        prepare(next(iter(config["datasets"].values())), data_dir)
+        data = np.asarray(load_tokens(data_dir, "train"))
+        spec = copy.deepcopy(study.run_spec(config, study.Run("bible", sizes[0], 20.0, COUNT_LR, 0)))
+        spec["tokens"] = 5 * spec["training"]["batch_tokens"]
+        plain_loop(Shape(**spec["shape"]), data, spec, 5)  # first calls allocate and pick kernels
+        print("start", flush=True)
+        os.getppid()
+        for size in sizes:
+            spec = copy.deepcopy(study.run_spec(config, study.Run("bible", size, 20.0, COUNT_LR, 0)))
+            for kind in ("trainer", "plain"):
+                for steps in COUNTED:
+                    spec["tokens"] = steps * spec["training"]["batch_tokens"]
+                    if kind == "trainer":
+                        trainer(spec, data_dir, steps, threads=1)
+                    else:
+                        plain_loop(Shape(**spec["shape"]), data, spec, steps)
+                    print(f"{size} {kind} {steps}", flush=True)
+                    os.getppid()
+
+
+def instructions(sizes: list[str]) -> int:
+    """Run :func:`count_segments` under callgrind and print each size's instructions per step."""
+    with tempfile.TemporaryDirectory() as tmp:
+        child = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--dump-before={SEGMENT_END}*", f"--callgrind-out-file={tmp}/cg",
+             sys.executable, __file__, "--count-segments", "--sizes", *sizes],
+            env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},  # numpy's idle BLAS thread spins under valgrind
+            capture_output=True, text=True)
+        if child.returncode:
+            raise RuntimeError(f"callgrind failed:\n{child.stderr[-2000:]}")
+        labels = child.stdout.split("\n")[:-1]
+        if Path(f"{tmp}/cg.{len(labels) + 1}").exists():
+            raise RuntimeError(f"more dumps than segments: something else called {SEGMENT_END}")
+        counts = [int(next(line.split()[1] for line in Path(f"{tmp}/cg.{i}").read_text().splitlines()
+                           if line.startswith("summary:"))) for i in range(1, len(labels) + 1)]
+    count = dict(zip(labels, counts))
+    short, long = COUNTED
+    print(f"instructions per step (callgrind; {long} steps less {short}, at lr {COUNT_LR})\n")
+    print(f"{'size':>6} | {'trainer':>12} {'plain':>12} | {'plain/trainer':>13}")
+    for size in sizes:
+        t, p = ((count[f"{size} {k} {long}"] - count[f"{size} {k} {short}"]) / (long - short)
+                for k in ("trainer", "plain"))
+        print(f"{size:>6} | {t:>12,.0f} {p:>12,.0f} | {p / t:>13.4f}")
+    return 0
+
+
 def default_study() -> dict:
     config = yaml.safe_load((REPO / "workflow/config.yaml").read_text())
     validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
@@ -141,10 +205,16 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=0.005, help="peak LR (the default study's lowest)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a study's runs use 1)")
     parser.add_argument("--sizes", nargs="+", help="only these sizes of the default study (default: all)")
+    parser.add_argument("--instructions", action="store_true", help="count instructions per step under valgrind")
+    parser.add_argument("--count-segments", action="store_true", help=argparse.SUPPRESS)  # the counted child
     args = parser.parse_args(argv)
     config = default_study()
     models = [m for m in config["models"] if not args.sizes or study.model_name(m) in args.sizes]
     models = models[:1] if args.smoke else models
+    if args.count_segments:
+        return count_segments(config, [study.model_name(m) for m in models])
+    if args.instructions:
+        return instructions([study.model_name(m) for m in models])
     steps, rounds = (20, 1) if args.smoke else (args.steps, args.rounds)
 
     peak = matmul_peak(args.threads, seconds=0.2 if args.smoke else 1.0)
