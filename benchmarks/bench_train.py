@@ -23,7 +23,8 @@ LRs the speed itself changes by a few percent on CPU, as the values change.)
 
 Both are timed in CPU time of this process (``time.process_time``), so that
 other processes on a shared machine, which take the core away, do not count;
-on an idle machine it is the wall time. It prints tokens per CPU-second of each
+on an idle machine, with one thread (the default, as a study's runs), it is the
+wall time (with ``--threads`` n, it adds up the n threads' time). It prints tokens per CPU-second of each
 (the best of several interleaved rounds), trainer / plain of the best rounds
 and the min / median / max of the rounds' ratios (a round is a pair, which of
 the two goes first alternating; the goal is judged on the median ratio, the
@@ -142,10 +143,13 @@ SEGMENT_END = "os_getppid"  # the C function callgrind dumps its counts before: 
 def count_segments(config: dict, sizes: list[str]) -> None:
     """Under callgrind (``--instructions``): each size's loops at both lengths, one dump of the counts after each,
     its label printed in the same order (the first dump, start-up, is labelled ``start``)."""
+    if max(COUNTED) >= config["training"]["eval_every"]:
+        raise ValueError(f"the counted lengths {COUNTED} must stay below training.eval_every, so that neither "
+                         f"validates")
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         prepare(next(iter(config["datasets"].values())), data_dir)
-        data = np.asarray(load_tokens(data_dir, "train"))
+        data = load_tokens(data_dir, "train")
         spec = copy.deepcopy(study.run_spec(config, study.Run("bible", sizes[0], 20.0, COUNT_LR, 0)))
         spec["tokens"] = 5 * spec["training"]["batch_tokens"]
         plain_loop(Shape(**spec["shape"]), data, spec, 5)  # first calls allocate and pick kernels
@@ -177,6 +181,9 @@ def instructions(sizes: list[str]) -> int:
         labels = child.stdout.split("\n")[:-1]
         if Path(f"{tmp}/cg.{len(labels) + 1}").exists():
             raise RuntimeError(f"more dumps than segments: something else called {SEGMENT_END}")
+        if not Path(f"{tmp}/cg.{len(labels)}").exists():
+            raise RuntimeError(f"callgrind wrote no dump per segment: {sys.executable} has no symbol {SEGMENT_END} "
+                               f"(a stripped Python); use one built with its symbols, e.g. pyenv's")
         counts = [int(next(line.split()[1] for line in Path(f"{tmp}/cg.{i}").read_text().splitlines()
                            if line.startswith("summary:"))) for i in range(1, len(labels) + 1)]
     count = dict(zip(labels, counts))
@@ -229,7 +236,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         prepare(next(iter(config["datasets"].values())), data_dir)
-        data = np.asarray(load_tokens(data_dir, "train"))
+        data = load_tokens(data_dir, "train")
         for model in models:
             name = study.model_name(model)
             spec = copy.deepcopy(study.run_spec(config, study.Run("bible", name, 20.0, args.lr, 0)))

@@ -141,7 +141,7 @@ def _status(args):
     from scaling.study.config import load
 
     try:
-        config = load([args.configfile])
+        config = load([args.configfile], fittable=False)
     except ConfigError as e:
         raise SystemExit(f"error: {e}")
     label = study_label(config["study"], args.configfile)
@@ -168,7 +168,7 @@ def _plan(args):
     from scaling.study.runs import ConfigError, model_sizes
 
     try:
-        config = load([args.configfile])
+        config = load([args.configfile], fittable=False)
         path = Path(args.runs or Path(args.results) / config["study"] / "tables" / "runs.parquet")
         runs = read_table(path, "runs").to_pandas() if path.exists() else pd.DataFrame()
         targets = [parse_target(t, model_sizes(config)) for t in args.target]

@@ -249,9 +249,27 @@ def study_file(tmp: Path, edit) -> Path:
     return path
 
 
+def test_a_study_too_small_to_fit_is_refused_to_snakemake_but_read_by_status_and_plan(tmp_path, capsys):
+    from scaling.cli import main
+
+    path = study_file(tmp_path, lambda c, t: c["fit"].update(fit_on=[{"token_multiplier": 20}]))
+    with pytest.raises(S.ConfigError, match="holds 4 distinct"):
+        load([path])
+    assert load([path], fittable=False)["study"] == "smoke"  # the small start a plan is to grow
+    main(["status", "--configfile", str(path), "--results", str(tmp_path / "results")])
+    assert "runs planned" in capsys.readouterr().out
+    main(["plan", "--configfile", str(path), "--results", str(tmp_path / "results"), "--target", "l:160",
+          "--budget", "1e12", "--token-multipliers", "20,40,80,160", "--out", str(tmp_path / "plan.yaml")])
+    assert yaml.safe_load((tmp_path / "plan.yaml").read_text())["grid"]
+
+
 def test_a_number_written_as_text_is_shown_written_as_yaml_reads_a_number(tmp_path):
-    with pytest.raises(S.ConfigError, match=r"write 1.25e6 as YAML reads a number: 1.25e\+06 \(.*\) or 1250000"):
+    with pytest.raises(S.ConfigError, match=r"write 1.25e6 as YAML reads a number: 1250000.0 or 1250000 \("):
         load([study_file(tmp_path, lambda c, t: add_model(c, name="p", params="1.25e6"))])
+    with pytest.raises(S.ConfigError, match=r"write 1e-7 as YAML reads a number: 1.0e-07\b"):
+        load([study_file(tmp_path, lambda c, t: c["grid"][0].update(learning_rates=["1e-7"]))])
+    with pytest.raises(S.ConfigError, match=r"'nan' is text, not a number; fix: give a finite number"):
+        load([study_file(tmp_path, lambda c, t: c["grid"][0].update(learning_rates=["nan"]))])
 
 
 def test_there_are_at_least_60_bad_studies():

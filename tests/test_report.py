@@ -501,6 +501,9 @@ def test_the_result_says_in_words_which_downstream_law_was_not_fitted_and_what_t
             "The error law needs errors that fall with loss: score the runs on more examples (downstream.examples) "
             "or on tasks these models beat chance on, or train larger models.") in text
     assert "Loss law on `web`" in text and "not fitted" not in result(S.summary_markdown("T", "s", study))
+    unscored = T.Tables(study.runs, study.downstream.assign(run_id="tokens/another-dataset"), unfitted.fits,
+                        study.parameters, unfitted.predictions)  # web's runs were scored on no task: nothing failed
+    assert "not fitted" not in result(S.summary_markdown("T", "s", unscored))
 
 
 def test_the_result_states_the_diagnostics_in_words(study):

@@ -17,7 +17,7 @@ from scaling.train import checkpoint
 from scaling.data.prepare import load_tokens, prepare
 from scaling.train.flops import flops_with_attention
 from scaling.train.model import Shape
-from scaling.train.preemption import Stopped
+from scaling.train.preemption import Stopped, stop_signals
 from scaling.train.loop import FLUSH_EVERY, batch_starts, train
 
 TRAINING = {"seq_len": 32, "batch_tokens": 128, "schedule": "cosine", "warmup_fraction": 0.1, "min_lr_ratio": 0.1,
@@ -180,6 +180,21 @@ def test_a_signalled_run_checkpoints_the_step_in_progress_and_resumes_to_the_sam
     assert np.array_equal(curve(out), curve(reference))  # bit for bit
     resumed, uninterrupted = (json.loads((d / "metrics.json").read_text()) for d in (out, reference))
     assert resumed["val_loss"] == uninterrupted["val_loss"] and resumed["resumed_from_step"] == stopped_at
+
+
+def test_a_first_ctrl_c_is_recorded_and_a_second_interrupts_at_once():
+    # as at a terminal, even if these tests were started with SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with stop_signals() as signalled:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)  # the handler runs between bytecodes
+            assert signalled() == signal.SIGINT
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_a_run_stops_after_the_step_in_progress_when_signalled(data_dir, tmp_path):

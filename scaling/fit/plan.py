@@ -49,11 +49,12 @@ the Fisher term what a design the calibration never saw changes.
 
 **The batch.** The objective is the mean half-width over the targets;
 :func:`plan` builds the batch greedily (Krause & Guestrin 2005, "A note on the
-budgeted maximization of submodular functions"; Leskovec et al. 2007, CELF):
+budgeted maximization of submodular functions"):
 once by the largest reduction per FLOP among the candidates the budget still
 affords, once by the largest reduction, and keeps the batch that ends narrower.
-Both are lazy (CELF): a candidate's gain is re-evaluated only when its last
-gain is the best bound, which is exact for a submodular objective.
+Every candidate is scored again at each step (not lazily, as CELF would,
+Leskovec et al. 2007): the expected recalibration can make a run's gain grow
+once others are in.
 For a submodular objective the better of the two is within (1 − 1/e)/2 of the
 best batch; the width is not proven submodular, so the guarantee is a guide,
 not a theorem, here. The batch is chosen for the whole budget (so a cheap run
@@ -85,6 +86,7 @@ from scipy import stats
 
 from scaling.fit.calibration import NU, Calibration, displacement, extrapolation_folds, fit_scale, log_inputs
 from scaling.fit.estimators import FitError
+from scaling.fit.fit_set import fold_points
 from scaling.fit.laws import LAWS
 from scaling.fit.result import FitResult
 from scaling.fit.tables import fit_table
@@ -176,7 +178,7 @@ class Planner:
         """The training masks of the extrapolation folds the fit stage makes of ``design`` (cut by compute)."""
         n, x = design.T
         flops = flops_6nd(n, x if LAWS[self.law].inputs[1] == "tokens" else planned_tokens(n, x))
-        cuts = extrapolation_folds(flops, len(LAWS[self.law].params) + 2)  # as scaling.fit.tables calibrates
+        cuts = extrapolation_folds(flops, fold_points(self.law))  # as scaling.fit.tables calibrates
         return [flops <= cut for cut in cuts]
 
     def _fold_sd(self, J: np.ndarray, train: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -225,28 +227,28 @@ def current_fit(law: str, points: pd.DataFrame, fit_on="TRUE", method: str = "hu
 def _greedy(planner: Planner, design: np.ndarray, candidates: np.ndarray, cost: np.ndarray, targets: np.ndarray,
             budget: float, per_flop: bool) -> list[tuple[int, np.ndarray]]:
     """Greedy batch: repeatedly the affordable candidate with the largest (per-FLOP) reduction of the mean
-    half-width; ``(candidate index, half-widths after it)`` per step, until none affordable reduces it. Lazy
-    (CELF): a candidate's gain on a smaller design bounds its gain now, so only the best bound is re-evaluated."""
+    half-width; ``(candidate index, half-widths after it)`` per step, until none affordable reduces it. Every
+    candidate is scored again at each step, not lazily (CELF): with the expected recalibration a run's gain can
+    grow once others are in (the folds train on more budgets), so an earlier gain does not bound a later one."""
     J, G, g = planner.gradients(design), planner.gradients(candidates), planner.gradients(targets)
-    known, steps, spent = len(design), [], 0.0
+    known, chosen, steps, spent = len(design), set(), [], 0.0
     current = planner._widths(design, J, targets, g, known).mean()
-    bound = np.full(len(candidates), np.inf)  # each candidate's last gain (or ∞: never evaluated)
-    open_ = np.ones(len(candidates), dtype=bool)  # neither chosen nor out of the budget's reach
     while True:
-        fresh = {}  # candidates evaluated on this design: their widths
-        while True:
-            open_ &= spent + cost <= budget
-            i = int(np.argmax(np.where(open_, bound, -np.inf)))
-            if not open_[i] or bound[i] <= 0:
-                return steps
-            if i in fresh:
-                break
-            fresh[i] = planner._widths(np.vstack([design, candidates[i]]), np.vstack([J, G[i]]), targets, g, known)
-            bound[i] = (current - fresh[i].mean()) / (cost[i] if per_flop else 1.0)
-        open_[i] = False
-        steps.append((i, fresh[i]))
+        best = None
+        for i in range(len(candidates)):
+            if i in chosen or spent + cost[i] > budget:
+                continue
+            widths = planner._widths(np.vstack([design, candidates[i]]), np.vstack([J, G[i]]), targets, g, known)
+            gain = (current - widths.mean()) / (cost[i] if per_flop else 1.0)
+            if gain > 0 and (best is None or gain > best[0]):
+                best = (gain, i, widths)
+        if best is None:
+            return steps
+        _, i, widths = best
+        chosen.add(i)
+        steps.append((i, widths))
         design, J = np.vstack([design, candidates[i]]), np.vstack([J, G[i]])
-        spent, current = spent + cost[i], fresh[i].mean()
+        spent, current = spent + cost[i], widths.mean()
 
 
 def plan(planner: Planner, known: pd.DataFrame, candidates: pd.DataFrame, targets: pd.DataFrame,

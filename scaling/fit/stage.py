@@ -31,6 +31,9 @@ from scaling.fit.tables import backtest_summary, fit_dict, fit_table, fits_table
 from scaling.io import write_json
 from scaling.store.schema import empty, write_table
 
+UNFITTED_ERROR_FIX = ("score the runs on more examples (downstream.examples) or on tasks these models beat chance "
+                      "on, or train larger models")  # what a downstream law that cannot be fitted needs
+
 SWEEP = "n_lrs >= 3"  # the points whose best learning rate is measured, not just the one rate tried
 
 
@@ -93,9 +96,8 @@ def fit_downstream_law(runs: pd.DataFrame, downstream: pd.DataFrame, task: str, 
                                       chance_error=chance_error(downstream, task), cache=cache, **common)
         except FitError as e:
             failed.append(f"the downstream law (the error on {task!r}) on dataset {ds!r} was not fitted: {e}; "
-                          f"{_error_range(ds_runs, downstream, task)}; fix: score the runs on more examples "
-                          f"(downstream.examples) or on tasks these models beat chance on, or train larger models; "
-                          f"the other laws are fitted without it")
+                          f"{_error_range(ds_runs, downstream, task)}; fix: {UNFITTED_ERROR_FIX}; the other laws "
+                          f"are fitted without it")
             continue
         # one dataset: one error law (its chained loss fit is the over-training fit, kept there)
         error_fit = next(r for r in results if r.law == "downstream")

@@ -308,7 +308,7 @@ def _calibrations(law, pts, mask, error_mask, test, result, *, method, level, ca
         score(result, mask, ~mask & ~test, "held_out")
         if law == "downstream":  # the error law's own fit set is not out of sample for the error
             scores["error"][-1] = scores["error"][-1][~error_mask[~mask & ~test]]
-    for cut in extrapolation_folds(flops[mask], len(LAWS[loss_law(law)].params) + 2):
+    for cut in extrapolation_folds(flops[mask], fit_set.fold_points(loss_law(law))):
         train = mask & (flops <= cut)
         try:
             with warnings.catch_warnings():

@@ -12,7 +12,7 @@ import pandas as pd
 
 from scaling.fit.diagnostics import IDENTIFIED, identified
 from scaling.fit.laws import overtraining_compute_form
-from scaling.fit.stage import chance_error
+from scaling.fit.stage import UNFITTED_ERROR_FIX, chance_error
 from scaling.fit.tables import backtest_summary, best_lr_points
 from scaling.report import FIGURES
 from scaling.report.tables import Tables, downstream_runs, fit_parameters, law_fits, law_predictions, lr_sweep_points
@@ -314,7 +314,9 @@ def result_section(t: Tables) -> list[str]:
                               t.parameters, "runs") + " " + _ceiling_text(epsilon, _chance_error(
                                   t.runs, t.downstream, ds, task)), "",
                     _held_out_text(dpred, "error", dfit.get("level")), ""]
-        if ds_fits[ds_fits["dataset"] == ds].empty and not t.downstream.empty:
+        scored = t.downstream["run_id"].isin(t.runs.loc[t.runs["dataset"] == ds, "run_id"]).any() \
+            if "run_id" in t.downstream else False  # a pre-tokenized dataset has no text tasks: nothing failed
+        if ds_fits[ds_fits["dataset"] == ds].empty and scored:
             out += [_not_fitted_text(ds, t.runs, t.downstream), ""]
         out += ["**Diagnostics.** " + _diagnostics_text(ds, fit, t.parameters, pred, t.runs)
                 + " Details under each law below.", ""]
@@ -333,9 +335,8 @@ def _not_fitted_text(ds: str, runs: pd.DataFrame, downstream: pd.DataFrame) -> s
     return (f"**The downstream law was not fitted** on `{ds}`: its fit to the runs' errors failed "
             f"(fit/downstream.json and logs/fit.log say why)"
             + (f"; the runs' accuracy is {', '.join(ranges)}" if ranges else "")
-            + ". The error law needs errors that fall with loss: score the runs on more examples "
-            "(downstream.examples) or on tasks these models beat chance on, or train larger models. The loss law "
-            "above does not depend on it.")
+            + f". The error law needs errors that fall with loss: {UNFITTED_ERROR_FIX}. The loss law above does not "
+            "depend on it.")
 
 
 def cpu_minutes(runs: pd.DataFrame) -> float:

@@ -75,7 +75,7 @@ def downstream_runs(runs: pd.DataFrame, downstream: pd.DataFrame) -> pd.DataFram
 
 
 def lr_sweep_points(runs: pd.DataFrame) -> pd.DataFrame:
-    """The best-LR points of every (dataset, N, M) trained at two or more rates: the points, with their edge flag
+    """The best-LR points of every (dataset, size, N, M) trained at two or more rates: the points, with their edge flag
     ``lr_edge``, that the fits use (:func:`scaling.fit.tables.best_lr_points`)."""
     best = best_lr_points(runs)
     return best[best["n_lrs"] >= 2].reset_index(drop=True)

@@ -60,7 +60,7 @@ TEXT_SNIFF = 4096  # bytes of each text file read at load to tell text from a bi
 
 
 # -- the loader -----------------------------------------------------------------------------------------------------
-def load(files: list[str | Path], config: dict | None = None, check_runs: bool = True) -> dict:
+def load(files: list[str | Path], config: dict | None = None, check_runs: bool = True, fittable: bool = True) -> dict:
     """The study of ``files``, checked before any job and filled with the schema's defaults.
 
     ``files`` are the study's YAML files, later ones overriding earlier ones
@@ -69,7 +69,10 @@ def load(files: list[str | Path], config: dict | None = None, check_runs: bool =
     checked and filled, in place. Without it (``scaling status``) the files'
     merged content is. The files are read strictly either way. Without
     ``check_runs`` the checks of step 4 are left out: a job's own Snakemake
-    invocation (on a SLURM node) runs what the head node checked.
+    invocation (on a SLURM node) runs what the head node checked. Without
+    ``fittable`` the study need not plan the fit set its loss law needs
+    (:func:`check_fittable`): ``scaling status`` and ``scaling plan`` read a
+    study that may not be fittable yet, such as the small start a plan grows.
     """
     from snakemake.utils import update_config
 
@@ -81,7 +84,8 @@ def load(files: list[str | Path], config: dict | None = None, check_runs: bool =
     validate_schema(config)
     S.check(config)
     for check in (check_model_names, check_steps, check_ladder, check_corpora, check_task_files, check_devices,
-                  check_time_limits, check_fit_sets, check_engine) if check_runs else ():
+                  check_time_limits, check_fit_sets, *([check_fittable] if fittable else []),
+                  check_engine) if check_runs else ():
         check(config)
     return config
 
@@ -465,13 +469,11 @@ def _point(run: S.Run) -> dict:
 
 
 def check_fit_sets(config: dict) -> None:
-    """Each ``fit.fit_on`` filter matches a planned run, the fit set on every dataset holds the distinct (N, M)
-    points the over-training law needs (:func:`scaling.fit.fit_set.points_needed`, as the fit stage checks them,
-    with every planned run finished), and the bootstrap's run weights (8 bytes per resample and point) fit in memory.
+    """Each ``fit.fit_on`` filter matches a planned run, the fit set has a run on every dataset, and the
+    bootstrap's run weights (8 bytes per resample and point) fit in memory.
 
-    The downstream law is fitted on the same points, one per (size, M), and needs fewer (one per parameter and
-    one more): the over-training law's check covers it. ``fit.targets`` are points to predict, trained or not, so
-    they are not matched against the grid; their sizes are checked by :func:`scaling.study.runs.check`.
+    ``fit.targets`` are points to predict, trained or not, so they are not matched against the grid; their sizes
+    are checked by :func:`scaling.study.runs.check`.
     """
     filters, planned = config["fit"].get("fit_on"), S.runs(config)
     points = len({(r.dataset, r.size, r.token_multiplier) for r in planned})
@@ -484,12 +486,25 @@ def check_fit_sets(config: dict) -> None:
         if not any(_in_filter(_point(run), flt) for run in planned):
             raise S.ConfigError(f"fit.fit_on[{i}]: {flt} matches no planned run; fix: filter on {_grid(planned)}, "
                                 f"or add such runs to the grid")
-    models, grids = {S.model_name(m): m for m in config["models"]}, {}
     for ds in config["datasets"]:
         runs = [r for r in planned if r.dataset == ds]
         if runs and filters and not any(_in_filter(_point(r), flt) for r in runs for flt in filters):
             raise S.ConfigError(f"fit.fit_on: no filter matches a planned run on dataset {ds!r}, so its law cannot "
                                 f"be fitted; fix: add a filter on {_grid(runs)}")
+
+
+def check_fittable(config: dict) -> None:
+    """The fit set on every dataset holds the distinct (N, M) points the over-training law needs
+    (:func:`scaling.fit.fit_set.points_needed`, as the fit stage checks them, with every planned run finished):
+    else every run would train and then the fit would fail.
+
+    The downstream law is fitted on the same points, one per (size, M), and needs fewer (one per parameter and
+    one more): this check covers it.
+    """
+    filters, planned = config["fit"].get("fit_on"), S.runs(config)
+    models, grids = {S.model_name(m): m for m in config["models"]}, {}
+    for ds in config["datasets"]:
+        runs = [r for r in planned if r.dataset == ds]
         vocab = vocab_size(config["datasets"][ds])
         grids[ds] = [{"size": size, "token_multiplier": m,
                       "n_params": count_params(S.shape_of(models[size], config["training"], vocab))["n_params"]}

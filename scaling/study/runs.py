@@ -133,6 +133,14 @@ def _same_kind(value, json_type) -> bool:
     return isinstance(value, kinds.get(json_type, ())) and not isinstance(value, bool)
 
 
+def yaml_number(number: float) -> str:
+    """``number`` as YAML 1.1 (PyYAML) reads a float, exactly: with a dot, and a signed exponent if any (1.0e+6,
+    not 1e6, which it reads as text); a whole number also as an integer."""
+    mantissa, _, exponent = repr(number).partition("e")
+    text = (mantissa if "." in mantissa else mantissa + ".0") + (f"e{exponent}" if exponent else "")
+    return text + (f" or {int(number)}" if number.is_integer() and abs(number) < 1e15 else "")
+
+
 def _number_problem(value, kind: str) -> tuple[str, str] | None:
     """What is wrong with a value a ``number`` or ``integer`` field refused, and the fix; None if it is no number."""
     if isinstance(value, float):
@@ -146,11 +154,9 @@ def _number_problem(value, kind: str) -> tuple[str, str] | None:
             number = float(value)
         except ValueError:
             return None
-        mantissa, exponent = f"{number:e}".split("e")
-        mantissa = mantissa.rstrip("0") + ("0" if mantissa.rstrip("0").endswith(".") else "")
-        plain = f" or {int(number)}" if number.is_integer() and abs(number) < 1e15 else ""
-        return (f"{value!r} is text, not a {kind}",
-                f"write {value} as YAML reads a number: {mantissa}e{exponent} (with a dot and a signed exponent){plain}")
+        if not math.isfinite(number):
+            return f"{value!r} is text, not a {kind}", "give a finite number"
+        return f"{value!r} is text, not a {kind}", f"write {value} as YAML reads a number: {yaml_number(number)}"
     return None
 
 

@@ -38,8 +38,10 @@ class Stopped(Exception):
 
 @contextlib.contextmanager
 def stop_signals() -> Iterator[Callable[[], int]]:
-    """Record SIGTERM, SIGUSR2 and SIGINT instead of dying; yield a function that returns the last one received (0: none).
+    """Record SIGTERM, SIGUSR2 and SIGINT instead of dying; yield a function that returns the last received (0: none).
 
+    After the first SIGINT a second one raises KeyboardInterrupt, as Ctrl-C does in Python: a run that
+    does not reach its next step (a hung rendezvous, a long compile) can still be stopped from the keyboard.
     A signal that the parent process set to be ignored stays ignored: the SLURM
     executor's commands ignore SIGUSR2, on which submitit sends them SIGTERM.
     The previous handlers come back on exit.
@@ -49,6 +51,8 @@ def stop_signals() -> Iterator[Callable[[], int]]:
     def record(signum: int, frame) -> None:
         nonlocal received
         received = signum
+        if signum == signal.SIGINT:  # a second Ctrl-C stops at once a run that hangs before its next step
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     previous = {s: signal.signal(s, record) for s in SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
     try:
