@@ -13,11 +13,8 @@
   the paper's own design and random designs of the same budget, fitted the same way, beside it.
 - The Chinchilla points (Epoch AI, when ../shared is beside the repository): a study starts from the two smallest
   IsoFLOP budgets (6e18, 1e19) and predicts the loss of a compute-optimal (D = 20·N) model at 1e24 FLOPs;
-  the uniform grid adds Hoffmann et al.'s next IsoFLOP budgets in order, the planner its own runs, chosen among
-  the runs near the compute-optimal allocation (D/N within 10^FAR_FROM_OPTIMAL = 10× of the target's 20: the law's
-  regime, as M ≥ 20 is the over-training law's above; Approach 3 is misplaced by runs far from it, Besiroglu et
-  al. 2024, scaling.fit.chinchilla.far_from_optimal). Printed: each design's compute and the 95% half-width at
-  1e24, and the compute after which the half-width stays below a width.
+  the uniform grid adds Hoffmann et al.'s next IsoFLOP budgets in order, the planner its own runs. Printed: each
+  design's compute and the 95% half-width at 1e24, and the compute after which the half-width stays below a width.
 """
 
 from __future__ import annotations
@@ -28,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scaling.fit.chinchilla import FAR_FROM_OPTIMAL, HOFFMANN_BUDGETS
+from scaling.fit.chinchilla import HOFFMANN_BUDGETS
 from scaling.fit.tables import canonical
 from scaling.testbeds import gadre
 from scaling.testbeds.replay import gadre_setup, predict_targets, random_design, replay
@@ -38,7 +35,6 @@ PAPER_ERROR = 0.0148  # mean |relative error| of the paper's procedure on the si
 FACTORS = (0.5, 0.75, 1.0, 1.5, 2.0)  # budgets, in multiples of the paper's
 RANDOM_SEEDS = range(5)
 WIDTH = 0.10  # Chinchilla: the 95% half-width at 1e24 FLOPs to reach
-TOKENS_PER_PARAM = 20.0  # Chinchilla: the target's D/N (Hoffmann et al.'s compute-optimal allocation)
 
 
 def gadre_rows(factors, seeds) -> list[dict]:
@@ -70,16 +66,14 @@ def gadre_rows(factors, seeds) -> list[dict]:
 def chinchilla_rows(width: float) -> list[dict]:
     points = pd.read_csv(CHINCHILLA)
     points = canonical(points[~points["epoch_excluded_outlier"]].reset_index(drop=True))
-    n = np.sqrt(1e24 / (6 * TOKENS_PER_PARAM))  # C = 6·N·D with D = 20·N
-    target = pd.DataFrame({"n_params": [n], "tokens": [TOKENS_PER_PARAM * n]})
+    n = np.sqrt(1e24 / 120)  # C = 6·N·D with D = 20·N
+    target = pd.DataFrame({"n_params": [n], "tokens": [20 * n]})
     log_c, log_b = np.log10(points["flops"].to_numpy()), np.log10(HOFFMANN_BUDGETS)
     nearest = np.abs(log_c[:, None] - log_b[None, :]).argmin(axis=1)
     on_budget = np.abs(log_c - log_b[nearest]) <= 0.1
     start = on_budget & (nearest <= 1)
     uniform = [points[on_budget & (nearest <= k)] for k in range(1, len(log_b))]
-    near = np.abs(np.log10(points["tokens"] / points["n_params"] / TOKENS_PER_PARAM)).to_numpy() <= FAR_FROM_OPTIMAL
-    allowed = start | near  # the start, and the planner's candidates
-    planned_runs = replay("chinchilla", points[allowed], start[allowed], target, float(uniform[-1]["flops"].sum()))
+    planned_runs = replay("chinchilla", points, start, target, float(uniform[-1]["flops"].sum()))
     planned = [planned_runs[planned_runs["round"] <= r] for r in range(planned_runs["round"].max() + 1)]
     rows = []
     for name, designs in (("uniform: IsoFLOP budgets in order", uniform), ("planned", planned)):

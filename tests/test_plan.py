@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from scaling.fit.calibration import calibrate
 from scaling.fit.laws import overtraining_loss
 from scaling.fit.plan import PRIOR_PARAMS, Planner, learning_rates, plan
 from scaling.study.config import load
@@ -53,24 +51,6 @@ def test_the_batch_is_chosen_for_the_whole_budget_and_proposed_cheapest_first():
     design = KNOWN.to_numpy(float)
     after_first = PRIOR.half_widths(np.vstack([design, [3e7, 640]]), TARGET.to_numpy(float))
     assert proposals["half_width_0"].iloc[0] == pytest.approx(after_first[0])
-
-
-def test_the_expected_error_model_grows_with_a_run_beyond_the_folds_and_with_the_misfit_they_show():
-    """A run far beyond the design is predicted by its folds with a wide linearized error, inflated by how much the
-    current folds' measured errors exceed theirs: the recalibrated κ↑ grows more than with a run inside the design,
-    and more when the current folds miss by more."""
-    design = np.array([[n, m] for n in (1e7, 1.5e7, 2e7, 3e7, 5e7, 8e7) for m in (20.0, 50.0)])
-    rng = np.random.default_rng(0)
-    errors, up = rng.standard_t(4, 12), rng.uniform(0, 0.3, 12)
-
-    def kappa_up(scale: float, run: list[float]) -> float:
-        cal = calibrate("log", scale * errors, up, np.zeros(12), ["fold"] * 12, -np.ones(12), noise=0.002)
-        planner = replace(PRIOR, error_model=cal.params, calibration=cal)
-        grown = np.vstack([design, run])
-        return planner.expected_error_model(grown, planner.gradients(grown), len(design))["kappa_up"]
-    far, inside = [1e9, 20.0], [3e7, 40.0]
-    assert kappa_up(0.01, far) > 2 * kappa_up(0.01, inside)
-    assert kappa_up(0.03, far) > 2 * kappa_up(0.01, far)
 
 
 def test_the_prior_parameters_are_hoffmann_et_al_with_tied_exponents():
