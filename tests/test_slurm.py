@@ -112,6 +112,7 @@ def test_a_resource_slurm_rejects_is_reported_at_submission(slurm, tmp_path, res
 def test_cancelling_the_workflow_cancels_its_slurm_jobs(slurm, tmp_path):
     config = smoke_config()
     config["grid"][0]["token_multipliers"] = [2000]  # long runs
+    config["fit"]["fit_on"] = [{"token_multiplier": [10, 40, 2000]}]  # six points: a fit set the loader accepts
     proc = snakemake_slurm(tmp_path, config, background=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not _queued(RUN_JOB):
