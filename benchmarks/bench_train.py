@@ -45,9 +45,11 @@ On a shared virtual machine the rounds of one size can scatter by ±20–30% eve
 machines' work on the host), more than the difference to be measured. ``--instructions`` counts instead, exactly:
 it runs the loops again under valgrind's callgrind, each at two lengths, and prints the instructions per step of
 each (the difference of the two counts over the steps between them, so that building the model and the first
-steps' allocations cancel) and plain / trainer, the trainer's throughput in instructions. About 15 minutes:
+steps' allocations cancel) and plain / trainer, the trainer's throughput in instructions. It needs valgrind (``apt install valgrind``) and a Python built with
+its symbols (pyenv's; Debian's is stripped). It took 8.5 minutes for the two sizes below on the 2 cores; larger
+sizes take longer, as their steps do:
 
-    python benchmarks/bench_train.py --instructions           # needs valgrind (apt install valgrind)
+    python benchmarks/bench_train.py --instructions --sizes d10L1 d24L2
 """
 
 from __future__ import annotations
