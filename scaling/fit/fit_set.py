@@ -1,7 +1,7 @@
 """The fit set: the default choice of the points a law is fitted on, and how many distinct points a law needs.
 
 Both are facts the fit uses (:mod:`scaling.fit.tables`, :func:`scaling.fit.estimators.check_distinct`) and the
-study loader checks before any run trains (:func:`scaling.study.config.check_fit_sets`), so this module imports
+study loader checks before any run trains (:func:`scaling.study.config.check_fittable`), so this module imports
 nothing heavier than :mod:`scaling.fit.laws`: the loader runs at every parse of the Snakefile.
 """
 

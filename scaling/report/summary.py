@@ -314,19 +314,22 @@ def result_section(t: Tables) -> list[str]:
                               t.parameters, "runs") + " " + _ceiling_text(epsilon, _chance_error(
                                   t.runs, t.downstream, ds, task)), "",
                     _held_out_text(dpred, "error", dfit.get("level")), ""]
-        scored = t.downstream["run_id"].isin(t.runs.loc[t.runs["dataset"] == ds, "run_id"]).any() \
-            if "run_id" in t.downstream else False  # a pre-tokenized dataset has no text tasks: nothing failed
-        if ds_fits[ds_fits["dataset"] == ds].empty and scored:
-            out += [_not_fitted_text(ds, t.runs, t.downstream), ""]
+        if ds_fits[ds_fits["dataset"] == ds].empty and (why := _not_fitted_text(ds, t.runs, t.downstream)):
+            out += [why, ""]
         out += ["**Diagnostics.** " + _diagnostics_text(ds, fit, t.parameters, pred, t.runs)
                 + " Details under each law below.", ""]
     return out
 
 
-def _not_fitted_text(ds: str, runs: pd.DataFrame, downstream: pd.DataFrame) -> str:
+def _not_fitted_text(ds: str, runs: pd.DataFrame, downstream: pd.DataFrame) -> str | None:
     """Why a dataset scored on downstream tasks has no downstream law, in words: its fit failed (the fit stage
-    recorded the reason in fit/downstream.json), and how the runs' accuracy on each task set stands to chance."""
+    recorded the reason in fit/downstream.json), and how the runs' accuracy on each task set stands to chance.
+    None for a dataset whose runs were scored on no task (a pre-tokenized one has no text tasks): nothing failed."""
+    if "run_id" not in downstream:
+        return None
     scores = downstream[downstream["run_id"].isin(runs.loc[runs["dataset"] == ds, "run_id"])]
+    if scores.empty:
+        return None
     sets = scores[scores["kind"] == "average"]
     ranges = [f"{g['accuracy'].min():.0%} to {g['accuracy'].max():.0%} on `{task}`"
               + (f" (guessing: {g['random_baseline_accuracy'].mean():.0%})"

@@ -504,11 +504,11 @@ def check_fittable(config: dict) -> None:
     filters, planned = config["fit"].get("fit_on"), S.runs(config)
     models, grids = {S.model_name(m): m for m in config["models"]}, {}
     for ds in config["datasets"]:
-        runs = [r for r in planned if r.dataset == ds]
+        points = sorted({(r.size, r.token_multiplier) for r in planned if r.dataset == ds})
         vocab = vocab_size(config["datasets"][ds])
-        grids[ds] = [{"size": size, "token_multiplier": m,
-                      "n_params": count_params(S.shape_of(models[size], config["training"], vocab))["n_params"]}
-                     for size, m in sorted({(r.size, r.token_multiplier) for r in runs})]
+        n = {size: count_params(S.shape_of(models[size], config["training"], vocab))["n_params"]
+             for size in {size for size, _ in points}}  # each size's N once, not once per M
+        grids[ds] = [{"size": size, "token_multiplier": m, "n_params": n[size]} for size, m in points]
     for ds, grid in grids.items():
         if grid:
             chosen = filters or default_fit_on(grid)
