@@ -14,7 +14,7 @@ portable between the two:
 
 Preemption and time limits: each job is a :class:`JobCommand`, which submitit
 makes checkpointable. SLURM's warning signal (SIGUSR2, sent ``signal_delay_s``
-before the time limit, or on preemption where SLURM is set to send it) stops the
+before the time limit, less for short jobs: :func:`warning_delay_s`; or on preemption where SLURM is set to send it) stops the
 job's processes with SIGTERM — the trainer checkpoints at the step in progress
 and exits (:mod:`scaling.train.preemption`) — and requeues the same command, which
 resumes from the checkpoint. After ``max_requeues`` the job fails, and the error
@@ -62,7 +62,8 @@ class ExecutorSettings(ExecutorSettingsBase):
     )
     signal_delay_s: int = field(
         default=120,
-        metadata={"help": "seconds before the time limit at which SLURM sends SIGUSR2 so the job can checkpoint"},
+        metadata={"help": "seconds before the time limit at which SLURM sends SIGUSR2 so the job can checkpoint "
+                          "(at most half the limit less 60 s)"},
     )
     max_requeues: int = field(
         default=3,
@@ -135,6 +136,18 @@ class JobCommand(submitit.helpers.Checkpointable):
         return {"command": self.command, "cwd": self.cwd, "_proc": None}
 
 
+def warning_delay_s(limit_minutes: int, delay_s: int) -> int:
+    """Seconds before a job's time limit at which SLURM is asked for its warning signal (``--signal=USR2@s``).
+
+    SLURM checks time limits about once a minute, so it "may send the signal up to 60 seconds earlier than
+    specified" (sbatch(1), ``--signal``). A short job asked for the full ``delay_s`` could be warned, and
+    requeued, as soon as it starts, again after each requeue. The delay is therefore cut so that even an early
+    warning comes no sooner than half the limit: ``min(delay_s, limit/2 - 60 s)``, 0 for limits under 2 minutes
+    (the study's ``cluster.min_runtime_minutes`` is at least 3, where the warning can come 30 s before the end).
+    """
+    return max(0, min(delay_s, limit_minutes * 30 - 60))
+
+
 def slurm_parameters(resources, threads: int, settings: ExecutorSettings, name: str) -> dict:
     """submitit SlurmExecutor parameters for a job's Snakemake resources (see module docstring)."""
     extra = {}
@@ -142,7 +155,7 @@ def slurm_parameters(resources, threads: int, settings: ExecutorSettings, name: 
         "job_name": name,
         "time": int(resources.get("runtime", 60)),
         "cpus_per_task": int(resources.get("cpus_per_task", threads)),
-        "signal_delay_s": settings.signal_delay_s,
+        "signal_delay_s": warning_delay_s(int(resources.get("runtime", 60)), settings.signal_delay_s),
         "stderr_to_stdout": True,
     }
     if resources.get("mem_mb"):

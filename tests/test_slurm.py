@@ -206,21 +206,33 @@ def test_a_preempted_job_is_requeued_and_resumes_to_the_same_result_losing_no_st
     assert curve == reference_curve
 
 
-def test_a_job_past_its_time_limit_is_requeued_and_completes(slurm, tmp_path):
-    # a 2-minute limit with the warning 90 s before it: the job is signalled 30 s in
-    config = one_long_run(min_runtime_minutes=2, train_flops_per_second=1e15)
-    # each 2-minute slot trains ~20 s before the warning, so allow enough requeues for a slow machine
-    proc = snakemake_slurm(tmp_path, config, f"{ONE_RUN}/metrics.json", "--submitit-signal-delay-s", "90",
+def test_a_job_reaching_its_time_limit_is_warned_requeued_and_completes(slurm, tmp_path):
+    # a run of ~3 min on this machine (M = 160), asked for 10 min: SLURM's warning would come 90 s before that
+    config = one_long_run(min_runtime_minutes=10, train_flops_per_second=1e15)
+    config["grid"][-1]["token_multipliers"] = [160]
+    run = ONE_RUN.replace("M80", "M160")
+    proc = snakemake_slurm(tmp_path, config, f"{run}/metrics.json", "--submitit-signal-delay-s", "90",
                            "--submitit-max-requeues", "10", background=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not _queued(RUN_JOB):
+    log = tmp_path / "results/smoke/logs/train/bible/l/M160_lr0.01_s0.log"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (_logged_step(log) > 0 and _queued(RUN_JOB)):
         time.sleep(0.5)
+    assert _logged_step(log) > 0, "the run never started training"
     job_id = _queued(RUN_JOB)[0].split()[0]
+    # the limit drawn in to 2 min, so the end is within the warning's 90 s (+ SLURM's up to 60 s early): SLURM sends
+    # SIGUSR2 at its next time-limit check, whatever this machine's speed, and the run has far from finished
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "TimeLimit=2"], check=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and _restarts(job_id) < 1:
+        time.sleep(0.5)
+    assert _restarts(job_id) == 1, "SLURM did not warn the job, or submitit did not requeue it"
+    # the requeued job waits ~30 s to start again (tests/slurm: cred_expire); it gets back its 10 minutes
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "TimeLimit=10"], check=True)
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out
-    assert _restarts(job_id) >= 1
-    metrics, _ = _run(tmp_path)
+    metrics = json.loads((tmp_path / run / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["resumed_from_step"] > 0
+    assert "SIGTERM: checkpointed at step" in log.read_text()
 
 
 def test_a_ladder_trains_its_trunk_segments_and_cooldowns_as_slurm_jobs_each_with_its_own_time_limit(slurm, tmp_path):
@@ -234,9 +246,9 @@ def test_a_ladder_trains_its_trunk_segments_and_cooldowns_as_slurm_jobs_each_wit
     study.write_text(yaml.safe_dump(config, sort_keys=False))
     specs = S.Specs(load([study]))
     segments, runs = list(S.trunk_segments(specs.config, specs.plans).values()), [specs[r] for r in specs.runs]
-    # a throughput that gives the largest job 4 minutes: the others, shorter, get fewer (at least 1)
-    config["cluster"] = {"train_flops_per_second": 2.0 * max(map(S.job_flops, segments + runs)) / (4 * 60),
-                         "min_runtime_minutes": 1}
+    # a throughput that gives the largest job 6 minutes: the others, shorter, get fewer (at least 3)
+    config["cluster"] = {"train_flops_per_second": 2.0 * max(map(S.job_flops, segments + runs)) / (6 * 60),
+                         "min_runtime_minutes": 3}
     study.write_text(yaml.safe_dump(config, sort_keys=False))
     checked = load([study])
     expect = {"smk-trunk_segment": sorted(S.train_runtime_minutes(checked, s) for s in segments),
@@ -253,3 +265,7 @@ def test_a_ladder_trains_its_trunk_segments_and_cooldowns_as_slurm_jobs_each_wit
         assert limits == minutes, (name, limits, minutes)
     table = pd.read_parquet(tmp_path / "results/smoke/tables/runs.parquet")
     assert set(table["trunk"]) == {"bible/xs/trunk_lr0.01_s0"} and (table["status"] == "ok").all()
+    # each job's warning (the profile's 120 s) comes no earlier than half its limit, even 60 s early
+    scripts = [p.read_text() for p in tmp_path.glob(".snakemake/submitit/**/*_submission.sh")]
+    warned = [(int(re.search(r"--time=(\d+)", t)[1]), int(re.search(r"--signal=USR2@(\d+)", t)[1])) for t in scripts]
+    assert len(warned) >= 6 and all(m * 60 - (s + 60) >= m * 30 and s <= 120 for m, s in warned), warned
