@@ -13,7 +13,7 @@ import sys
 
 from snakemake.utils import min_version
 
-from scaling.io import write_json
+from scaling.io import spec_json, write_json
 from scaling.study.config import load
 from scaling.study.runs import ConfigError
 

@@ -36,7 +36,7 @@ rule trunk_segment:
         checkpoint=f"{RESULTS}/trunks/{{segment}}.pt",
         record=f"{RESULTS}/trunks/{{segment}}.json",
     params:
-        spec=lambda wc: json.dumps(segment(wc), sort_keys=True),
+        spec=lambda wc: spec_json(segment(wc)),
         data=lambda wc, input: os.path.dirname(input.meta),
         out=lambda wc, output: os.path.dirname(output.checkpoint),
         start=lambda wc, input: ["--start-from", input.previous] if input.previous else [],

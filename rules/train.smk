@@ -18,7 +18,7 @@ rule train:
         model=f"{RUN_DIR}/model.pt",
     params:
         # the run's spec: not in the command (the job reads it from STUDY_FILE), but a run retrains when it changes
-        spec=lambda wc: json.dumps(spec(wc), sort_keys=True),
+        spec=lambda wc: spec_json(spec(wc)),
         run=S.RUN_ID,
         data=f"{RESULTS}/data/{{dataset}}",
         out=RUN_DIR,

@@ -22,6 +22,7 @@ def _prepare(args):
 def _train(args):
     from scaling.io import read_json
     from scaling.study.runs import ConfigError, Specs
+    from scaling.train.checkpoint import Claimed
     from scaling.train.preemption import Stopped, stop_signals
     from scaling.train.loop import train
 
@@ -39,6 +40,8 @@ def _train(args):
                   signalled=signalled, tensorboard=args.tensorboard, start_from=args.start_from)
         except Stopped as e:
             raise SystemExit(e.exit_status)
+        except Claimed as e:
+            raise SystemExit(f"error: {e}")
 
 
 def _tasks(args):

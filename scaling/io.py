@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -74,6 +75,17 @@ def atomic_path(target: str | Path):
 def write_json(target: str | Path, obj) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
+
+
+def spec_json(spec: dict) -> str:
+    """A run's or trunk segment's spec as its rule records it in its params: when it changes, Snakemake retrains."""
+    return json.dumps(spec, sort_keys=True)
+
+
+def spec_digest(spec: dict) -> str:
+    """SHA-256 of :func:`spec_json`. A run keeps it in its metrics.json, so that ``scaling status`` can tell a run
+    finished under a study that has changed since, which Snakemake will retrain."""
+    return hashlib.sha256(spec_json(spec).encode()).hexdigest()
 
 
 def read_json(path: str | Path):

@@ -34,6 +34,7 @@ import os
 import shlex
 import signal
 import subprocess
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ FINAL_STATES = {
     "OUT_OF_MEMORY", "REVOKED", "TIMEOUT",
 }
 LOG_TAIL_LINES = 25
+POLL_S = 0.2  # how often a job's process looks whether its command has ended
 
 
 @dataclass
@@ -103,7 +105,7 @@ class JobCommand(submitit.helpers.Checkpointable):
     and sees a cancelled one fail.
     """
 
-    grace_s = 60
+    grace_s = 60  # from SIGTERM to SIGKILL: the trainer checkpoints the step in progress in this time
 
     def __init__(self, command: str, cwd: str):
         self.command, self.cwd = command, cwd
@@ -117,7 +119,10 @@ class JobCommand(submitit.helpers.Checkpointable):
         self._proc = subprocess.Popen(
             ["bash", "-c", f"trap '' USR2; {self.command}"], cwd=self.cwd, start_new_session=True
         )
-        code = self._proc.wait()
+        # Poll, not one blocking wait(): that holds Popen's waitpid lock, and checkpoint(), which submitit's
+        # signal handler runs in this thread, would not see the command exit: it waited out grace_s every time.
+        while (code := self._proc.poll()) is None:
+            time.sleep(POLL_S)
         if code != 0 and terminated:
             raise SystemExit(code)  # not an Exception: submitit writes no result
         if code != 0:

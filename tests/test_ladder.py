@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from scaling.io import spec_json
 from scaling.study import runs as S
 from scaling.train import ladder
 from scaling.train.schedules import lr_at
@@ -96,10 +97,10 @@ def test_trunk_segments_chain_from_step_0_to_the_last_branch_point():
 def test_changing_only_the_cooldown_keeps_every_trunk_segment_and_changes_every_run():
     config = ladder_config()
     before = S.trunk_segments(config)
-    runs = {r.id: S.spec_json(config, r) for r in S.runs(config)}
+    runs = {r.id: spec_json(S.run_spec(config, r)) for r in S.runs(config)}
     config["training"].update(cooldown_shape="1-sqrt", min_lr_ratio=0.0)
     assert S.trunk_segments(config) == before
-    assert all(S.spec_json(config, r) != runs[r.id] for r in S.runs(config))
+    assert all(spec_json(S.run_spec(config, r)) != runs[r.id] for r in S.runs(config))
     config["training"].update(cooldown_fraction=0.3)  # moves the branch points: other segments
     assert not set(S.trunk_segments(config)) & set(before)
 

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -131,24 +132,24 @@ def _queued(name: str) -> list[str]:
     return [line for line in out.splitlines() if line.split()[1:] == [name]]
 
 
-ONE_RUN = "results/smoke/runs/bible/l/M80_lr0.01_s0"
+ONE_RUN = "results/smoke/runs/bible/l/M40_lr0.01_s0"
 
 
 def one_long_run(**cluster) -> dict:
-    """The smoke study with one run long enough (tens of seconds) to be interrupted, checkpointing often."""
+    """The smoke study with one run long enough (2,790 steps, ~45 s here) to be interrupted, checkpointing often."""
     config = smoke_config()
     # the smoke grid stays planned (a fit set the loader accepts); only ONE_RUN is asked for
-    config["grid"].append({"sizes": ["l"], "token_multipliers": [80], "learning_rates": [0.01]})
+    config["grid"].append({"sizes": ["l"], "token_multipliers": [40], "learning_rates": [0.01]})
     config["engine"] = {"checkpoint_every": 100}
     config["cluster"] = cluster
     return config
 
 
-def uninterrupted(tmp_path: Path, config: dict) -> tuple[dict, list]:
-    """The same run trained locally without interruption."""
-    local = tmp_path / "local"
-    local.mkdir()
-    (local / "study.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[dict, list]:
+    """ONE_RUN of :func:`one_long_run` trained locally without interruption: its metrics and curve."""
+    local = tmp_path_factory.mktemp("uninterrupted")
+    (local / "study.yaml").write_text(yaml.safe_dump(one_long_run(), sort_keys=False))
     subprocess.run([sys.executable, "-m", "snakemake", f"{ONE_RUN}/metrics.json", "--snakefile", str(REPO / "Snakefile"),
                     "--cores", "1", "--configfile", str(local / "study.yaml")],
                    cwd=local, check=True, capture_output=True)
@@ -177,31 +178,38 @@ def _logged_step(log: Path) -> int:
     ["scancel", "--signal=USR2"],  # SLURM's warning signal: submitit stops the command and requeues the job
     ["scontrol", "requeue"],  # SLURM requeues the job itself: SIGTERM to every process, SIGKILL KillWait s later
 ])
-def test_a_preempted_job_is_requeued_and_resumes_to_the_same_result_losing_no_step(slurm, tmp_path, preempt):
+def test_a_preempted_job_is_requeued_and_resumes_to_the_same_result_losing_no_step(slurm, tmp_path, preempt,
+                                                                                   uninterrupted):
     config = one_long_run()
     config["engine"] = {"checkpoint_every": 1_000_000}  # none on schedule: a checkpoint can only be the preemption's
     slurm_dir = tmp_path / "slurm"
     slurm_dir.mkdir()
     proc = snakemake_slurm(slurm_dir, config, f"{ONE_RUN}/metrics.json", background=True)
-    log = slurm_dir / "results/smoke/logs/train/bible/l/M80_lr0.01_s0.log"
-    passed = random.Random(" ".join(preempt)).randrange(500, 1500)
+    log = slurm_dir / "results/smoke/logs/train/bible/l/M40_lr0.01_s0.log"
+    passed = random.Random(" ".join(preempt)).randrange(300, 1000)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not (_logged_step(log) >= passed and _queued(RUN_JOB)):
         time.sleep(0.1)
     reached = _logged_step(log)
     assert reached >= passed, "the run never got that far"
     job_id = _queued(RUN_JOB)[0].split()[0]
+    signalled = time.time()
     subprocess.run([*preempt, job_id], check=True)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
     assert _restarts(job_id) >= 1
+    # the interrupted attempt ended once its run had checkpointed, not after the plugin's grace period
+    attempts = subprocess.run(["sacct", "-D", "-X", "-P", "-n", "-j", job_id, "-o", "State,End"], capture_output=True,
+                              text=True, check=True).stdout.split()
+    ended = next(datetime.fromisoformat(a.split("|")[1]) for a in attempts if a.startswith("REQUEUED"))
+    assert ended.timestamp() - signalled < 30, (attempts, signalled)
     metrics, curve = _run(slurm_dir)
     stopped_at = metrics["resumed_from_step"]
     assert stopped_at and stopped_at >= reached  # the step it had reached when preempted, or a later one
     earlier, this = log.read_text().split("=== this attempt ===")
     assert f"SIGTERM: checkpointed at step {stopped_at}/" in earlier
     assert f"resumed from its checkpoint at step {stopped_at}/" in this
-    reference, reference_curve = uninterrupted(tmp_path, config)
+    reference, reference_curve = uninterrupted  # the engine settings change no result
     assert metrics["val_loss"] == reference["val_loss"]
     assert curve == reference_curve
 
@@ -210,7 +218,7 @@ def test_a_job_reaching_its_time_limit_is_warned_requeued_and_completes(slurm, t
     # a run of ~3 min on this machine (M = 160), asked for 10 min: SLURM's warning would come 90 s before that
     config = one_long_run(min_runtime_minutes=10, train_flops_per_second=1e15)
     config["grid"][-1]["token_multipliers"] = [160]
-    run = ONE_RUN.replace("M80", "M160")
+    run = ONE_RUN.replace("M40", "M160")
     proc = snakemake_slurm(tmp_path, config, f"{run}/metrics.json", "--submitit-signal-delay-s", "90",
                            "--submitit-max-requeues", "10", background=True)
     log = tmp_path / "results/smoke/logs/train/bible/l/M160_lr0.01_s0.log"

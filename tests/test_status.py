@@ -15,6 +15,7 @@ import yaml
 
 from scaling.study import status as T
 from scaling.study import runs as S
+from scaling.study.config import load
 from scaling.testbeds import synthetic
 
 
@@ -29,6 +30,9 @@ def test_every_state_is_counted_per_size_and_multiplier_with_compute(tmp_path):
         states[r.id] = "done"
     synthetic.write_run(results, config, runs[3], 20, diverged=True)
     states[runs[3].id] = "diverged"
+    # trained before the study's warmup changed: snakemake retrains it, so nothing of it counts as done
+    synthetic.write_run(results, {**config, "training": {**config["training"], "warmup_fraction": 0.1}}, runs[7], 20)
+    states[runs[7].id] = "stale"
     for r, text, age, state in [
         (runs[4], "[run] step 5/20 loss 3.1\n", 0, "running"),
         (runs[5], "Traceback (most recent call last):\nRuntimeError: out of memory\n", 0, "failed"),
@@ -49,7 +53,7 @@ def test_every_state_is_counted_per_size_and_multiplier_with_compute(tmp_path):
     logged = planned[runs[4].id] / 4 + planned[runs[6].id] / 4
     spent = sum(m["flops"] for m in list(metrics.values())[:3]) + logged + \
         metrics[runs[3].id]["flops"] * metrics[runs[3].id]["tokens_seen"] / metrics[runs[3].id]["tokens"]
-    left = sum(planned[r.id] for r in runs[4:]) - logged
+    left = sum(planned[r.id] for r in runs[4:]) - logged  # the stale run's compute among them
     assert abs(per_run["flops_spent"].sum() - spent) <= 1e-9 * spent
     assert abs(per_run["flops_left"].sum() - left) <= 1e-9 * left
 
@@ -62,15 +66,24 @@ def test_every_state_is_counted_per_size_and_multiplier_with_compute(tmp_path):
 @pytest.mark.slow
 def test_scaling_status_prints_the_grid_from_the_study_config(tmp_path):
     config = synthetic.study_config("st", 1, [20], [0.01, 0.02])
-    synthetic.write_run(tmp_path / "results" / "st", config, S.runs(config)[0], 10)
     path = tmp_path / "study.yaml"
     # only what a user writes: the schema's defaults (training, fit, seeds) are filled in as by snakemake
     path.write_text(yaml.safe_dump({k: config[k] for k in ("study", "datasets", "models", "grid")}))
-    proc = subprocess.run([sys.executable, "-m", "scaling.cli", "status", "--configfile", str(path), "--runs"],
-                          cwd=tmp_path, capture_output=True, text=True)
+    loaded = load([path], fittable=False)
+    synthetic.write_run(tmp_path / "results" / "st", loaded, S.runs(loaded)[0], 10)
+    status = lambda: subprocess.run([sys.executable, "-m", "scaling.cli", "status", "--configfile", str(path),  # noqa
+                                     "--runs"], cwd=tmp_path, capture_output=True, text=True)
+    proc = status()
     assert proc.returncode == 0, proc.stderr
-    assert "2 runs planned; 1 done, 0 running, 0 failed, 0 diverged, 1 not started" in proc.stdout
-    assert re.search(r"^bible/d16/M20_lr0.02_s0 +not_started$", proc.stdout, re.M)
+    assert "2 runs planned; 1 done, 0 running, 0 failed, 0 diverged, 0 stale, 1 not started" in proc.stdout
+    assert re.search(r"^bible/d16/M20_lr0.02_s0 +not_started$", proc.stdout, re.M) and "stale:" not in proc.stdout
+
+    # the study changes a setting every run trains with: the finished run is stale, and the report says why
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "training": {"schedule": "wsd"}}))
+    proc = status()
+    assert "2 runs planned; 0 done, 0 running, 0 failed, 0 diverged, 1 stale, 1 not started" in proc.stdout
+    assert re.search(r"^bible/d16/M20_lr0.01_s0 +stale$", proc.stdout, re.M)
+    assert "1 stale: finished, but on a spec the study has changed since; snakemake retrains them" in proc.stdout
 
 
 @pytest.mark.slow
@@ -159,12 +172,13 @@ def test_scaling_sql_and_status_use_the_same_study_and_say_which(tmp_path, monke
 
     monkeypatch.chdir(tmp_path)
     for name, n_sizes in (("mine", 5), ("newer", 2)):  # the other study's database is written last
-        config = synthetic.study_config(name, n_sizes, [20], [0.01, 0.02])
+        config = synthetic.study_config(name, n_sizes, [20], [0.01, 0.02])  # mine: five sizes, as the loss law needs
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({k: config[k] for k in ("study", "datasets", "models",
+                                                                                        "grid")}))
+        config = load([tmp_path / f"{name}.yaml"], fittable=False)  # the runs of the study as a user declares it
         paths = [synthetic.write_run(f"results/{name}", config, r, 10) for r in S.runs(config)]
         collect(paths, f"results/{name}/tables")
         build_database(f"results/{name}/tables", f"results/{name}/scaling.duckdb")
-    config = synthetic.study_config("mine", 5, [20], [0.01, 0.02])  # five sizes: as many as the loss law's fit needs
-    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({k: config[k] for k in ("study", "datasets", "models", "grid")}))
 
     main(["sql", "--configfile", "mine.yaml", "--csv", "SELECT count(*) AS n FROM runs"])
     out, err = capsys.readouterr()

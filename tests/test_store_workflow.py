@@ -41,7 +41,7 @@ def test_a_new_run_is_the_only_one_collect_reads(smoke_copy):
     assert con.execute("SELECT count(DISTINCT run_id) FROM curves").fetchone()[0] == 7
     status = subprocess.run([sys.executable, "-m", "scaling.cli", "status", "--configfile",
                              str(smoke_copy / "study.yaml")], cwd=smoke_copy, capture_output=True, text=True)
-    assert "7 runs planned; 7 done, 0 running, 0 failed, 0 diverged, 0 not started" in status.stdout
+    assert "7 runs planned; 7 done, 0 running, 0 failed, 0 diverged, 0 stale, 0 not started" in status.stdout
 
 
 def test_status_of_the_finished_smoke_study(finished_smoke):

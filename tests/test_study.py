@@ -3,7 +3,8 @@ import pytest
 
 from scaling.fit.tables import canonical
 from scaling.train.shapes import count_params
-from scaling.study.runs import ConfigError, Run, Specs, check, model_sizes, run_id, run_spec, runs, spec_json
+from scaling.io import spec_json
+from scaling.study.runs import ConfigError, Run, Specs, check, model_sizes, run_id, run_spec, runs
 
 from conftest import smoke_config
 
@@ -23,10 +24,10 @@ def filled(config):
 
 def test_run_ids_come_from_values_not_positions():
     config = filled(smoke_config())
-    before = {r.id: spec_json(config, r) for r in runs(config)}
+    before = {r.id: spec_json(run_spec(config, r)) for r in runs(config)}
     config["grid"][0]["learning_rates"].insert(0, 0.003)
     config["grid"].insert(0, {"sizes": ["m"], "token_multipliers": [5], "learning_rates": [0.1]})
-    after = {r.id: spec_json(config, r) for r in runs(config)}
+    after = {r.id: spec_json(run_spec(config, r)) for r in runs(config)}
     assert set(before) < set(after)
     assert all(after[k] == v for k, v in before.items())
     assert Run("bible", "xs", 20.0, 0.01, 0).id == "bible/xs/M20_lr0.01_s0"
@@ -96,9 +97,9 @@ def test_the_vocabulary_and_qk_layernorm_enter_the_shape_and_engine_settings_sta
     spec = run_spec(config, run)
     assert spec["shape"]["vocab_size"] == 1024 and spec["shape"]["qk_layernorm"]
     assert spec["tokens"] == 20 * model_sizes(config)["xs"]
-    before = spec_json(config, run)
+    before = spec_json(run_spec(config, run))
     config["engine"].update(checkpoint_every=7, keep_checkpoints=True, compile=False, tensorboard=True)
-    assert spec_json(config, run) == before and "engine" not in spec
+    assert spec_json(run_spec(config, run)) == before and "engine" not in spec
 
 
 def test_a_runs_planned_tokens_are_the_tokens_the_fits_derive_from_its_multiplier():
@@ -112,11 +113,11 @@ def test_a_runs_planned_tokens_are_the_tokens_the_fits_derive_from_its_multiplie
 
 def test_a_size_with_its_own_batch_trains_on_it_and_the_others_keep_the_studys():
     config = filled(smoke_config())
-    before = {r.id: spec_json(config, r) for r in runs(config)}
+    before = {r.id: spec_json(run_spec(config, r)) for r in runs(config)}
     config["models"][-1]["batch_tokens"] = 4 * config["training"]["batch_tokens"]
     specs = {r.id: run_spec(config, r) for r in runs(config)}
     largest = config["models"][-1]["name"]
     for rid, spec in specs.items():
         own = spec["size"] == largest
         assert spec["training"]["batch_tokens"] == config["training"]["batch_tokens"] * (4 if own else 1)
-        assert (spec_json(config, next(r for r in runs(config) if r.id == rid)) == before[rid]) == (not own)
+        assert (spec_json(run_spec(config, next(r for r in runs(config) if r.id == rid))) == before[rid]) == (not own)

@@ -144,6 +144,19 @@ def test_a_run_killed_mid_way_resumes_to_exactly_the_uninterrupted_losses(data_d
     assert not ckpt.parent.exists()  # a finished run's checkpoint is removed unless kept
 
 
+@pytest.mark.slow
+def test_a_second_process_told_to_train_a_run_in_progress_stops_and_names_the_first(data_dir, tmp_path):
+    sp = spec(tokens=128 * 100_000)  # minutes: it is still training when the second process has come and gone
+    first = cli_train(sp, data_dir, tmp_path, "--checkpoint-every", "50")
+    wait_for_checkpoint(first, tmp_path)
+    second = cli_train(sp, data_dir, tmp_path, "--checkpoint-every", "50")
+    log = second.communicate(timeout=120)[0]
+    assert second.returncode == 1 and f"another process (" in log and f"pid {first.pid}) is training this run" in log
+    assert first.poll() is None  # undisturbed
+    first.send_signal(signal.SIGTERM)
+    assert "SIGTERM: checkpointed at step" in first.communicate(timeout=60)[0]
+
+
 @pytest.fixture(scope="module")
 def long_run(data_dir, tmp_path_factory):
     """A run of 2,000 steps (a few seconds) trained without interruption: its spec and directory."""

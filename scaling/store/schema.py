@@ -112,6 +112,9 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
         ("torch", STR, "PyTorch version"),
         ("python", STR, "Python version"),
         ("training", STR, "the run's `training` settings (the study's, with its size's own `batch_tokens`), as JSON"),
+        ("spec_digest", STR, "SHA-256 of the spec the run trained on (`scaling.io.spec_digest`): `scaling status` "
+                             "calls a finished run stale when the study's spec of it differs; null for a run trained "
+                             "before it was kept"),
         ("git_commit", STR, "commit of the scaling project's checkout (`-dirty` if it had local edits) when the run "
                             "was trained, or else first collected; `unknown` outside a git checkout",
          "", {"default": "unknown"}),

@@ -445,10 +445,6 @@ def trunk_segments(config: dict, plans: dict | None = None) -> dict[str, dict]:
     return out
 
 
-def spec_json(config: dict, run: Run) -> str:
-    return json.dumps(run_spec(config, run), sort_keys=True)
-
-
 class Specs:
     """The specs of a study's planned runs by run id, each computed when asked for.
 

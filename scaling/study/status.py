@@ -6,6 +6,9 @@ files under ``results/<study>/``:
 
 - ``done`` / ``diverged``: ``runs/<run_id>/metrics.json`` exists (it is written
   last) with that status;
+- ``stale``: it exists, but the spec it was trained on (its ``spec_digest``,
+  :func:`scaling.io.spec_digest`) is not the study's now: a change to the
+  study (e.g. of ``training``) retrains it, as ``snakemake -n`` shows;
 - ``running``: no metrics.json yet, and the job's log
   ``logs/train/<run_id>.log`` was written to in the last ``stale_after``
   seconds (training logs every few seconds) without a Python traceback;
@@ -44,11 +47,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from scaling.io import spec_digest
 from scaling.study import runs as S
 from scaling.train import ladder
 from scaling.train.flops import flops_6nd
 
-STATES = ("done", "running", "failed", "diverged", "not_started")
+STATES = ("done", "running", "failed", "diverged", "stale", "not_started")
 FINISHED = ("done", "diverged")
 # the training log's progress line (scaling.train.loop.log_progress) and its resume line: "step 40/1232 … 2,345 tok/s"
 STEP = re.compile(rb"step (\d+)/(\d+)(?:.*? ([\d,]+) tok/s)?")
@@ -121,6 +125,8 @@ def grid(config: dict, results_root: str | Path = "results", stale_after: float 
         scratch = flops_6nd(n, tokens)
         own_state, m = job_state(results / "runs" / run.id / "metrics.json",
                                  results / "logs" / "train" / f"{run.id}.log", now, stale_after)
+        if own_state in FINISHED and m.get("spec_digest") not in (None, spec_digest(spec)):
+            own_state, m = "stale", {}  # to be trained again: nothing of it counts as done
         # in steps on a ladder; from scratch, in runs (one step): its files say the share of it done
         steps = ladder.run_steps(tokens, spec["training"]["batch_tokens"]) if "ladder" in spec else 1
         b = spec.get("ladder", {}).get("branch_step", 0)
@@ -163,7 +169,7 @@ def summarize(per_run: pd.DataFrame) -> pd.DataFrame:
 
 
 def progress(per_run: pd.DataFrame) -> dict:
-    """The study's progress: runs finished (done or diverged), running and left (failed or not started); tokens
+    """The study's progress: runs finished (done or diverged), running and left (failed, stale or not started); tokens
     and compute done and planned; the throughput of one job and the study's (FLOP/s); the ETA in seconds (None
     before anything measured a throughput)."""
     state = per_run["state"]
@@ -180,7 +186,7 @@ def progress(per_run: pd.DataFrame) -> dict:
     left = float(per_run["flops_left"].sum())
     return {
         "runs": len(per_run), "finished": int(state.isin(FINISHED).sum()), "running": len(running),
-        "left": int(state.isin(("failed", "not_started")).sum()), "failed": int((state == "failed").sum()),
+        "left": int(state.isin(("failed", "stale", "not_started")).sum()), "failed": int((state == "failed").sum()),
         "tokens_done": int(per_run["tokens_done"].sum()), "tokens": int(per_run["tokens"].sum()),
         "flops_done": float(per_run["flops_spent"].sum()), "flops": float(per_run["flops_spent"].sum()) + left,
         "jobs_running": jobs, "flops_per_s_per_job": per_job, "flops_per_s": rate,
@@ -224,6 +230,9 @@ def report(label: str, per_run: pd.DataFrame, list_runs: bool = False) -> str:
         "",
         table.to_string(index=False),
     ]
+    if totals["stale"]:
+        lines += ["", f"{totals['stale']} stale: finished, but on a spec the study has changed since; snakemake "
+                      f"retrains them (`snakemake -n` lists the jobs)"]
     if list_runs:
         todo = per_run[per_run["state"] != "done"]
         lines += ["", "runs not done:", todo[["run_id", "state"]].to_string(index=False) if len(todo) else "(none)"]

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from scaling.study import runs as S
-from scaling.io import write_json, write_parquet
+from scaling.io import spec_digest, write_json, write_parquet
 from scaling.fit.laws import overtraining_loss
 from scaling.train.flops import flops_6nd
 
@@ -30,7 +30,7 @@ def study_config(name: str, n_sizes: int, multipliers: list[float], learning_rat
         "study": name, "title": name,
         "datasets": {"bible": {"source": "embedded"}},
         "models": models,
-        "training": {"seq_len": 64, "batch_size": 8, "warmup_fraction": 0.05, "min_lr_ratio": 0.1,
+        "training": {"seq_len": 64, "batch_tokens": 512, "warmup_fraction": 0.05, "min_lr_ratio": 0.1,
                      "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0,
                      "eval_tokens": 65536, "divergence_margin": 1.0},
         "grid": [{"sizes": [m["name"] for m in models], "token_multipliers": list(multipliers),
@@ -49,7 +49,7 @@ def write_run(results: str | Path, config: dict, run: S.Run, n_steps: int, diver
     initial = math.log(256)
     done = max(1, n_steps // 3) if diverged else n_steps
     step = np.arange(1, done + 1)
-    tokens_per_step = config["training"]["batch_size"] * config["training"]["seq_len"]
+    tokens_per_step = config["training"]["batch_tokens"]
     loss = val + (initial - val) * np.exp(-step / (0.1 * n_steps)) + rng.normal(0, 0.02, done)
     if diverged:
         loss[-1] = initial + 2.0
@@ -62,7 +62,7 @@ def write_run(results: str | Path, config: dict, run: S.Run, n_steps: int, diver
     wall = 1e-6 * n * done * tokens_per_step
     write_json(out / "metrics.json", {
         **{k: spec[k] for k in ("run_id", "dataset", "size", "token_multiplier", "lr", "seed")},
-        **shape, "n_params": n, "n_params_nonembed": n - (shape["vocab_size"] + shape["seq_len"]) * shape["d_model"],
+        "spec_digest": spec_digest(spec), **shape, "n_params": n, "n_params_nonembed": n - (shape["vocab_size"] + shape["seq_len"]) * shape["d_model"],
         "tokens": spec["tokens"], "tokens_seen": done * tokens_per_step, "epochs": done * tokens_per_step / 7.6e6,
         "steps": n_steps, "flops": flops_6nd(n, spec["tokens"]), "initial_loss": initial,
         "final_train_loss": float(loss[-max(1, done // 100):].mean()),

@@ -30,6 +30,9 @@ its own at each branch point (:func:`write`), an output of the trunk segment tha
 ends there; a run or the next segment starts from it after checking that it is
 of its trunk and step (:func:`read`).
 
+Only one process trains a run at a time (:func:`claim`): after snakemake itself is killed (SIGKILL) its train
+job can live on, and the rerun would otherwise write the same checkpoints beside it.
+
 ``ckpt/train.log`` keeps the trainer's log lines of every attempt at the run
 (:func:`journal`): Snakemake deletes a job's log file before it runs the job
 again, so a resumed run copies them to the top of its new log.
@@ -37,10 +40,12 @@ again, so a resumed run copies them to the top of its new log.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import socket
 from pathlib import Path
-from typing import Callable
+from typing import IO, Callable
 
 import torch
 
@@ -120,6 +125,33 @@ def load(run_dir: str | Path, spec: dict, log: Callable[[str], None]) -> dict | 
     if unreadable:
         say("no readable checkpoint: starting over")
     return None
+
+
+class Claimed(RuntimeError):
+    """Another process is training the run."""
+
+
+def claim(run_dir: str | Path) -> IO:
+    """Lock the run for this process, through ``ckpt/lock``, until the process ends or the returned file is closed.
+
+    A POSIX record lock (``fcntl.lockf``): the kernel drops it when its process ends, even on SIGKILL, and NFS
+    honours it. A second process that claims the run raises :class:`Claimed`, naming the holder's host and pid.
+    """
+    lock = Path(run_dir) / "ckpt" / "lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    f = open(lock, "a+")
+    try:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise Claimed(f"another process ({holder}) is training this run, in {run_dir}; fix: wait for it to end, or "
+                      f"stop it (a process left over from a snakemake that was killed), then run again") from None
+    f.truncate(0)
+    f.write(f"{socket.gethostname()} pid {os.getpid()}")
+    f.flush()
+    return f
 
 
 def journal(run_dir: str | Path, log: Callable[[str], None]) -> Callable[[str], None]:

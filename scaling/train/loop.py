@@ -61,7 +61,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import IO, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -71,7 +71,7 @@ from scaling.train import checkpoint, ladder
 from scaling.data.prepare import load_tokens
 from scaling.train.distributed import World
 from scaling.train.flops import flops_6nd, flops_per_token, flops_with_attention, gpu_peak_flops
-from scaling.io import atomic_path, write_json, write_parquet
+from scaling.io import atomic_path, spec_digest, write_json, write_parquet
 from scaling.train.model import GPT, Shape, lm_loss
 from scaling.train.shapes import count_params
 from scaling.train.preemption import Stopped
@@ -146,6 +146,7 @@ class Training:
     peak: float | None  # the GPU's peak FLOP/s, for the MFU
     curves: CurveLog | None = None  # the run's curve in TensorBoard (engine.tensorboard), rank 0's
     trunk_wall_s: float = 0.0  # a ladder's run or segment: the wall time of its trunk's segment jobs before it
+    lock: IO | None = None  # rank 0's claim on the run (checkpoint.claim), released when train returns
 
     @property
     def cfg(self) -> dict:
@@ -194,34 +195,35 @@ def train(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int = 
     """
     t0 = time.perf_counter()
     run = setup(spec, data_dir, out_dir, threads, compile_model, log)
-    log_header(run)
-    start, prior_s, stop = resume(run, start_from)
-    run.curves = CurveLog(tensorboard, run, start) if tensorboard and run.world.main else None
-    train_s = prior_s
-    if stop is None:
-        stop, train_s = train_steps(run, start, prior_s, checkpoint_every, signalled)
-    if not run.world.main:
-        run.world.stop()
-        return None
-    if run.segment:
-        return end_segment(run, stop, train_s, wall_s=prior_s + time.perf_counter() - t0)
+    with run.lock or contextlib.nullcontext():  # the claim on the run ends with this call
+        log_header(run)
+        start, prior_s, stop = resume(run, start_from)
+        run.curves = CurveLog(tensorboard, run, start) if tensorboard and run.world.main else None
+        train_s = prior_s
+        if stop is None:
+            stop, train_s = train_steps(run, start, prior_s, checkpoint_every, signalled)
+        if not run.world.main:
+            run.world.stop()
+            return None
+        if run.segment:
+            return end_segment(run, stop, train_s, wall_s=prior_s + time.perf_counter() - t0)
 
-    done = run.steps if stop is None else stop + 1
-    status, val_loss = final_validation(run, stop)
-    write_curve(run, done)
-    if run.curves:
-        run.curves.close(run, done, val_loss)
-    metrics = record(run, done, stop, status, val_loss, start, train_s, wall_s=prior_s + time.perf_counter() - t0)
-    save_model(run.out / "model.pt", run.shape, run.model)
-    write_json(run.out / "metrics.json", metrics)
-    run.say(f"[{run.run_id}] {status}: val_loss {val_loss:.4f} in {metrics['wall_s']:.1f}s")
-    if keep_checkpoints and status == "ok":
-        if start < run.steps:
-            save_checkpoint(run, done, train_s)
-    else:
-        checkpoint.remove(run.out)
-    run.world.stop()
-    return metrics
+        done = run.steps if stop is None else stop + 1
+        status, val_loss = final_validation(run, stop)
+        write_curve(run, done)
+        if run.curves:
+            run.curves.close(run, done, val_loss)
+        metrics = record(run, done, stop, status, val_loss, start, train_s, wall_s=prior_s + time.perf_counter() - t0)
+        save_model(run.out / "model.pt", run.shape, run.model)
+        write_json(run.out / "metrics.json", metrics)
+        run.say(f"[{run.run_id}] {status}: val_loss {val_loss:.4f} in {metrics['wall_s']:.1f}s")
+        if keep_checkpoints and status == "ok":
+            if start < run.steps:
+                save_checkpoint(run, done, train_s)
+        else:
+            checkpoint.remove(run.out)
+        run.world.stop()
+        return metrics
 
 
 def setup(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int, compile_model: bool,
@@ -236,6 +238,7 @@ def setup(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int, c
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     out, cfg, shape = Path(out_dir), spec["training"], Shape(**spec["shape"])
+    lock = checkpoint.claim(work_dir(spec, out)) if world.main else None
     say = checkpoint.journal(work_dir(spec, out), log) if world.main else (lambda _: None)
 
     torch.manual_seed(spec["seed"])
@@ -262,7 +265,7 @@ def setup(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int, c
                     val_data=val_data, steps=steps, warmup_steps=warmup_length(cfg, steps),
                     losses=np.full(steps, np.nan), val_losses=np.full(steps, np.nan), say=say, threads=threads,
                     compiled=cuda and compile_model,
-                    peak=gpu_peak_flops(torch.cuda.get_device_name(device)) if cuda else None)
+                    peak=gpu_peak_flops(torch.cuda.get_device_name(device)) if cuda else None, lock=lock)
 
 
 def work_dir(spec: dict, out: Path) -> Path:
@@ -453,7 +456,7 @@ def write_curve(run: Training, done: int) -> None:
 
 def record(run: Training, done: int, stop: int | None, status: str, val_loss: float, start: int, train_s: float,
            wall_s: float) -> dict:
-    """The run's ``metrics.json``: its spec, sizes, both FLOP counts, final losses, status, epochs, timing, device."""
+    """The run's ``metrics.json``: its spec (and the spec's digest), sizes, both FLOP counts, final losses, status, epochs, timing, device."""
     spec, cfg, shape = run.spec, run.cfg, run.shape
     sizes = count_params(shape)
     tokens_seen = done * cfg["batch_tokens"]
@@ -465,6 +468,7 @@ def record(run: Training, done: int, stop: int | None, status: str, val_loss: fl
     tail = run.losses[max(0, done - max(1, done // 100)) : done]
     return {
         **{k: spec[k] for k in ("run_id", "dataset", "size", "token_multiplier", "lr", "seed")},
+        "spec_digest": spec_digest(spec),
         **shape.to_dict(),
         **sizes,
         "tokens": spec["tokens"],
