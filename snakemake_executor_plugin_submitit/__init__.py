@@ -53,7 +53,6 @@ FINAL_STATES = {
     "OUT_OF_MEMORY", "REVOKED", "TIMEOUT",
 }
 LOG_TAIL_LINES = 25
-POLL_S = 0.2  # how often a job's process looks whether its command has ended
 
 
 @dataclass
@@ -119,23 +118,30 @@ class JobCommand(submitit.helpers.Checkpointable):
         self._proc = subprocess.Popen(
             ["bash", "-c", f"trap '' USR2; {self.command}"], cwd=self.cwd, start_new_session=True
         )
-        # Poll, not one blocking wait(): that holds Popen's waitpid lock, and checkpoint(), which submitit's
-        # signal handler runs in this thread, would not see the command exit: it waited out grace_s every time.
-        while (code := self._proc.poll()) is None:
-            time.sleep(POLL_S)
+        code = self._proc.wait()
         if code != 0 and terminated:
             raise SystemExit(code)  # not an Exception: submitit writes no result
         if code != 0:
             raise RuntimeError(f"the job's command exited with status {code}")
 
     def checkpoint(self) -> submitit.helpers.DelayedSubmission:
-        if self._proc is not None and self._proc.poll() is None:
+        if self._proc is not None and not self._exited():
             os.killpg(self._proc.pid, signal.SIGTERM)
-            try:
-                self._proc.wait(self.grace_s)
-            except subprocess.TimeoutExpired:
+            deadline = time.monotonic() + self.grace_s
+            while not self._exited() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if not self._exited():
                 os.killpg(self._proc.pid, signal.SIGKILL)
         return submitit.helpers.DelayedSubmission(JobCommand(self.command, self.cwd))
+
+    def _exited(self) -> bool:
+        """Whether the command has ended, without reaping it. Not ``Popen.poll``/``wait``: submitit's signal handler
+        calls :meth:`checkpoint` in the thread that is blocked in ``Popen.wait`` in :meth:`__call__`, which holds
+        Popen's waitpid lock, so they would see the command run on until the grace period ended, then SIGKILL it."""
+        try:
+            return os.waitid(os.P_PID, self._proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:  # reaped already
+            return True
 
     def __getstate__(self):
         return {"command": self.command, "cwd": self.cwd, "_proc": None}
@@ -147,7 +153,7 @@ def warning_delay_s(limit_minutes: int, delay_s: int) -> int:
     SLURM checks time limits about once a minute, so it "may send the signal up to 60 seconds earlier than
     specified" (sbatch(1), ``--signal``). A short job asked for the full ``delay_s`` could be warned, and
     requeued, as soon as it starts, again after each requeue. The delay is therefore cut so that even an early
-    warning comes no sooner than half the limit: ``min(delay_s, limit/2 - 60 s)``, 0 for limits under 2 minutes
+    warning comes no sooner than half the limit: ``min(delay_s, limit/2 - 60 s)``, 0 for limits of 2 minutes or less
     (the study's ``cluster.min_runtime_minutes`` is at least 3, where the warning can come 30 s before the end).
     """
     return max(0, min(delay_s, limit_minutes * 30 - 60))

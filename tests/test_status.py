@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from scaling.study import status as T
+from scaling.io import spec_digest
 from scaling.study import runs as S
 from scaling.study.config import load
 from scaling.testbeds import synthetic
@@ -248,6 +249,28 @@ def test_on_a_ladder_a_run_waiting_on_its_training_trunk_runs_and_one_whose_segm
     assert per_run.loc[group[0].id, "tokens_done"] == round(S.run_spec(config, group[0])["tokens"] * first
                                                            / plan.steps[0])
     assert per_run.loc[group[0].id, "job_s"] == pytest.approx(10.0 / 3)  # its share of the segment's job
+
+
+def test_on_a_ladder_a_segment_trained_on_another_spec_makes_it_the_later_segments_and_their_runs_stale(tmp_path):
+    config, trunk, group, plan, results = _ladder(tmp_path)
+    segments = S.trunk_segments(config)
+    record = lambda key, spec: _write(results / "trunks" / f"{key}.json", json.dumps(  # noqa: E731
+        {"status": "ok", "wall_s": 1.0, "spec_digest": spec_digest(spec)}))
+    for key, spec in segments.items():
+        record(key, spec)
+    for r in group:
+        _write(results / "runs" / r.id / "metrics.json",
+               json.dumps({"status": "ok", "wall_s": 1.0, "spec_digest": spec_digest(S.run_spec(config, r))}))
+    per_run = T.grid(config, tmp_path / "results")
+    assert per_run["state"].eq("done").all() and per_run["flops_left"].sum() == 0
+
+    first = next(iter(segments))  # every run branches after it
+    record(first, {**segments[first], "seed": 1})
+    per_run = T.grid(config, tmp_path / "results")
+    assert per_run["state"].eq("stale").all()
+    assert per_run["flops_spent"].sum() == 0  # the whole trunk trains again, and every cooldown
+    assert per_run["flops_left"].sum() == pytest.approx(sum(
+        _scratch(config, r) * spent / steps for r, spent, steps in zip(group, plan.spent_steps(), plan.steps)))
 
 
 def test_on_a_ladder_the_eta_counts_the_time_of_each_trunk_segment_once(tmp_path):

@@ -13,7 +13,7 @@ def test_the_warning_delay_is_the_profiles_unless_an_early_warning_would_come_be
     assert minutes * 60 - (delay + 60) >= minutes * 30  # SLURM may warn up to 60 s early
 
 
-def test_a_job_of_under_two_minutes_gets_no_warning_ahead_of_its_limit():
+def test_a_job_of_two_minutes_or_less_gets_no_warning_ahead_of_its_limit():
     assert warning_delay_s(1, 120) == 0 and warning_delay_s(2, 120) == 0
 
 

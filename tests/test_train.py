@@ -151,7 +151,7 @@ def test_a_second_process_told_to_train_a_run_in_progress_stops_and_names_the_fi
     wait_for_checkpoint(first, tmp_path)
     second = cli_train(sp, data_dir, tmp_path, "--checkpoint-every", "50")
     log = second.communicate(timeout=120)[0]
-    assert second.returncode == 1 and f"another process (" in log and f"pid {first.pid}) is training this run" in log
+    assert second.returncode == 1 and "another process (" in log and f"pid {first.pid}) is training this run" in log
     assert first.poll() is None  # undisturbed
     first.send_signal(signal.SIGTERM)
     assert "SIGTERM: checkpointed at step" in first.communicate(timeout=60)[0]

@@ -24,7 +24,8 @@ version 0 (the layout before versioning, or a producer that writes plain
 Parquet). :func:`read_table` migrates older versions step by step with
 :data:`MIGRATIONS` and refuses newer ones. To change the schema: bump
 :data:`SCHEMA_VERSION`, add ``MIGRATIONS[old]`` that turns a table at version
-``old`` into one at ``old + 1``, and update the README's column tables.
+``old`` into one at ``old + 1``, and update the README's column tables. A new optional core column
+needs no new version: :func:`conform` fills it in (null) for the files that lack it.
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass

@@ -8,7 +8,9 @@ files under ``results/<study>/``:
   last) with that status;
 - ``stale``: it exists, but the spec it was trained on (its ``spec_digest``,
   :func:`scaling.io.spec_digest`) is not the study's now: a change to the
-  study (e.g. of ``training``) retrains it, as ``snakemake -n`` shows;
+  study (e.g. of ``training``) retrains it, as ``snakemake -n`` shows. On a
+  ladder also when a trunk segment up to its branch point is stale (its record
+  keeps its spec's digest too) or not finished (a new M re-plans the trunk);
 - ``running``: no metrics.json yet, and the job's log
   ``logs/train/<run_id>.log`` was written to in the last ``stale_after``
   seconds (training logs every few seconds) without a Python traceback;
@@ -87,15 +89,19 @@ def job_state(finished: Path, log: Path, now: float, stale_after: float) -> tupl
 def segment_states(specs: S.Specs, results: Path, now: float, stale_after: float) -> dict[str, list[dict]]:
     """Each trunk's segments, in order: the segment's end step, its steps, how many of the trunk's runs share it
     (branch at or after its end), its state (:func:`job_state` of its record ``trunks/<trunk>/step<end>.json`` and
-    its log ``logs/trunk/<trunk>/step<end>.log``), its steps done, its job's wall time once finished (else 0) and
+    its log ``logs/trunk/<trunk>/step<end>.log``; ``stale`` when it finished on another spec or after a segment that
+    is not finished on its own), its steps done, its job's wall time once finished (else 0) and
     the tokens/s its log reports."""
-    out = {}
+    out, planned = {}, S.trunk_segments(specs.config, specs.plans)
     for trunk, (_, plan) in specs.plans.items():
-        out[trunk] = []
+        out[trunk], before = [], True  # whether the segments before are finished, on their specs
         for (first, end), shared in zip(plan.segments, ladder.sharers(plan.branch_steps)):
             key = f"{trunk}/step{end}"
             state, m = job_state(results / "trunks" / f"{key}.json", results / "logs" / "trunk" / f"{key}.log",
                                  now, stale_after)
+            if state in FINISHED and (not before or m.get("spec_digest") not in (None, spec_digest(planned[key]))):
+                state, m = "stale", {}  # trained on another spec, or after a segment that trains again: so does it
+            before = before and state in FINISHED
             finished = state in FINISHED
             out[trunk].append({"end": end, "steps": end - first, "state": state,
                                "shared": shared,
@@ -125,18 +131,19 @@ def grid(config: dict, results_root: str | Path = "results", stale_after: float 
         scratch = flops_6nd(n, tokens)
         own_state, m = job_state(results / "runs" / run.id / "metrics.json",
                                  results / "logs" / "train" / f"{run.id}.log", now, stale_after)
-        if own_state in FINISHED and m.get("spec_digest") not in (None, spec_digest(spec)):
-            own_state, m = "stale", {}  # to be trained again: nothing of it counts as done
-        # in steps on a ladder; from scratch, in runs (one step): its files say the share of it done
-        steps = ladder.run_steps(tokens, spec["training"]["batch_tokens"]) if "ladder" in spec else 1
         b = spec.get("ladder", {}).get("branch_step", 0)
         segs = [g for g in segments.get(run.trunk, []) if g["end"] <= b]
+        if own_state in FINISHED and (m.get("spec_digest") not in (None, spec_digest(spec))
+                                      or any(g["state"] not in FINISHED for g in segs)):
+            own_state, m = "stale", {}  # to be trained again (on a ladder: a segment up to its branch point too)
+        # in steps on a ladder; from scratch, in runs (one step): its files say the share of it done
+        steps = ladder.run_steps(tokens, spec["training"]["batch_tokens"]) if "ladder" in spec else 1
         finished = own_state in FINISHED
         done = (1.0 if own_state == "done" else min(1.0, m.get("tokens_seen", 0) / tokens) if finished else
                 m["step"] / m["steps"] if m.get("steps") else 0.0)  # the share of its steps its files report
         own = max(0.0, done * steps - b)  # its own job's steps done
         state = own_state
-        if state == "not_started":  # its trunk's state up to its branch point
+        if state in ("not_started", "stale"):  # its trunk's state up to its branch point
             state = next((g["state"] for g in segs if g["state"] in ("failed", "running")), state)
         trunk_done = [g["steps"] if finished else g["done"] for g in segs]
         spent = sum(d / g["shared"] for d, g in zip(trunk_done, segs)) + own  # in steps, with its shares of the trunk

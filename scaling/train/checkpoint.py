@@ -131,23 +131,31 @@ class Claimed(RuntimeError):
     """Another process is training the run."""
 
 
-def claim(run_dir: str | Path) -> IO:
+def claim(run_dir: str | Path, log: Callable[[str], None]) -> IO | None:
     """Lock the run for this process, through ``ckpt/lock``, until the process ends or the returned file is closed.
 
-    A POSIX record lock (``fcntl.lockf``): the kernel drops it when its process ends, even on SIGKILL, and NFS
-    honours it. A second process that claims the run raises :class:`Claimed`, naming the holder's host and pid.
+    A POSIX record lock (``fcntl.lockf``), which the kernel drops when its process ends, even on SIGKILL. On NFS it
+    holds across nodes where the mount has locking (not ``nolock`` or ``local_lock``), and a node that crashes may
+    keep it until the server recovers. A second process that claims the run raises :class:`Claimed`, naming the
+    holder's host and pid. A filesystem that takes no locks at all: the run trains unlocked, saying so via ``log``.
     """
     lock = Path(run_dir) / "ckpt" / "lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     f = open(lock, "a+")
     try:
         fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except (BlockingIOError, PermissionError):  # EAGAIN, EACCES: another process holds it
         f.seek(0)
         holder = f.read().strip() or "unknown"
         f.close()
         raise Claimed(f"another process ({holder}) is training this run, in {run_dir}; fix: wait for it to end, or "
-                      f"stop it (a process left over from a snakemake that was killed), then run again") from None
+                      f"stop it (a process left over from a snakemake that was killed), then run again; if it no "
+                      f"longer exists (its node crashed), delete {lock}") from None
+    except OSError as e:  # ENOLCK, EOPNOTSUPP, ...: a filesystem without locks
+        f.close()
+        log(f"the filesystem of {lock} takes no lock ({e.strerror}): nothing stops a second process from training "
+            f"this run at the same time")
+        return None
     f.truncate(0)
     f.write(f"{socket.gethostname()} pid {os.getpid()}")
     f.flush()

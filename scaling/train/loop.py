@@ -238,7 +238,14 @@ def setup(spec: dict, data_dir: str | Path, out_dir: str | Path, threads: int, c
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     out, cfg, shape = Path(out_dir), spec["training"], Shape(**spec["shape"])
-    lock = checkpoint.claim(work_dir(spec, out)) if world.main else None
+    lock, claimed = None, None
+    if world.main:
+        try:
+            lock = checkpoint.claim(work_dir(spec, out), log)
+        except checkpoint.Claimed as e:
+            claimed = e
+    if world.max(int(claimed is not None)):  # every process of a DDP run stops, not rank 0 alone
+        raise claimed or checkpoint.Claimed("rank 0 found this run being trained by another process")
     say = checkpoint.journal(work_dir(spec, out), log) if world.main else (lambda _: None)
 
     torch.manual_seed(spec["seed"])
@@ -347,7 +354,8 @@ def end_segment(run: Training, stop: int | None, train_s: float, wall_s: float) 
     state = {**checkpoint_state(run, done, train_s), "spec": {k: v for k, v in run.spec.items() if k != "segment"},
              "step": end, "diverged_step": diverged, "trunk_wall_s": run.trunk_wall_s + wall_s}
     checkpoint.write(run.out / f"step{end}.pt", state)
-    segment = {"run_id": run.run_id, "segment": list(run.segment), "status": "ok" if stop is None else "diverged",
+    segment = {"run_id": run.run_id, "spec_digest": spec_digest(run.spec), "segment": list(run.segment),
+               "status": "ok" if stop is None else "diverged",
                "diverged_step": diverged, "wall_s": wall_s, "train_s": train_s,
                "trunk_wall_s": state["trunk_wall_s"]}
     write_json(run.out / f"step{end}.json", segment)
