@@ -14,9 +14,10 @@ portable between the two:
 
 Preemption and time limits: each job is a :class:`JobCommand`, which submitit
 makes checkpointable. SLURM's warning signal (SIGUSR2, sent ``signal_delay_s``
-before the time limit, less for short jobs: :func:`warning_delay_s`; or on preemption where SLURM is set to send it) stops the
-job's processes with SIGTERM — the trainer checkpoints at the step in progress
-and exits (:mod:`scaling.train.preemption`) — and requeues the same command, which
+before the time limit, less for short jobs: :func:`warning_delay_s`; or on
+preemption where SLURM is set to send it) stops the job's processes with
+SIGTERM — the trainer checkpoints at the step in progress and exits
+(:mod:`scaling.train.preemption`) — and requeues the same command, which
 resumes from the checkpoint. After ``max_requeues`` the job fails, and the error
 names its log and shows the log's tail. When SLURM itself ends the job with
 SIGTERM (preemption without the warning signal, ``scontrol requeue``,

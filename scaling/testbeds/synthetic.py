@@ -62,7 +62,8 @@ def write_run(results: str | Path, config: dict, run: S.Run, n_steps: int, diver
     wall = 1e-6 * n * done * tokens_per_step
     write_json(out / "metrics.json", {
         **{k: spec[k] for k in ("run_id", "dataset", "size", "token_multiplier", "lr", "seed")},
-        "spec_digest": spec_digest(spec), **shape, "n_params": n, "n_params_nonembed": n - (shape["vocab_size"] + shape["seq_len"]) * shape["d_model"],
+        "spec_digest": spec_digest(spec), **shape,
+        "n_params": n, "n_params_nonembed": n - (shape["vocab_size"] + shape["seq_len"]) * shape["d_model"],
         "tokens": spec["tokens"], "tokens_seen": done * tokens_per_step, "epochs": done * tokens_per_step / 7.6e6,
         "steps": n_steps, "flops": flops_6nd(n, spec["tokens"]), "initial_loss": initial,
         "final_train_loss": float(loss[-max(1, done // 100):].mean()),

@@ -464,7 +464,8 @@ def write_curve(run: Training, done: int) -> None:
 
 def record(run: Training, done: int, stop: int | None, status: str, val_loss: float, start: int, train_s: float,
            wall_s: float) -> dict:
-    """The run's ``metrics.json``: its spec (and the spec's digest), sizes, both FLOP counts, final losses, status, epochs, timing, device."""
+    """The run's ``metrics.json``: its spec and the spec's digest, sizes, both FLOP counts, final losses, status,
+    epochs, timing, device."""
     spec, cfg, shape = run.spec, run.cfg, run.shape
     sizes = count_params(shape)
     tokens_seen = done * cfg["batch_tokens"]
