@@ -219,13 +219,13 @@ def test_a_preempted_job_is_requeued_and_resumes_to_the_same_result_losing_no_st
 
 
 def test_a_job_reaching_its_time_limit_is_warned_requeued_and_completes(slurm, tmp_path):
-    # a run of ~3 min on this machine (M = 160), asked for 10 min: SLURM's warning would come 90 s before that
+    # a run of 3–6 min on this machine (M = 320), asked for 10 min: SLURM's warning would come 90 s before that
     config = one_long_run(min_runtime_minutes=10, train_flops_per_second=1e15)
-    config["grid"][-1]["token_multipliers"] = [160]
-    run = ONE_RUN.replace("M40", "M160")
+    config["grid"][-1]["token_multipliers"] = [320]
+    run = ONE_RUN.replace("M40", "M320")
     proc = snakemake_slurm(tmp_path, config, f"{run}/metrics.json", "--submitit-signal-delay-s", "90",
                            "--submitit-max-requeues", "10", background=True)
-    log = tmp_path / "results/smoke/logs/train/bible/l/M160_lr0.01_s0.log"
+    log = tmp_path / "results/smoke/logs/train/bible/l/M320_lr0.01_s0.log"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not (_logged_step(log) > 0 and _queued(RUN_JOB)):
         time.sleep(0.5)
