@@ -13,6 +13,8 @@ import sys
 
 from snakemake.utils import min_version
 
+from scaling import forkserver
+from scaling.cli import JOB_MODULES
 from scaling.io import spec_json, write_json
 from scaling.study.config import load
 from scaling.study.runs import ConfigError
@@ -58,6 +60,8 @@ rule all:
 # Not a rule's output: a study rule rerun for any edit made Snakemake skip the new runs of a grid (masked behind it).
 onstart:
     write_json(STUDY_FILE, config)
+    if config["engine"]["forkserver"] and not workflow.non_local_exec:  # jobs skip the imports (scaling.forkserver)
+        forkserver.start("scaling.cli:run", JOB_MODULES, f"{RESULTS}/logs/forkserver.log")
 
 
 CONFIG_FILE = os.path.relpath(workflow.configfiles[-1])  # what `scaling sql` and `scaling status` take

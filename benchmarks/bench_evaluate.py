@@ -8,7 +8,9 @@ on them), on the four built-in tasks made from the embedded corpus, one CPU
 thread as a pipeline job (on a GPU it uses the GPU):
 
 - ``job``: the wall time of ``scaling evaluate`` as the evaluate rule runs it,
-  process start, imports, loading the model and the tasks included;
+  process start, imports, loading the model and the tasks included; ``served``:
+  the same, run by a job server as in a local study (scaling.forkserver: the
+  imports were made once, by the server);
 - ``scoring``: the four tasks' scoring alone, in this process (requests/s and
   seconds; the best of ``--repeats``).
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -27,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from scaling import forkserver
+from scaling.cli import JOB_MODULES
 from scaling.data.prepare import embedded_corpus, load_tokenizer, prepare
 from scaling.evaluate.scoring import score_task
 from scaling.evaluate.tasks import BUILDERS, Window, build_task, write_task
@@ -39,13 +44,15 @@ SEQ_LEN = 64  # the default study's window
 GOAL_S = 2.0
 
 
-def job_seconds(run: Path, data: Path, tasks: dict[str, Path], batch_size: int) -> float:
-    """Wall time of one ``scaling evaluate`` process on ``run``, as rules/evaluate.smk starts it."""
+def job_seconds(run: Path, data: Path, tasks: dict[str, Path], batch_size: int, served: bool) -> float:
+    """Wall time of one ``scaling evaluate`` process on ``run``, as rules/evaluate.smk starts it; ``served``: run by
+    the job server, as in a local study (else the command imports everything itself)."""
     cmd = [sys.executable, "-m", "scaling.cli", "evaluate", "--run", str(run), "--data", str(data),
            "--tasks", json.dumps({k: {"path": str(p)} for k, p in tasks.items()}), "--task-sets", "{}",
            "--batch-size", str(batch_size), "--threads", "1"]
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL,
+                   env={k: v for k, v in os.environ.items() if served or k != forkserver.ENV})
     return time.perf_counter() - start
 
 
@@ -73,7 +80,9 @@ def main() -> None:
         requests = sum(len(ex["choices"]) for examples in tasks.values() for ex in examples)
         print(f"{len(tasks)} tasks × {n} examples = {requests:,} requests, seq_len {SEQ_LEN}, batch {args.batch_size}, "
               f"device {device}")
-        print(f"{'size':>6} {'requests/s':>11} {'scoring s':>10} {'job s':>7}")
+        forkserver.start("scaling.cli:run", JOB_MODULES, str(tmp / "forkserver.log"))
+        subprocess.run([sys.executable, "-m", "scaling.cli", "--help"], check=True, stdout=subprocess.DEVNULL)  # ready
+        print(f"{'size':>6} {'requests/s':>11} {'scoring s':>10} {'job s':>7} {'served':>7}")
         for name, (d, layers, heads) in shapes.items():
             shape = Shape(d_model=d, n_layers=layers, n_heads=heads, seq_len=SEQ_LEN)
             model = GPT(shape).to(device)
@@ -86,10 +95,11 @@ def main() -> None:
             run = tmp / "runs" / name
             save_model(run / "model.pt", shape, model)
             write_json(run / "metrics.json", {"run_id": name, "status": "ok"})
-            job = min(job_seconds(run, tmp / "data", paths, args.batch_size) for _ in range(args.repeats))
+            job, served = (min(job_seconds(run, tmp / "data", paths, args.batch_size, served)
+                               for _ in range(args.repeats)) for served in (False, True))
             best = min(seconds)
             verdict = "" if args.smoke else f"  goal scoring <= {GOAL_S:g} s: {'met' if best <= GOAL_S else 'MISSED'}"
-            print(f"{name:>6} {requests / best:>11,.0f} {best:>10.2f} {job:>7.2f}{verdict}")
+            print(f"{name:>6} {requests / best:>11,.0f} {best:>10.2f} {job:>7.2f} {served:>7.2f}{verdict}")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ here with the same number of threads. The goal: trainer / plain ≥ 1.0 at every
 Then ``job``: one ``scaling train`` process per size, as the train rule starts it,
 the same steps: its wall time (process start, imports, model, the final
 validation on the study's ``eval_tokens`` and the outputs included) and how much of
-it was not the training loop.
+it was not the training loop; ``served``: the same, run by a job server as in a
+local study (scaling.forkserver: the imports were made once, by the server).
 
     python benchmarks/bench_train.py            # every default size (about 2 minutes on 2 cores)
     python benchmarks/bench_train.py --smoke    # one tiny size, a few steps (CI)
@@ -70,6 +71,8 @@ import torch.nn.functional as F
 import yaml
 from snakemake.utils import validate
 
+from scaling import forkserver
+from scaling.cli import JOB_MODULES
 from scaling.study import runs as study
 from scaling.data.prepare import load_tokens, prepare
 from scaling.train.flops import flops_per_token
@@ -126,12 +129,14 @@ def trainer(spec: dict, data_dir: Path, steps: int, threads: int) -> tuple[float
     return steps * spec["training"]["batch_tokens"] / cpu, float(run.losses[-1])
 
 
-def job(spec: dict, data_dir: Path, threads: int) -> tuple[float, float]:
-    """Wall time of one ``scaling train`` process, as rules/train.smk starts it, and its training loop's time."""
+def job(spec: dict, data_dir: Path, threads: int, served: bool) -> tuple[float, float]:
+    """Wall time of one ``scaling train`` process, as rules/train.smk starts it, and its training loop's time;
+    ``served``: run by the job server, as in a local study (else the command imports everything itself)."""
+    env = {k: v for k, v in os.environ.items() if served or k != forkserver.ENV}
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "scaling.cli", "train", "--spec", json.dumps(spec), "--data",
-                        str(data_dir), "--out", out, "--threads", str(threads)], check=True,
+                        str(data_dir), "--out", out, "--threads", str(threads)], check=True, env=env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wall = time.perf_counter() - start
         return wall, json.loads((Path(out) / "metrics.json").read_text())["train_s"]
@@ -231,7 +236,7 @@ def main(argv=None) -> int:
     print(f"{steps} steps of each size's batch_tokens per measurement, best of {rounds} round(s); "
           f"tokens per CPU-second\n")
     header = (f"{'size':>6} {'N':>9} | {'trainer':>9} {'plain':>9} tok/CPU-s | {'/plain':>6} "
-              f"{'rounds min/median/max':>21} | {'GFLOP/s':>7} {'of peak':>7} | {'job s':>6} {'not loop':>8}")
+              f"{'rounds min/median/max':>21} | {'GFLOP/s':>7} {'of peak':>7} | {'job s':>6} {'not loop':>8} | {'served':>6} {'not loop':>8}")
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(header + "\n" + "-" * len(header))
     ratios = []
@@ -239,6 +244,8 @@ def main(argv=None) -> int:
         data_dir = Path(tmp) / "data"
         prepare(next(iter(config["datasets"].values())), data_dir)
         data = load_tokens(data_dir, "train")
+        forkserver.start("scaling.cli:run", JOB_MODULES, str(Path(tmp) / "forkserver.log"))
+        subprocess.run([sys.executable, "-m", "scaling.cli", "--help"], check=True, stdout=subprocess.DEVNULL)  # ready
         for model in models:
             name = study.model_name(model)
             spec = copy.deepcopy(study.run_spec(config, study.Run("bible", name, 20.0, args.lr, 0)))
@@ -258,10 +265,11 @@ def main(argv=None) -> int:
             achieved = t * flops_per_token(shape)
             ratios.append(np.median(per_round))
             n = sum(x.numel() for x in GPT(shape).parameters())
-            wall, loop_s = job(spec, data_dir, args.threads)
+            jobs = [f"{wall:>6.2f} {wall - loop_s:>8.2f}" for wall, loop_s in
+                    (job(spec, data_dir, args.threads, served) for served in (False, True))]
             print(f"{name:>6} {n:>9,} | {t:>9,.0f} {p:>9,.0f}           | {t / p:>6.3f} "
                   f"{min(per_round):>9.3f}/{np.median(per_round):.3f}/{max(per_round):.3f} | "
-                  f"{achieved / 1e9:>7.2f} {achieved / peak:>7.1%} | {wall:>6.2f} {wall - loop_s:>8.2f}")
+                  f"{achieved / 1e9:>7.2f} {achieved / peak:>7.1%} | {' | '.join(jobs)}")
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     met = all(r >= GOAL for r in ratios)
     print(f"\ngoal trainer/plain ≥ {GOAL} (the median of the rounds' ratios): {'met' if met else 'NOT met'} at "

@@ -8,8 +8,15 @@ import json
 import sys
 from pathlib import Path
 
+from scaling import forkserver
 from scaling.fit import command as fit_cli
 from scaling.io import WriteError
+
+# what the pipeline's jobs import, imported once by a local study's job server (scaling.forkserver); torch._dynamo
+# is torch.optim's, on its first optimizer
+JOB_MODULES = ("torch._dynamo", "scaling.data.prepare", "scaling.train.loop", "scaling.evaluate.scoring",
+               "scaling.evaluate.tasks", "scaling.store.collect", "scaling.store.database", "scaling.fit.stage",
+               "scaling.report.write")
 
 
 def _prepare(args):
@@ -314,6 +321,16 @@ def _sql(args):
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The ``scaling`` command, run by the local study's job server where there is one (scaling.forkserver)."""
+    argv = sys.argv[1:] if argv is None else argv
+    code = forkserver.delegate(argv)
+    if code is not None:
+        raise SystemExit(code)
+    run(argv)
+
+
+def run(argv: list[str]) -> None:
+    """The ``scaling`` command, run in this process."""
     parser = argparse.ArgumentParser(prog="scaling", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -43,14 +43,15 @@ def test_a_train_job_killed_or_stopped_mid_run_resumes_when_snakemake_reruns_it(
     deadline = time.monotonic() + 300
     while not ckpt.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
-    trainers = [p for p in psutil.Process(smk.pid).children(recursive=True) if "train" in p.cmdline()]
-    assert len(trainers) == 1, "the train job ended before its first checkpoint: make it longer"
-    # SIGKILL: the job crashes; SIGTERM: it checkpoints the step in progress and stops. Either way it fails.
+    # the process that trains, as its lock names it: forked by the study's job server (scaling.forkserver)
+    trainer = int((ckpt.parent / "lock").read_text().split(" pid ")[1])
+    assert psutil.pid_exists(trainer), "the train job ended before its first checkpoint: make it longer"
+    # SIGKILL: the trainer crashes; SIGTERM: it checkpoints the step in progress and stops. Either way the job fails.
     # SIGINT goes to Snakemake and its jobs together, as Ctrl-C at the terminal sends it: the same stop.
     if sig == signal.SIGINT:
         os.killpg(smk.pid, sig)
     else:
-        os.kill(trainers[0].pid, sig)
+        os.kill(trainer, sig)
     assert smk.wait(timeout=120) != 0
     assert ckpt.exists() and not (tmp_path / RUN / "metrics.json").exists()
     killed_at = torch.load(ckpt, weights_only=True)["step"]

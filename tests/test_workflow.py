@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 
 import duckdb
 import pytest
@@ -40,6 +41,12 @@ def test_full_run_produces_every_table_figure_and_database(finished_smoke):
         pred = con.execute("SELECT role, count(*) n FROM predictions WHERE law = ? GROUP BY role", [law]).df()
         assert pred.set_index("role")["n"].to_dict() == {"fit": 5, "held_out": 1, "target": 1}, law
     assert json.loads((out / "fit/optimal_lr.json").read_text())["skipped"]  # the smoke grid sweeps no LR
+    # every job ran in the study's job server (scaling.forkserver), forked rather than started afresh
+    lines = (out / "logs/forkserver.log").read_text().splitlines()
+    assert Counter(line.split(": ")[1] for line in lines) == {
+        "scaling prepare": 1, "scaling tasks": 2, "scaling train": n_runs, "scaling evaluate": n_runs,
+        "scaling collect": 1, "scaling fit-study": 1, "scaling database": 1, "scaling report": 1}
+    assert all(": exit 0 in " in line for line in lines)
 
 
 def test_every_run_is_scored_on_its_tasks_and_task_set(finished_smoke):
@@ -145,7 +152,9 @@ def test_bad_config_fails_before_any_job_runs(tmp_path, edit, field):
 def test_a_diverging_run_is_recorded_and_the_workflow_goes_on(tmp_path):
     config = smoke_config()
     config["grid"].append({"sizes": ["l"], "token_multipliers": [20], "learning_rates": [50.0]})
+    config["engine"] = {"forkserver": False}  # and every job its own process, as without a job server
     snakemake(tmp_path, config, "--cores", "2")
+    assert not (tmp_path / RESULTS / "logs/forkserver.log").exists()
     con = duckdb.connect(str(tmp_path / RESULTS / "scaling.duckdb"), read_only=True)
     status, step = con.execute("SELECT status, diverged_step FROM runs WHERE lr = 50").fetchone()
     assert status == "diverged" and step >= 1

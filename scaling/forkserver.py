@@ -1,0 +1,262 @@
+"""Local jobs without the imports: one warm process forks every pipeline job of a local study.
+
+Each job of a local study (``snakemake --cores N``) is a new ``python -m scaling.cli …`` process that, before any
+work, imports torch (about 2 s on a 2-core machine), torch's compiler, which ``torch.optim`` loads for its first
+optimizer (2 s more), pandas, pyarrow and the rest. Over the default study's 50 jobs that was about 150 of its
+740 core-seconds. The remedy is the one of :mod:`multiprocessing`'s ``forkserver`` and of PyTorch's DataLoader
+workers (which fork after torch is imported), applied to whole commands:
+
+- **Server.** The Snakefile's ``onstart`` starts it for local execution (:func:`start`). It imports the jobs'
+  modules once and accepts connections on a Unix socket in Linux's abstract namespace (no file to clean up). It
+  serves only processes of its own user: the peer's uid is checked with ``SO_PEERCRED``.
+- **Client.** A ``scaling`` command that finds the server's name in :data:`ENV` (jobs inherit it from Snakemake)
+  sends its arguments, working directory, environment, ignored signals and standard streams (the file
+  descriptors themselves) and waits (:func:`delegate`).
+- **Waiter and job.** For each request the server forks a waiter, which forks the job. The job takes on the
+  client's directory, environment, signal dispositions and streams, and runs the command. The waiter forwards
+  the signals the client receives (Snakemake stopping a job, Ctrl-C) and sends back the job's exit status, which
+  the client exits with. A client that dies takes its job with it (SIGTERM: a trainer checkpoints and stops).
+
+Whenever that path is not there (no server, not Linux, a server that failed while starting), the command runs in
+the client's own process, as it would without a server. Jobs submitted to a cluster never use one: the server is
+started only for local execution. It ends when the Snakemake process that started it ends; it runs the code it
+imported at the start, as that Snakemake process does.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+
+ENV = "SCALING_FORKSERVER"  # the server's socket name, in the environment of the jobs it serves
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+_LENGTH = struct.Struct("!I")  # a request's length, before its JSON
+_CREDENTIALS = struct.Struct("3i")  # SO_PEERCRED: pid, uid, gid
+
+
+def start(target: str, preload: Sequence[str], log: str) -> str | None:
+    """Start a server whose jobs run ``target`` (``"module:function"``, called with the command's arguments) after
+    ``preload`` is imported, for this process's children: its name goes into ``os.environ[ENV]``. Returns the name,
+    or None where there is no server (not Linux). The server writes one line per job to ``log``."""
+    if not sys.platform.startswith("linux"):
+        return None
+    name = f"scaling-{os.getuid()}-{os.getpid()}-{os.urandom(8).hex()}"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind("\0" + name)  # bound and listening before the server starts: early jobs wait in the backlog
+    listener.listen(64)
+    os.makedirs(os.path.dirname(log) or ".", exist_ok=True)
+    with listener, open(log, "a") as out:
+        subprocess.Popen([sys.executable, "-m", "scaling.forkserver", str(listener.fileno()), str(os.getpid()),
+                          target, *preload], pass_fds=[listener.fileno()], stdin=subprocess.DEVNULL, stdout=out,
+                         stderr=subprocess.STDOUT, start_new_session=True)  # Ctrl-C reaches jobs through clients
+    os.environ[ENV] = name
+    return name
+
+
+def delegate(argv: Sequence[str]) -> int | None:
+    """Run the command ``argv`` in the server named in :data:`ENV`; return its exit code, or None where it was not
+    run there (no server: the caller runs it). A job killed by a signal kills this process with the same signal."""
+    name = os.environ.get(ENV)
+    if not name:
+        return None
+    ignored = [s for s in FORWARDED if signal.getsignal(s) is signal.SIG_IGN]
+    request = json.dumps({"argv": list(argv), "cwd": os.getcwd(), "env": dict(os.environ),
+                          "ignored": [int(s) for s in ignored]}).encode()
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect("\0" + name)
+    except OSError:
+        return None
+    received = []
+
+    def forward(signum: int, frame) -> None:  # the waiter passes it on to the job, once there is one
+        received.append(signum)
+        try:
+            conn.sendall(b"%d\n" % signum)
+        except OSError:  # the server is gone
+            pass
+
+    previous = {s: signal.signal(s, forward) for s in FORWARDED if s not in ignored}
+    started = status = b""
+    try:
+        socket.send_fds(conn, [_LENGTH.pack(len(request))], [0, 1, 2])
+        conn.sendall(request)
+        replies = conn.makefile("rb")
+        started = replies.readline()  # the job's pid, once the server has forked it
+        if started:
+            status = replies.readline()  # its wait status, once it has ended
+    except OSError:
+        pass
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if not started:  # the server ended before forking the job: nothing ran; the caller runs it, signals and all
+        for signum in received:
+            os.kill(os.getpid(), signum)
+        return None
+    if not status:
+        print(f"error: the job server ended while running the job ({started.decode().strip()})", file=sys.stderr)
+        return 1
+    code = os.waitstatus_to_exitcode(int(status))
+    if code < 0:  # killed by a signal: so is this process, which the shell reports the same way
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    return code
+
+
+def serve(listener: socket.socket, owner: int, run: Callable[[list[str]], object], uid: int | None = None) -> None:
+    """Fork a waiter for each connection until process ``owner`` ends; serve only peers of user ``uid`` (default:
+    this process's)."""
+    uid = os.getuid() if uid is None else uid
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the waiters
+    try:
+        owner_ended = os.pidfd_open(owner)
+    except ProcessLookupError:
+        return
+    while True:
+        ready, _, _ = select.select([listener, owner_ended], [], [])
+        if owner_ended in ready:
+            return
+        conn, _ = listener.accept()
+        if os.fork() == 0:
+            listener.close()
+            os.close(owner_ended)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            try:
+                _wait(conn, run, uid)
+            finally:
+                os._exit(0)
+        conn.close()
+
+
+def _wait(conn: socket.socket, run: Callable[[list[str]], object], uid: int) -> None:
+    """The waiter: check the peer, fork its job, forward its signals, send back the job's wait status."""
+    _, peer_uid, _ = _CREDENTIALS.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDENTIALS.size))
+    if peer_uid != uid:
+        print(f"refused a connection from uid {peer_uid} (serving uid {uid})", flush=True)
+        return
+    conn.settimeout(10)  # a client that connects and says nothing does not hold a waiter
+    head, fds, _, _ = socket.recv_fds(conn, _LENGTH.size, 3)
+    head += _receive(conn, _LENGTH.size - len(head))
+    request = json.loads(_receive(conn, _LENGTH.unpack(head)[0]))
+    conn.settimeout(None)
+    t0 = time.perf_counter()
+    job = os.fork()
+    if job == 0:
+        conn.close()
+        _job(request, fds, run)
+    for fd in fds:
+        os.close(fd)
+    job_ended, client, pending = os.pidfd_open(job), True, b""
+    try:
+        conn.sendall(b"%d\n" % job)
+    except OSError:
+        client = False
+        os.kill(job, signal.SIGTERM)
+    while True:
+        ready, _, _ = select.select([job_ended, conn] if client else [job_ended], [], [])
+        if job_ended in ready:
+            _, status = os.waitpid(job, 0)
+            break
+        try:
+            data = conn.recv(64)
+        except OSError:
+            data = b""
+        if not data:  # the client is gone (killed): stop its job as Snakemake would have
+            client = False
+            os.kill(job, signal.SIGTERM)
+            continue
+        *signals, pending = (pending + data).split(b"\n")
+        for signum in signals:
+            os.kill(job, int(signum))
+    command = " ".join(request["argv"][:1])
+    print(f"{time.strftime('%H:%M:%S')} pid {job}: scaling {command}: exit {os.waitstatus_to_exitcode(status)} "
+          f"in {time.perf_counter() - t0:.1f} s", flush=True)
+    if client:
+        try:
+            conn.sendall(b"%d\n" % status)
+        except OSError:
+            pass
+
+
+def _receive(conn: socket.socket, size: int) -> bytes:
+    """Exactly ``size`` bytes from ``conn``."""
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("the client left before its request was complete")
+        data += chunk
+    return data
+
+
+def _job(request: dict, fds: list[int], run: Callable[[list[str]], object]) -> None:
+    """The job: take on the client's streams, directory, environment and signal dispositions, run the command and
+    exit as a ``python -m`` process would (exit code, traceback, exit handlers). Never returns."""
+    code = 1
+    try:
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        tempfile.tempdir = None  # recomputed from this job's TMPDIR
+        for s in (*FORWARDED, signal.SIGCHLD):
+            signal.signal(s, signal.SIG_IGN if s in request["ignored"] else signal.SIG_DFL)
+        if signal.SIGINT not in request["ignored"]:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        sys.stdin = open(0, closefd=False)
+        sys.stdout = open(1, "w", buffering=1 if os.isatty(1) else -1, closefd=False)
+        sys.stderr = open(2, "w", buffering=1, errors="backslashreplace", closefd=False)
+        sys.argv = ["scaling", *request["argv"]]
+        run(request["argv"])
+        code = 0
+    except SystemExit as e:
+        if e.code is None or isinstance(e.code, int):
+            code = e.code or 0
+        else:
+            print(e.code, file=sys.stderr)
+    except KeyboardInterrupt:
+        code = -signal.SIGINT
+    except BaseException:
+        traceback.print_exc()
+    try:
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        if code < 0:  # as Python does after an uncaught KeyboardInterrupt: die of the signal
+            signal.signal(-code, signal.SIG_DFL)
+            os.kill(os.getpid(), -code)
+        os._exit(code)
+
+
+def main() -> None:
+    """``python -m scaling.forkserver FD OWNER TARGET [MODULE …]``, as :func:`start` runs it."""
+    fd, owner, target, *preload = sys.argv[1:]
+    # Forking a process that has imported torch, pyarrow and scipy (each starts an idle thread) is what DataLoader
+    # workers do; Python ≥ 3.12 warns of it in general.
+    warnings.filterwarnings("ignore", message=r".*multi-threaded.*fork", category=DeprecationWarning)
+    listener = socket.socket(fileno=int(fd))
+    for module in preload:
+        importlib.import_module(module)
+    module, function = target.split(":")
+    serve(listener, int(owner), getattr(importlib.import_module(module), function))
+
+
+if __name__ == "__main__":
+    main()
