@@ -60,7 +60,7 @@ rule all:
 # Not a rule's output: a study rule rerun for any edit made Snakemake skip the new runs of a grid (masked behind it).
 onstart:
     write_json(STUDY_FILE, config)
-    if config["engine"]["forkserver"] and not workflow.non_local_exec:  # jobs skip the imports (scaling.forkserver)
+    if config["engine"]["forkserver"] and not workflow.non_local_exec and not LOCAL_GPU:  # scaling.forkserver
         forkserver.start("scaling.cli:run", JOB_MODULES, f"{RESULTS}/logs/forkserver.log")
 
 

@@ -80,8 +80,7 @@ def main() -> None:
         requests = sum(len(ex["choices"]) for examples in tasks.values() for ex in examples)
         print(f"{len(tasks)} tasks × {n} examples = {requests:,} requests, seq_len {SEQ_LEN}, batch {args.batch_size}, "
               f"device {device}")
-        forkserver.start("scaling.cli:run", JOB_MODULES, str(tmp / "forkserver.log"))
-        subprocess.run([sys.executable, "-m", "scaling.cli", "--help"], check=True, stdout=subprocess.DEVNULL)  # ready
+        forkserver.start("scaling.cli:run", JOB_MODULES, str(tmp / "forkserver.log"), wait=True)
         print(f"{'size':>6} {'requests/s':>11} {'scoring s':>10} {'job s':>7} {'served':>7}")
         for name, (d, layers, heads) in shapes.items():
             shape = Shape(d_model=d, n_layers=layers, n_heads=heads, seq_len=SEQ_LEN)

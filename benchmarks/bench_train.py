@@ -236,7 +236,8 @@ def main(argv=None) -> int:
     print(f"{steps} steps of each size's batch_tokens per measurement, best of {rounds} round(s); "
           f"tokens per CPU-second\n")
     header = (f"{'size':>6} {'N':>9} | {'trainer':>9} {'plain':>9} tok/CPU-s | {'/plain':>6} "
-              f"{'rounds min/median/max':>21} | {'GFLOP/s':>7} {'of peak':>7} | {'job s':>6} {'not loop':>8} | {'served':>6} {'not loop':>8}")
+              f"{'rounds min/median/max':>21} | {'GFLOP/s':>7} {'of peak':>7} | {'job s':>6} {'not loop':>8} "
+              f"| {'served':>6} {'not loop':>8}")
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(header + "\n" + "-" * len(header))
     ratios = []
@@ -244,8 +245,7 @@ def main(argv=None) -> int:
         data_dir = Path(tmp) / "data"
         prepare(next(iter(config["datasets"].values())), data_dir)
         data = load_tokens(data_dir, "train")
-        forkserver.start("scaling.cli:run", JOB_MODULES, str(Path(tmp) / "forkserver.log"))
-        subprocess.run([sys.executable, "-m", "scaling.cli", "--help"], check=True, stdout=subprocess.DEVNULL)  # ready
+        forkserver.start("scaling.cli:run", JOB_MODULES, str(Path(tmp) / "forkserver.log"), wait=True)
         for model in models:
             name = study.model_name(model)
             spec = copy.deepcopy(study.run_spec(config, study.Run("bible", name, 20.0, args.lr, 0)))

@@ -12,11 +12,12 @@ from scaling import forkserver
 from scaling.fit import command as fit_cli
 from scaling.io import WriteError
 
-# what the pipeline's jobs import, imported once by a local study's job server (scaling.forkserver); torch._dynamo
-# is torch.optim's, on its first optimizer
-JOB_MODULES = ("torch._dynamo", "scaling.data.prepare", "scaling.train.loop", "scaling.evaluate.scoring",
-               "scaling.evaluate.tasks", "scaling.store.collect", "scaling.store.database", "scaling.fit.stage",
-               "scaling.report.write")
+# A local study's job server (scaling.forkserver) runs the pipeline's commands that import heavy modules (torch,
+# pandas, scipy: seconds), importing those once, in this order: the train jobs', which come first and most often,
+# first (torch._dynamo is torch.optim's, on its first optimizer). prepare and tasks import little: they run in place.
+SERVED = frozenset({"train", "evaluate", "export", "collect", "database", "fit-study", "report"})
+JOB_MODULES = ("torch", "torch._dynamo", "scaling.train.loop", "scaling.evaluate.scoring", "scaling.store.collect",
+               "scaling.store.database", "scaling.fit.stage", "scaling.report.write")
 
 
 def _prepare(args):
@@ -323,7 +324,7 @@ def _sql(args):
 def main(argv: list[str] | None = None) -> None:
     """The ``scaling`` command, run by the local study's job server where there is one (scaling.forkserver)."""
     argv = sys.argv[1:] if argv is None else argv
-    code = forkserver.delegate(argv)
+    code = forkserver.delegate(argv) if argv[:1] and argv[0] in SERVED else None
     if code is not None:
         raise SystemExit(code)
     run(argv)

@@ -47,21 +47,28 @@ _LENGTH = struct.Struct("!I")  # a request's length, before its JSON
 _CREDENTIALS = struct.Struct("3i")  # SO_PEERCRED: pid, uid, gid
 
 
-def start(target: str, preload: Sequence[str], log: str) -> str | None:
-    """Start a server whose jobs run ``target`` (``"module:function"``, called with the command's arguments) after
-    ``preload`` is imported, for this process's children: its name goes into ``os.environ[ENV]``. Returns the name,
-    or None where there is no server (not Linux). The server writes one line per job to ``log``."""
+def start(target: str, preload: Sequence[str], log: str, wait: bool = False) -> str | None:
+    """Start a server whose jobs run ``target`` (``"module:function"``, called with the command's arguments) for
+    this process's children: its name goes into ``os.environ[ENV]``. Returns the name, or None where there is no
+    server (not Linux). The server imports ``preload`` in order, forking the jobs that come meanwhile (they import
+    the rest themselves); ``wait``: return once it has imported them all. It writes one line per job to ``log``."""
     if not sys.platform.startswith("linux"):
         return None
     name = f"scaling-{os.getuid()}-{os.getpid()}-{os.urandom(8).hex()}"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind("\0" + name)  # bound and listening before the server starts: early jobs wait in the backlog
     listener.listen(64)
+    imported, done = os.pipe()  # the server closes `done` once it has imported `preload`
     os.makedirs(os.path.dirname(log) or ".", exist_ok=True)
     with listener, open(log, "a") as out:
-        subprocess.Popen([sys.executable, "-m", "scaling.forkserver", str(listener.fileno()), str(os.getpid()),
-                          target, *preload], pass_fds=[listener.fileno()], stdin=subprocess.DEVNULL, stdout=out,
-                         stderr=subprocess.STDOUT, start_new_session=True)  # Ctrl-C reaches jobs through clients
+        subprocess.Popen([sys.executable, "-m", "scaling.forkserver", str(listener.fileno()), str(done),
+                          str(os.getpid()), target, *preload], pass_fds=[listener.fileno(), done],
+                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                         start_new_session=True)  # Ctrl-C reaches jobs through their clients, once
+    os.close(done)
+    with open(imported, "rb") as f:
+        if wait:
+            f.read()
     os.environ[ENV] = name
     return name
 
@@ -117,23 +124,36 @@ def delegate(argv: Sequence[str]) -> int | None:
     return code
 
 
-def serve(listener: socket.socket, owner: int, run: Callable[[list[str]], object], uid: int | None = None) -> None:
+def serve(listener: socket.socket, owner: int, run: Callable[[list[str]], object], preload: Sequence[str] = (),
+          done: int | None = None, uid: int | None = None) -> None:
     """Fork a waiter for each connection until process ``owner`` ends; serve only peers of user ``uid`` (default:
-    this process's)."""
+    this process's). Import ``preload`` meanwhile, one module whenever no connection waits, then close ``done``."""
     uid = os.getuid() if uid is None else uid
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the waiters
     try:
         owner_ended = os.pidfd_open(owner)
     except ProcessLookupError:
         return
+    pending, t0 = list(preload), time.perf_counter()
     while True:
-        ready, _, _ = select.select([listener, owner_ended], [], [])
+        ready, _, _ = select.select([listener, owner_ended], [], [], 0 if pending else None)
         if owner_ended in ready:
             return
+        if listener not in ready:
+            importlib.import_module(pending.pop(0))
+            if not pending:
+                print(f"{time.strftime('%H:%M:%S')} imported {len(preload)} modules in "
+                      f"{time.perf_counter() - t0:.1f} s", flush=True)
+                if done is not None:
+                    os.close(done)
+                    done = None
+            continue
         conn, _ = listener.accept()
         if os.fork() == 0:
             listener.close()
             os.close(owner_ended)
+            if done is not None:
+                os.close(done)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             try:
                 _wait(conn, run, uid)
@@ -246,16 +266,14 @@ def _job(request: dict, fds: list[int], run: Callable[[list[str]], object]) -> N
 
 
 def main() -> None:
-    """``python -m scaling.forkserver FD OWNER TARGET [MODULE …]``, as :func:`start` runs it."""
-    fd, owner, target, *preload = sys.argv[1:]
+    """``python -m scaling.forkserver LISTENER DONE OWNER TARGET [MODULE …]``, as :func:`start` runs it."""
+    listener, done, owner, target, *preload = sys.argv[1:]
     # Forking a process that has imported torch, pyarrow and scipy (each starts an idle thread) is what DataLoader
     # workers do; Python ≥ 3.12 warns of it in general.
     warnings.filterwarnings("ignore", message=r".*multi-threaded.*fork", category=DeprecationWarning)
-    listener = socket.socket(fileno=int(fd))
-    for module in preload:
-        importlib.import_module(module)
     module, function = target.split(":")
-    serve(listener, int(owner), getattr(importlib.import_module(module), function))
+    serve(socket.socket(fileno=int(listener)), int(owner), getattr(importlib.import_module(module), function),
+          preload, int(done))
 
 
 if __name__ == "__main__":

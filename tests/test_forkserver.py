@@ -31,6 +31,8 @@ def run(argv):
         signal.signal(signal.SIGTERM, lambda s, f: (open(rest[0], "w").write("stopped"), os._exit(7)))
         print("ready", flush=True)
         time.sleep(60)
+    elif what == "modules":  # what the server imported before forking it
+        print("preloaded" in sys.modules, flush=True)
     elif what == "sleep":
         print("ready", flush=True)
         time.sleep(60)
@@ -51,7 +53,7 @@ sys.exit(99 if code is None else code)
 OWNER = """
 import sys, time
 from scaling import forkserver
-print(forkserver.start("job:run", ["job"], sys.argv[1]), flush=True)
+print(forkserver.start("job:run", ["job", "preloaded"], sys.argv[1], wait=True), flush=True)
 time.sleep(600)
 """
 
@@ -60,6 +62,7 @@ time.sleep(600)
 def server(tmp_path, monkeypatch):
     """A server whose owner lives for the test: yields its log; the clients' environment names the server."""
     (tmp_path / "job.py").write_text(JOB)
+    (tmp_path / "preloaded.py").write_text("")
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     log = tmp_path / "logs" / "forkserver.log"
     owner = subprocess.Popen([sys.executable, "-c", OWNER, str(log)], stdout=subprocess.PIPE, text=True)
@@ -91,6 +94,11 @@ def test_a_command_runs_in_the_server_with_the_clients_directory_environment_and
     cwd, answer, pid, argv0, usr2_ignored = (tmp_path / "out.txt").read_text().split()
     assert (cwd, answer, argv0, usr2_ignored) == (str(work), "42", "scaling", "False")
     assert f"pid {pid}: scaling report: exit 0" in server.read_text()  # the process the server forked
+
+
+def test_a_job_finds_the_modules_the_server_imported(server):
+    assert "imported 2 modules in " in server.read_text()  # before start(wait=True) returned
+    assert client("modules").stdout == "True\n"
 
 
 def test_the_job_keeps_the_signals_its_client_ignores(server):
@@ -139,6 +147,7 @@ def test_without_a_server_the_command_runs_in_place(tmp_path, monkeypatch):
 
 def test_the_server_ends_with_its_owner(tmp_path, monkeypatch):
     (tmp_path / "job.py").write_text(JOB)
+    (tmp_path / "preloaded.py").write_text("")
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     owner = subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path / "log")], stdout=subprocess.PIPE, text=True)
     monkeypatch.setenv(forkserver.ENV, owner.stdout.readline().strip())
