@@ -62,6 +62,8 @@ onstart:
     write_json(STUDY_FILE, config)
     if config["engine"]["forkserver"] and not workflow.non_local_exec and not LOCAL_GPU:  # scaling.forkserver
         forkserver.start("scaling.cli:run", JOB_MODULES, f"{RESULTS}/logs/forkserver.log")
+    else:  # a server of an outer study (this snakemake run by one of its jobs) serves none of this one's
+        os.environ.pop(forkserver.ENV, None)
 
 
 CONFIG_FILE = os.path.relpath(workflow.configfiles[-1])  # what `scaling sql` and `scaling status` take

@@ -15,6 +15,7 @@ from scaling.io import WriteError
 # A local study's job server (scaling.forkserver) runs the pipeline's commands that import heavy modules (torch,
 # pandas, scipy: seconds), importing those once, in this order: the train jobs', which come first and most often,
 # first (torch._dynamo is torch.optim's, on its first optimizer). prepare and tasks import little: they run in place.
+# No Hugging Face library among them: a harness evaluation sets the hub's offline variables before they are imported.
 SERVED = frozenset({"train", "evaluate", "export", "collect", "database", "fit-study", "report"})
 JOB_MODULES = ("torch", "torch._dynamo", "scaling.train.loop", "scaling.evaluate.scoring", "scaling.store.collect",
                "scaling.store.database", "scaling.fit.stage", "scaling.report.write")

@@ -6,26 +6,27 @@ optimizer (2 s more), pandas, pyarrow and the rest. Over the default study's 50 
 740 core-seconds. The remedy is the one of :mod:`multiprocessing`'s ``forkserver`` and of PyTorch's DataLoader
 workers (which fork after torch is imported), applied to whole commands:
 
-- **Server.** The Snakefile's ``onstart`` starts it for local execution (:func:`start`). It imports the jobs'
-  modules once and accepts connections on a Unix socket in Linux's abstract namespace (no file to clean up). It
-  serves only processes of its own user: the peer's uid is checked with ``SO_PEERCRED``.
-- **Client.** A ``scaling`` command that finds the server's name in :data:`ENV` (jobs inherit it from Snakemake)
-  sends its arguments, working directory, environment, ignored signals and standard streams (the file
-  descriptors themselves) and waits (:func:`delegate`).
+- **Server.** The Snakefile's ``onstart`` starts it for local execution on a machine without a GPU
+  (:func:`start`; CUDA does not survive a fork once initialized). It accepts connections on a Unix socket in
+  Linux's abstract namespace (no file to clean up) and imports the jobs' modules once, in order, forking the jobs
+  that come meanwhile. It serves only processes of its own user: the peer's uid is checked with ``SO_PEERCRED``.
+- **Client.** A ``scaling`` command (one that imports heavy modules: ``scaling.cli.SERVED``) that finds the
+  server's name in :data:`ENV` (jobs inherit it from Snakemake) sends its arguments, working directory,
+  environment, ignored signals and standard streams (the file descriptors themselves) and waits (:func:`delegate`).
 - **Waiter and job.** For each request the server forks a waiter, which forks the job. The job takes on the
   client's directory, environment, signal dispositions and streams, and runs the command. The waiter forwards
   the signals the client receives (Snakemake stopping a job, Ctrl-C) and sends back the job's exit status, which
   the client exits with. A client that dies takes its job with it (SIGTERM: a trainer checkpoints and stops).
 
 Whenever that path is not there (no server, not Linux, a server that failed while starting), the command runs in
-the client's own process, as it would without a server. Jobs submitted to a cluster never use one: the server is
-started only for local execution. It ends when the Snakemake process that started it ends; it runs the code it
-imported at the start, as that Snakemake process does.
+the client's own process, as it would without a server. Jobs submitted to a cluster never use one. The server ends
+when the Snakemake process that started it ends; it runs the code it imported at the start, as Snakemake does.
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
 import importlib
 import json
 import os
@@ -36,15 +37,19 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
 
 ENV = "SCALING_FORKSERVER"  # the server's socket name, in the environment of the jobs it serves
+KILL_AFTER_S = 60  # a job whose client is gone gets SIGTERM, then SIGKILL this much later (submitit's grace)
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 _LENGTH = struct.Struct("!I")  # a request's length, before its JSON
 _CREDENTIALS = struct.Struct("3i")  # SO_PEERCRED: pid, uid, gid
+_PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent ends
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
 
 def start(target: str, preload: Sequence[str], log: str, wait: bool = False) -> str | None:
@@ -80,12 +85,17 @@ def delegate(argv: Sequence[str]) -> int | None:
     if not name:
         return None
     ignored = [s for s in FORWARDED if signal.getsignal(s) is signal.SIG_IGN]
-    request = json.dumps({"argv": list(argv), "cwd": os.getcwd(), "env": dict(os.environ),
+    umask = os.umask(0)
+    os.umask(umask)
+    request = json.dumps({"argv": list(argv), "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask,
                           "ignored": [int(s) for s in ignored]}).encode()
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect("\0" + name)
     except OSError:
+        return None
+    if _peer_uid(conn) != os.getuid():  # a name freed by a server that died, taken by another user: not ours
+        conn.close()
         return None
     received = []
 
@@ -119,9 +129,20 @@ def delegate(argv: Sequence[str]) -> int | None:
         return 1
     code = os.waitstatus_to_exitcode(int(status))
     if code < 0:  # killed by a signal: so is this process, which the shell reports the same way
-        signal.signal(-code, signal.SIG_DFL)
-        os.kill(os.getpid(), -code)
+        _die_of(-code)
     return code
+
+
+def _die_of(signum: int) -> None:
+    """End this process with signal ``signum``, as if it had not been caught."""
+    if signum not in (signal.SIGKILL, signal.SIGSTOP):  # those cannot be caught, nor set
+        signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    """The user of the process at the other end of a Unix socket (``SO_PEERCRED``, set by the kernel)."""
+    return _CREDENTIALS.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDENTIALS.size))[1]
 
 
 def serve(listener: socket.socket, owner: int, run: Callable[[list[str]], object], preload: Sequence[str] = (),
@@ -149,6 +170,10 @@ def serve(listener: socket.socket, owner: int, run: Callable[[list[str]], object
                     done = None
             continue
         conn, _ = listener.accept()
+        if _peer_uid(conn) != uid:  # checked before forking anything for it
+            print(f"refused a connection from uid {_peer_uid(conn)} (serving uid {uid})", flush=True)
+            conn.close()
+            continue
         if os.fork() == 0:
             listener.close()
             os.close(owner_ended)
@@ -156,47 +181,47 @@ def serve(listener: socket.socket, owner: int, run: Callable[[list[str]], object
                 os.close(done)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             try:
-                _wait(conn, run, uid)
+                _wait(conn, run)
             finally:
                 os._exit(0)
         conn.close()
 
 
-def _wait(conn: socket.socket, run: Callable[[list[str]], object], uid: int) -> None:
-    """The waiter: check the peer, fork its job, forward its signals, send back the job's wait status."""
-    _, peer_uid, _ = _CREDENTIALS.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDENTIALS.size))
-    if peer_uid != uid:
-        print(f"refused a connection from uid {peer_uid} (serving uid {uid})", flush=True)
-        return
+def _wait(conn: socket.socket, run: Callable[[list[str]], object]) -> None:
+    """The waiter: fork the client's job, forward its signals, send back the job's wait status."""
     conn.settimeout(10)  # a client that connects and says nothing does not hold a waiter
     head, fds, _, _ = socket.recv_fds(conn, _LENGTH.size, 3)
     head += _receive(conn, _LENGTH.size - len(head))
     request = json.loads(_receive(conn, _LENGTH.unpack(head)[0]))
     conn.settimeout(None)
-    t0 = time.perf_counter()
+    t0, waiter = time.perf_counter(), os.getpid()
     job = os.fork()
     if job == 0:
         conn.close()
-        _job(request, fds, run)
+        _job(request, fds, run, waiter)
     for fd in fds:
         os.close(fd)
-    job_ended, client, pending = os.pidfd_open(job), True, b""
+    job_ended, pending, kill_at = os.pidfd_open(job), b"", None  # kill_at: once the client is gone
     try:
         conn.sendall(b"%d\n" % job)
     except OSError:
-        client = False
+        kill_at = time.monotonic() + KILL_AFTER_S
         os.kill(job, signal.SIGTERM)
     while True:
-        ready, _, _ = select.select([job_ended, conn] if client else [job_ended], [], [])
+        timeout = None if kill_at is None else max(0.0, kill_at - time.monotonic())
+        ready, _, _ = select.select([job_ended] if kill_at else [job_ended, conn], [], [], timeout)
         if job_ended in ready:
             _, status = os.waitpid(job, 0)
             break
+        if kill_at:  # stopped but still there
+            os.kill(job, signal.SIGKILL)
+            continue
         try:
             data = conn.recv(64)
         except OSError:
             data = b""
-        if not data:  # the client is gone (killed): stop its job as Snakemake would have
-            client = False
+        if not data:  # the client is gone (killed): stop its job as Snakemake would have, then for good
+            kill_at = time.monotonic() + KILL_AFTER_S
             os.kill(job, signal.SIGTERM)
             continue
         *signals, pending = (pending + data).split(b"\n")
@@ -205,7 +230,7 @@ def _wait(conn: socket.socket, run: Callable[[list[str]], object], uid: int) -> 
     command = " ".join(request["argv"][:1])
     print(f"{time.strftime('%H:%M:%S')} pid {job}: scaling {command}: exit {os.waitstatus_to_exitcode(status)} "
           f"in {time.perf_counter() - t0:.1f} s", flush=True)
-    if client:
+    if kill_at is None:
         try:
             conn.sendall(b"%d\n" % status)
         except OSError:
@@ -223,45 +248,53 @@ def _receive(conn: socket.socket, size: int) -> bytes:
     return data
 
 
-def _job(request: dict, fds: list[int], run: Callable[[list[str]], object]) -> None:
+def _job(request: dict, fds: list[int], run: Callable[[list[str]], object], waiter: int) -> None:
     """The job: take on the client's streams, directory, environment and signal dispositions, run the command and
     exit as a ``python -m`` process would (exit code, traceback, exit handlers). Never returns."""
-    code = 1
+    code, signum = 1, None
     try:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)  # a waiter that dies stops its job
+        if os.getppid() != waiter:  # it died before that
+            raise SystemExit("error: the job server's waiter ended before the job started")
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        os.umask(request["umask"])
         tempfile.tempdir = None  # recomputed from this job's TMPDIR
         for s in (*FORWARDED, signal.SIGCHLD):
             signal.signal(s, signal.SIG_IGN if s in request["ignored"] else signal.SIG_DFL)
         if signal.SIGINT not in request["ignored"]:
             signal.signal(signal.SIGINT, signal.default_int_handler)
         sys.stdin = open(0, closefd=False)
-        sys.stdout = open(1, "w", buffering=1 if os.isatty(1) else -1, closefd=False)
+        unbuffered = os.isatty(1) or bool(os.environ.get("PYTHONUNBUFFERED"))
+        sys.stdout = open(1, "w", buffering=1 if unbuffered else -1, closefd=False)
         sys.stderr = open(2, "w", buffering=1, errors="backslashreplace", closefd=False)
         sys.argv = ["scaling", *request["argv"]]
         run(request["argv"])
         code = 0
     except SystemExit as e:
         if e.code is None or isinstance(e.code, int):
-            code = e.code or 0
+            code = (e.code or 0) & 0xFF  # as the OS keeps it: sys.exit(-1) is 255
         else:
             print(e.code, file=sys.stderr)
     except KeyboardInterrupt:
-        code = -signal.SIGINT
+        traceback.print_exc()
+        signum = signal.SIGINT  # as Python does after an uncaught KeyboardInterrupt: die of the signal
     except BaseException:
         traceback.print_exc()
-    try:
+    try:  # Python's own exit: wait for the threads the command started, run the exit handlers, flush
+        threading._shutdown()
         atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
+    except BaseException:
+        code = code or 120  # as Python when it cannot flush
     finally:
-        if code < 0:  # as Python does after an uncaught KeyboardInterrupt: die of the signal
-            signal.signal(-code, signal.SIG_DFL)
-            os.kill(os.getpid(), -code)
+        if signum:
+            _die_of(signum)
         os._exit(code)
 
 
@@ -271,6 +304,8 @@ def main() -> None:
     # Forking a process that has imported torch, pyarrow and scipy (each starts an idle thread) is what DataLoader
     # workers do; Python ≥ 3.12 warns of it in general.
     warnings.filterwarnings("ignore", message=r".*multi-threaded.*fork", category=DeprecationWarning)
+    for fd in (int(listener), int(done)):  # nothing the imports start holds them
+        os.set_inheritable(fd, False)
     module, function = target.split(":")
     serve(socket.socket(fileno=int(listener)), int(owner), getattr(importlib.import_module(module), function),
           preload, int(done))

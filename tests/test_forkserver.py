@@ -24,7 +24,9 @@ def run(argv):
         print(os.getcwd(), os.environ.get("ANSWER"), os.getpid(), sys.argv[0],
               signal.getsignal(signal.SIGUSR2) is signal.SIG_IGN, flush=True)
     elif what == "exit":
-        raise SystemExit(int(rest[0]) if rest[0].isdigit() else rest[0])
+        raise SystemExit(int(rest[0]) if rest[0].lstrip("-").isdigit() else rest[0])
+    elif what == "die":  # as the OOM killer would kill it
+        os.kill(os.getpid(), signal.SIGKILL)
     elif what == "raise":
         raise RuntimeError("a bug in the job")
     elif what == "trap":  # stops on SIGTERM with its own code, leaving a mark
@@ -108,6 +110,7 @@ def test_the_job_keeps_the_signals_its_client_ignores(server):
 
 @pytest.mark.parametrize("argv, code, stderr", [
     (("exit", "3"), 3, ""),
+    (("exit", "-1"), 255, ""),  # as the OS keeps a negative code, not a signal
     (("exit", "error: a bad study"), 1, "error: a bad study"),  # SystemExit("…"), as the commands fail
     (("raise",), 1, "RuntimeError: a bug in the job"),  # the traceback, as Python prints it
 ])
@@ -126,16 +129,17 @@ def test_a_job_killed_by_a_signal_kills_its_client_with_it(server):
     proc = started("sleep")
     proc.send_signal(signal.SIGTERM)  # the job does not handle it: it dies of it, and so does the client
     assert proc.wait(timeout=30) == -signal.SIGTERM
+    assert client("die").returncode == -signal.SIGKILL  # a signal the client cannot set a handler for, too
 
 
 def test_a_client_that_dies_takes_its_job_with_it(server, tmp_path):
     proc = started("trap", str(tmp_path / "mark"))
     proc.kill()  # SIGKILL: nothing to forward; the waiter sees the connection close and stops the job
     proc.wait()
-    deadline = time.monotonic() + 30
-    while not (tmp_path / "mark").exists() and time.monotonic() < deadline:
+    mark, deadline = tmp_path / "mark", time.monotonic() + 30
+    while not (mark.exists() and mark.read_text() == "stopped") and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert (tmp_path / "mark").read_text() == "stopped"
+    assert mark.read_text() == "stopped"
 
 
 def test_without_a_server_the_command_runs_in_place(tmp_path, monkeypatch):

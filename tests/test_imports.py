@@ -74,3 +74,12 @@ def test_reading_the_snakefile_imports_no_heavy_library():
                       f"import sys; print(*[m for m in {HEAVY!r} if m in sys.modules])"])
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert loaded == []
+
+
+def test_the_job_server_imports_no_hugging_face_library():
+    """A harness evaluation sets the hub's offline variables before anything imports `datasets`
+    (scaling.evaluate.harness); a job forked by the job server has what the server imported (scaling.cli.JOB_MODULES)."""
+    code = ("import importlib, sys; from scaling.cli import JOB_MODULES\n"
+            "for m in JOB_MODULES: importlib.import_module(m)\n"
+            "print(*[m for m in ('datasets', 'huggingface_hub', 'transformers', 'lm_eval') if m in sys.modules])")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == []
