@@ -78,7 +78,8 @@ def test_reading_the_snakefile_imports_no_heavy_library():
 
 def test_the_job_server_imports_no_hugging_face_library():
     """A harness evaluation sets the hub's offline variables before anything imports `datasets`
-    (scaling.evaluate.harness); a job forked by the job server has what the server imported (scaling.cli.JOB_MODULES)."""
+    (scaling.evaluate.harness); a job forked by the job server has what the server imported
+    (scaling.cli.JOB_MODULES)."""
     code = ("import importlib, sys; from scaling.cli import JOB_MODULES\n"
             "for m in JOB_MODULES: importlib.import_module(m)\n"
             "print(*[m for m in ('datasets', 'huggingface_hub', 'transformers', 'lm_eval') if m in sys.modules])")
