@@ -30,6 +30,7 @@ import ctypes
 import importlib
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -45,10 +46,14 @@ from collections.abc import Callable, Sequence
 
 ENV = "SCALING_FORKSERVER"  # the server's socket name, in the environment of the jobs it serves
 KILL_AFTER_S = 60  # a job whose client is gone gets SIGTERM, then SIGKILL this much later (submitit's grace)
-FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+             signal.SIGTSTP, signal.SIGCONT)  # Ctrl-Z and fg too
 _LENGTH = struct.Struct("!I")  # a request's length, before its JSON
 _CREDENTIALS = struct.Struct("3i")  # SO_PEERCRED: pid, uid, gid
-_PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent ends
+_PR_SET_PDEATHSIG, _PR_SET_NAME = 1, 15  # prctl(2): the signal a process gets when its parent ends; its name
+# the limits a job takes on from its client (`ulimit` in a rule's shell line), with its nice value and CPUs
+_RLIMITS = ("RLIMIT_NOFILE", "RLIMIT_AS", "RLIMIT_DATA", "RLIMIT_STACK", "RLIMIT_CPU", "RLIMIT_CORE", "RLIMIT_FSIZE",
+            "RLIMIT_NPROC", "RLIMIT_MEMLOCK")
 _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
 
@@ -88,7 +93,9 @@ def delegate(argv: Sequence[str]) -> int | None:
     umask = os.umask(0)
     os.umask(umask)
     request = json.dumps({"argv": list(argv), "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask,
-                          "ignored": [int(s) for s in ignored]}).encode()
+                          "ignored": [int(s) for s in ignored], "nice": os.getpriority(os.PRIO_PROCESS, 0),
+                          "cpus": sorted(os.sched_getaffinity(0)),
+                          "limits": {r: resource.getrlimit(getattr(resource, r)) for r in _RLIMITS}}).encode()
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect("\0" + name)
@@ -225,8 +232,8 @@ def _wait(conn: socket.socket, run: Callable[[list[str]], object]) -> None:
             os.kill(job, signal.SIGTERM)
             continue
         *signals, pending = (pending + data).split(b"\n")
-        for signum in signals:
-            os.kill(job, int(signum))
+        for signum in map(int, signals):  # the job's process group has no terminal, which discards SIGTSTP
+            os.kill(job, signal.SIGSTOP if signum == signal.SIGTSTP else signum)
     command = " ".join(request["argv"][:1])
     print(f"{time.strftime('%H:%M:%S')} pid {job}: scaling {command}: exit {os.waitstatus_to_exitcode(status)} "
           f"in {time.perf_counter() - t0:.1f} s", flush=True)
@@ -248,6 +255,30 @@ def _receive(conn: socket.socket, size: int) -> bytes:
     return data
 
 
+def _take_on(request: dict) -> None:
+    """What a process of the client's would have had: its umask, nice value, CPUs and limits (lowered where the
+    server's are higher; raising a hard limit is not allowed), its name as ``ps -o comm`` and ``top`` show it, and
+    thread pools sized as Snakemake asks each job (``OMP_NUM_THREADS``: the server's libraries built theirs when
+    they were imported)."""
+    import threadpoolctl  # the job's: the server has imported it by now, with numpy
+
+    os.umask(request["umask"])
+    for set_it in (lambda: os.setpriority(os.PRIO_PROCESS, 0, request["nice"]),  # a lower one needs privileges
+                   lambda: os.sched_setaffinity(0, request["cpus"]),
+                   *(lambda name=name, limits=limits: resource.setrlimit(getattr(resource, name), tuple(limits))
+                     for name, limits in request["limits"].items())):
+        try:
+            set_it()
+        except (ValueError, OSError):
+            pass
+    _PRCTL(_PR_SET_NAME, ctypes.c_char_p(f"scaling {request['argv'][0] if request['argv'] else ''}"[:15].encode()))
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:
+        threadpoolctl.threadpool_limits(int(threads))
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(int(threads))
+
+
 def _job(request: dict, fds: list[int], run: Callable[[list[str]], object], waiter: int) -> None:
     """The job: take on the client's streams, directory, environment and signal dispositions, run the command and
     exit as a ``python -m`` process would (exit code, traceback, exit handlers). Never returns."""
@@ -262,7 +293,7 @@ def _job(request: dict, fds: list[int], run: Callable[[list[str]], object], wait
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        os.umask(request["umask"])
+        _take_on(request)
         tempfile.tempdir = None  # recomputed from this job's TMPDIR
         for s in (*FORWARDED, signal.SIGCHLD):
             signal.signal(s, signal.SIG_IGN if s in request["ignored"] else signal.SIG_DFL)
@@ -309,6 +340,7 @@ def main() -> None:
     module, function = target.split(":")
     serve(socket.socket(fileno=int(listener)), int(owner), getattr(importlib.import_module(module), function),
           preload, int(done))
+    os._exit(0)  # its owner has ended: no interpreter shutdown (a second with torch loaded)
 
 
 if __name__ == "__main__":

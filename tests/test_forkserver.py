@@ -33,6 +33,16 @@ def run(argv):
         signal.signal(signal.SIGTERM, lambda s, f: (open(rest[0], "w").write("stopped"), os._exit(7)))
         print("ready", flush=True)
         time.sleep(60)
+    elif what == "process":  # what the OS holds for it
+        import resource
+        print(os.getpriority(os.PRIO_PROCESS, 0), sorted(os.sched_getaffinity(0)),
+              resource.getrlimit(resource.RLIMIT_NOFILE)[0], open("/proc/self/comm").read().strip(), flush=True)
+    elif what == "blas":  # its BLAS threads
+        import threadpoolctl
+        print(*[pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"])
+    elif what == "pid":  # prints its pid, then waits
+        print(os.getpid(), flush=True)
+        time.sleep(60)
     elif what == "modules":  # what the server imported before forking it
         print("preloaded" in sys.modules, flush=True)
     elif what == "sleep":
@@ -64,8 +74,10 @@ time.sleep(600)
 def server(tmp_path, monkeypatch):
     """A server whose owner lives for the test: yields its log; the clients' environment names the server."""
     (tmp_path / "job.py").write_text(JOB)
-    (tmp_path / "preloaded.py").write_text("")
+    (tmp_path / "preloaded.py").write_text("import numpy  # its BLAS builds its thread pool when loaded\n")
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     log = tmp_path / "logs" / "forkserver.log"
     owner = subprocess.Popen([sys.executable, "-c", OWNER, str(log)], stdout=subprocess.PIPE, text=True)
     monkeypatch.setenv(forkserver.ENV, owner.stdout.readline().strip())
@@ -101,6 +113,39 @@ def test_a_command_runs_in_the_server_with_the_clients_directory_environment_and
 def test_a_job_finds_the_modules_the_server_imported(server):
     assert "imported 2 modules in " in server.read_text()  # before start(wait=True) returned
     assert client("modules").stdout == "True\n"
+
+
+def test_the_job_takes_on_its_clients_nice_value_cpus_and_limits(server):
+    """As a rule's shell line would set them (nice, taskset, ulimit), for the job the server forks."""
+    cpu = min(os.sched_getaffinity(0))
+    proc = subprocess.run(["nice", "-n", "5", "taskset", "-c", str(cpu), "bash", "-c",
+                           f"ulimit -n 256 && exec {sys.executable} -c '{CLIENT}' process"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split(maxsplit=3) == [str(os.getpriority(os.PRIO_PROCESS, 0) + 5), f"[{cpu}]", "256",
+                                             "scaling process\n"]
+
+
+def test_the_jobs_thread_pools_are_sized_as_snakemake_asks(server):
+    """Snakemake sets OMP_NUM_THREADS to a job's threads; the server's BLAS sized its pool when it was loaded."""
+    assert client("blas", env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout.split() == ["1"]
+
+
+def test_ctrl_z_stops_the_job_and_fg_resumes_it(server):
+    proc = subprocess.Popen([sys.executable, "-c", CLIENT, "pid"], stdout=subprocess.PIPE, text=True)
+    job = int(proc.stdout.readline())
+    for signum, state in ((signal.SIGTSTP, "T"), (signal.SIGCONT, "S")):
+        proc.send_signal(signum)
+        deadline = time.monotonic() + 30
+        while _state(job) != state and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _state(job) == state
+    proc.terminate()
+    assert proc.wait(timeout=30) == -signal.SIGTERM
+
+
+def _state(pid: int) -> str:
+    """A process's state letter (/proc/PID/stat): S sleeping, T stopped."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 def test_the_job_keeps_the_signals_its_client_ignores(server):
