@@ -14,7 +14,7 @@ import sys
 from snakemake.utils import min_version
 
 from scaling import forkserver
-from scaling.cli import JOB_MODULES
+from scaling.cli import start_job_server
 from scaling.io import spec_json, write_json
 from scaling.study.config import load
 from scaling.study.runs import ConfigError
@@ -61,7 +61,7 @@ rule all:
 onstart:
     write_json(STUDY_FILE, config)
     if config["engine"]["forkserver"] and not workflow.non_local_exec and not LOCAL_GPU:  # scaling.forkserver
-        forkserver.start("scaling.cli:run", JOB_MODULES, f"{RESULTS}/logs/forkserver.log")
+        start_job_server(f"{RESULTS}/logs/forkserver.log")
     else:  # a server of an outer study (this snakemake run by one of its jobs) serves none of this one's
         os.environ.pop(forkserver.ENV, None)
 

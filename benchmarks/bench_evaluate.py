@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from scaling import forkserver
-from scaling.cli import JOB_MODULES
+from scaling.cli import start_job_server
 from scaling.data.prepare import embedded_corpus, load_tokenizer, prepare
 from scaling.evaluate.scoring import score_task
 from scaling.evaluate.tasks import BUILDERS, Window, build_task, write_task
@@ -80,7 +80,7 @@ def main() -> None:
         requests = sum(len(ex["choices"]) for examples in tasks.values() for ex in examples)
         print(f"{len(tasks)} tasks × {n} examples = {requests:,} requests, seq_len {SEQ_LEN}, batch {args.batch_size}, "
               f"device {device}")
-        forkserver.start("scaling.cli:run", JOB_MODULES, str(tmp / "forkserver.log"), wait=True)
+        start_job_server(str(tmp / "forkserver.log"), wait=True)
         print(f"{'size':>6} {'requests/s':>11} {'scoring s':>10} {'job s':>7} {'served':>7}")
         for name, (d, layers, heads) in shapes.items():
             shape = Shape(d_model=d, n_layers=layers, n_heads=heads, seq_len=SEQ_LEN)

@@ -72,7 +72,7 @@ import yaml
 from snakemake.utils import validate
 
 from scaling import forkserver
-from scaling.cli import JOB_MODULES
+from scaling.cli import start_job_server
 from scaling.study import runs as study
 from scaling.data.prepare import load_tokens, prepare
 from scaling.train.flops import flops_per_token
@@ -245,7 +245,7 @@ def main(argv=None) -> int:
         data_dir = Path(tmp) / "data"
         prepare(next(iter(config["datasets"].values())), data_dir)
         data = load_tokens(data_dir, "train")
-        forkserver.start("scaling.cli:run", JOB_MODULES, str(Path(tmp) / "forkserver.log"), wait=True)
+        start_job_server(str(Path(tmp) / "forkserver.log"), wait=True)
         for model in models:
             name = study.model_name(model)
             spec = copy.deepcopy(study.run_spec(config, study.Run("bible", name, 20.0, args.lr, 0)))

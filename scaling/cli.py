@@ -21,6 +21,11 @@ JOB_MODULES = ("torch", "torch._dynamo", "scaling.train.loop", "scaling.evaluate
                "scaling.store.database", "scaling.fit.stage", "scaling.report.write")
 
 
+def start_job_server(log: str, wait: bool = False) -> str | None:
+    """Start the job server for this process's ``scaling`` commands (scaling.forkserver.start), logging to ``log``."""
+    return forkserver.start("scaling.cli:run", JOB_MODULES, log, wait=wait)
+
+
 def _prepare(args):
     from scaling.data.prepare import prepare
 
