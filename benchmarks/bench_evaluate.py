@@ -3,8 +3,8 @@
     python benchmarks/bench_evaluate.py            # default-study sizes, 500 examples of each built-in task
     python benchmarks/bench_evaluate.py --smoke    # one size, 50 examples: checks the script runs (seconds)
 
-For each shape of the default study (untrained weights: speed does not depend
-on them), on the four built-in tasks made from the embedded corpus, one CPU
+For each model of the default study (``workflow/config.yaml``: its shapes and window; untrained weights:
+speed does not depend on them), on the four built-in tasks made from the embedded corpus, one CPU
 thread as a pipeline job (on a GPU it uses the GPU):
 
 - ``job``: the wall time of ``scaling evaluate`` as the evaluate rule runs it,
@@ -36,11 +36,12 @@ from scaling.data.prepare import embedded_corpus, load_tokenizer, prepare
 from scaling.evaluate.scoring import score_task
 from scaling.evaluate.tasks import BUILDERS, Window, build_task, write_task
 from scaling.io import write_json
+from scaling.study import runs as S
+from scaling.study.config import load
 from scaling.train.loop import save_model
-from scaling.train.model import GPT, Shape
+from scaling.train.model import GPT
 
-SHAPES = {"d32": (32, 2, 2), "d64": (64, 2, 2), "d64L3": (64, 3, 4)}
-SEQ_LEN = 64  # the default study's window
+DEFAULT_STUDY = Path(__file__).resolve().parents[1] / "workflow/config.yaml"
 GOAL_S = 2.0
 
 
@@ -64,7 +65,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     n = 50 if args.smoke else args.examples
-    shapes = dict(list(SHAPES.items())[:1]) if args.smoke else SHAPES
+    config = load([DEFAULT_STUDY])
+    dataset = next(iter(config["datasets"]))
+    shapes = {S.model_name(m): S.model_shape(config, dataset, S.model_name(m)) for m in config["models"]}
+    shapes = dict(list(shapes.items())[:1]) if args.smoke else shapes
+    seq_len = config["training"]["seq_len"]
     torch.set_num_threads(1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,24 +77,23 @@ def main() -> None:
         prepare({"source": "embedded"}, tmp / "data")
         text = embedded_corpus().val.decode("utf-8")
         tokenizer = load_tokenizer(tmp / "data")
-        window = Window(SEQ_LEN, tokenizer.encode)
+        window = Window(seq_len, tokenizer.encode)
         tasks = {kind: build_task(kind, text, n, seed=0, window=window) for kind in BUILDERS}
         paths = {kind: tmp / "tasks" / f"{kind}.jsonl" for kind in tasks}
         for kind, examples in tasks.items():
             write_task(paths[kind], examples)
         requests = sum(len(ex["choices"]) for examples in tasks.values() for ex in examples)
-        print(f"{len(tasks)} tasks × {n} examples = {requests:,} requests, seq_len {SEQ_LEN}, batch {args.batch_size}, "
+        print(f"{len(tasks)} tasks × {n} examples = {requests:,} requests, seq_len {seq_len}, batch {args.batch_size}, "
               f"device {device}")
         start_job_server(str(tmp / "forkserver.log"), wait=True)
         print(f"{'size':>6} {'requests/s':>11} {'scoring s':>10} {'job s':>7} {'served':>7}")
-        for name, (d, layers, heads) in shapes.items():
-            shape = Shape(d_model=d, n_layers=layers, n_heads=heads, seq_len=SEQ_LEN)
+        for name, shape in shapes.items():
             model = GPT(shape).to(device)
             seconds = []
             for _ in range(args.repeats):
                 start = time.perf_counter()
                 for examples in tasks.values():
-                    score_task(model, tokenizer, examples, SEQ_LEN, batch_size=args.batch_size, device=device)
+                    score_task(model, tokenizer, examples, seq_len, batch_size=args.batch_size, device=device)
                 seconds.append(time.perf_counter() - start)
             run = tmp / "runs" / name
             save_model(run / "model.pt", shape, model)

@@ -19,6 +19,7 @@ rule tasks:
         examples=config["downstream"]["examples"],
         seed=config["downstream"]["seed"],
         seq_len=config["training"]["seq_len"],  # contexts are cut to fit the models' window
+    priority: S.SCORE_PRIORITY  # before the train jobs waiting for a core: a run is scored once it has trained
     log:
         f"{RESULTS}/logs/tasks/{{dataset}}/{{task}}.log",
     shell:
@@ -45,6 +46,7 @@ rule evaluate:
         data=f"{RESULTS}/data/{{dataset}}",
         hf=lambda wc, input: ["--hf", input.hf] if HARNESS else [],
     threads: 1
+    priority: S.SCORE_PRIORITY
     resources:
         gpu=lambda wc: min(run_gpus(wc), 1),
         runtime=config["cluster"]["min_runtime_minutes"],
@@ -66,6 +68,7 @@ rule export:
     params:
         run=lambda wc, input: os.path.dirname(input.model),
         data=lambda wc, input: os.path.dirname(input.meta),
+    priority: S.SCORE_PRIORITY
     log:
         run_log("export"),
     shell:

@@ -206,3 +206,18 @@ def test_a_run_trained_here_on_the_cpu_asks_for_no_gpu(tmp_path):
             gpus.append(line.split("gpu=")[1].split(",")[0] if "gpu=" in line else None)
     assert jobs == 12 and len(gpus) == jobs  # the smoke study's 6 runs, each trained and scored, each stating its GPUs
     assert set(gpus) == ({"1"} if has_gpu() else {"0"})
+
+
+def test_runs_are_scored_before_train_jobs_that_wait_for_a_core(tmp_path):
+    """Tasks and evaluate jobs outrank every train job, so a run is scored as soon as it has trained, while the
+    others train, and the study does not end on all of its scoring at once."""
+    proc = snakemake(tmp_path, smoke_config(), "--dry-run", "--cores", "2")
+    priority, rule = {}, None
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if line.startswith(("rule ", "localrule ")):
+            rule = line.split()[1].rstrip(":")
+            priority.setdefault(rule, []).append(0)  # Snakemake prints a job's priority only when it is not 0
+        elif line.strip().startswith("priority:"):
+            priority[rule][-1] = int(line.split(":")[1])
+    assert len(priority["train"]) == len(priority["evaluate"]) == 6 and len(priority["tasks"]) == 2
+    assert min(priority["tasks"] + priority["evaluate"]) > max(priority["train"]) > 0

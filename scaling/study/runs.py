@@ -500,6 +500,12 @@ def job_flops(spec: dict) -> float:
     return flops_6nd(count_params(Shape(**spec["shape"]))["n_params"], ladder.job_tokens(spec))
 
 
+# The Snakemake priority of the jobs that score runs (tasks, export, evaluate): above every train job's
+# (job_priority: log2 of its compute, below 128 for any study), so that a run is scored as soon as it has
+# trained, while the others train, and a study does not end on all of its scoring at once.
+SCORE_PRIORITY = 128
+
+
 def job_priority(spec: dict) -> int:
     """A train job's Snakemake priority: log2 of its compute, so that of the jobs ready to run the longest start
     first (longest processing time first, Graham 1969) and a study does not wait at its end for its largest run."""
