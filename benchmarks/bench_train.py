@@ -216,7 +216,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=200, help="steps per measurement")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (pairs); the best and the median "
                         "ratio are printed")
-    parser.add_argument("--lr", type=float, default=0.005, help="peak LR (the default study's lowest)")
+    parser.add_argument("--lr", type=float, default=0.005, help="peak LR (one the default study sweeps)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a study's runs use 1)")
     parser.add_argument("--sizes", nargs="+", help="only these sizes of the default study (default: all)")
     parser.add_argument("--instructions", action="store_true", help="count instructions per step under valgrind")

@@ -2,7 +2,7 @@
 
 Each job of a local study (``snakemake --cores N``) is a new ``python -m scaling.cli …`` process that, before any
 work, imports torch (about 2 s on a 2-core machine), torch's compiler, which ``torch.optim`` loads for its first
-optimizer (2 s more), pandas, pyarrow and the rest. Over the default study's 50 jobs that was about 150 of its
+optimizer (2 s more), pandas, pyarrow and the rest. Over the then default study's 50 jobs that was about 150 of its
 740 core-seconds. The remedy is the one of :mod:`multiprocessing`'s ``forkserver`` and of PyTorch's DataLoader
 workers (which fork after torch is imported), applied to whole commands:
 

@@ -297,7 +297,7 @@ def test_loss_vs_lr_marks_diverged_runs_and_labels_the_sizes(study):
 
 
 def default_like_runs(m40_sweep: bool) -> pd.DataFrame:
-    """The default study's grid: four sizes swept over three rates at M = 20, the smallest also at M = 40 and
+    """A default-like grid: four sizes swept over three rates at M = 20, the smallest also at M = 40 and
     M = 80 and a larger shape at M = 20 at one rate each. d32 at M = 40 costs what d40 costs at M = 20 and here
     reaches exactly its loss; with ``m40_sweep`` d32 at M = 40 is swept too, on d40's losses at every rate."""
     sizes = {"d32": 35_712, "d40": 52_320, "d48": 72_000, "d64": 120_576, "d64L3": 170_560}

@@ -11,7 +11,7 @@ from scaling.evaluate.tasks import (BUILDERS, CONTEXT_CHARS, TaskError, Window, 
                                     write_task)
 
 TEXT = embedded_corpus().val.decode("utf-8")
-WINDOW = Window(64, ByteTokenizer().encode)  # the default study's
+WINDOW = Window(64, ByteTokenizer().encode)  # a 64-byte window, as the smoke study's
 
 
 @pytest.fixture(scope="module")

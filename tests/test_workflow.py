@@ -219,5 +219,6 @@ def test_runs_are_scored_before_train_jobs_that_wait_for_a_core(tmp_path):
             priority.setdefault(rule, []).append(0)  # Snakemake prints a job's priority only when it is not 0
         elif line.strip().startswith("priority:"):
             priority[rule][-1] = int(line.split(":")[1])
+    # (export, the third scoring rule, has no job here: the smoke study has no harness task)
     assert len(priority["train"]) == len(priority["evaluate"]) == 6 and len(priority["tasks"]) == 2
     assert min(priority["tasks"] + priority["evaluate"]) > max(priority["train"]) > 0

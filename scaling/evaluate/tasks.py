@@ -34,8 +34,8 @@ From easy to hard for a small byte-level model:
   words of the same sentence that are in the context (after LAMBADA, Paperno et
   al. 2016), so copying a word of the context picks a wrong one. Needs the
   sentence's sense. Its context fits the window with every word it may draw.
-  (The right word is not required to occur in the context too: in the default
-  study's 64-byte window it rarely does, and too few examples would be left.)
+  (The right word is not required to occur in the context too: in a 64-byte
+  window it rarely does, and too few examples would be left.)
 """
 
 from __future__ import annotations
