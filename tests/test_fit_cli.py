@@ -41,7 +41,11 @@ def test_a_study_database_is_fitted_with_targets_and_json_output(files):
     assert [f["n_points"] for f in doc["fits"]] == [5] and doc["fits"][0]["dataset"] == "d"
     roles = pd.DataFrame(doc["predictions"])["role"].value_counts().to_dict()
     assert roles == {"fit": 5, "held_out": 2, "target": 1}
-    assert all(p["predicted_loss_lo"] <= p["predicted_loss"] <= p["predicted_loss_hi"] for p in doc["predictions"])
+    # the synthetic runs lie exactly on the law, so the bootstrap's interval has zero width up to rounding: the
+    # prediction is inside it to within the rounding of the refits (numpy 2.4 / scipy 1.17 put it 1e-12 outside)
+    rounding = 1e-9
+    assert all(p["predicted_loss_lo"] <= p["predicted_loss"] * (1 + rounding)
+               and p["predicted_loss"] <= p["predicted_loss_hi"] * (1 + rounding) for p in doc["predictions"])
 
 
 def test_where_chooses_rows_and_the_default_fit_set_follows(files):
