@@ -4,7 +4,7 @@ For each size it writes a study of that many runs (10 model sizes × 5 token mul
 rates × seeds, the embedded corpus, one downstream task) and measures, each in a fresh process:
 
 - `snakemake -n` of the study (wall time and peak memory), with the project's default profile;
-- the same for an empty workflow with the same rules, wildcards, files and jobs and nothing else
+- the same for an empty workflow with the same rules, wildcards, files (their paths too) and jobs and nothing else
   (no params, functions or study): Snakemake's own share, so the project's is the difference;
 - one job's start: Snakemake invoked as a SLURM job invokes it (`--mode remote`, the job's
   `--target-jobs`, `--allowed-rules train`), timed from the start of the process to the moment the
@@ -35,48 +35,49 @@ REPO = Path(__file__).resolve().parents[1]
 SIZES = [{"name": f"d{8 * (i + 2)}", "d_model": 8 * (i + 2), "n_layers": 2, "n_heads": 2} for i in range(10)]
 MULTIPLIERS = [10, 20, 40, 80, 160]
 
-# Snakemake alone: the study's rules with their wildcards, inputs, outputs and logs, and nothing else
+# Snakemake alone: the study's rules with their wildcards, inputs, outputs and logs (the same paths, under R, the
+# study's results folder), and nothing else
 EMPTY = '''
 IDS = open("run_ids.txt").read().split()
 wildcard_constraints:
     dataset=r"[^/]+", size=r"[^/]+", M=r"[^_/]+", lr=r"[^_/]+", seed=r"\\d+"
 RUN = "{dataset}/{size}/M{M}_lr{lr}_s{seed}"
 rule all:
-    input: "db", "summary.md", "tables/collect.json"
+    input: R + "db", R + "summary.md", R + "tables/collect.json"
 rule prepare:
-    output: "data/{dataset}/train.bin", "data/{dataset}/val.bin", "data/{dataset}/meta.json"
-    log: "logs/prepare/{dataset}.log"
+    output: R + "data/{dataset}/train.bin", R + "data/{dataset}/val.bin", R + "data/{dataset}/meta.json"
+    log: R + "logs/prepare/{dataset}.log"
     shell: "true"
 rule tasks:
-    input: "data/{dataset}/val.bin", "data/{dataset}/meta.json"
-    output: "tasks/{dataset}/{task}.jsonl"
-    log: "logs/tasks/{dataset}/{task}.log"
+    input: R + "data/{dataset}/val.bin", R + "data/{dataset}/meta.json"
+    output: R + "tasks/{dataset}/{task}.jsonl"
+    log: R + "logs/tasks/{dataset}/{task}.log"
     shell: "true"
 rule train:
-    input: "data/{dataset}/train.bin", "data/{dataset}/val.bin", "data/{dataset}/meta.json"
-    output: f"runs/{RUN}/metrics.json", f"runs/{RUN}/curve.parquet", f"runs/{RUN}/model.pt"
-    log: f"logs/train/{RUN}.log"
+    input: R + "data/{dataset}/train.bin", R + "data/{dataset}/val.bin", R + "data/{dataset}/meta.json"
+    output: f"{R}runs/{RUN}/metrics.json", f"{R}runs/{RUN}/curve.parquet", f"{R}runs/{RUN}/model.pt"
+    log: f"{R}logs/train/{RUN}.log"
     shell: "true"
 rule evaluate:
-    input: f"runs/{RUN}/model.pt", f"runs/{RUN}/metrics.json", "data/{dataset}/meta.json", "tasks/{dataset}/spelling.jsonl"
-    output: f"runs/{RUN}/downstream.json"
-    log: f"logs/evaluate/{RUN}.log"
+    input: f"{R}runs/{RUN}/model.pt", f"{R}runs/{RUN}/metrics.json", R + "data/{dataset}/meta.json", R + "tasks/{dataset}/spelling.jsonl"
+    output: f"{R}runs/{RUN}/downstream.json"
+    log: f"{R}logs/evaluate/{RUN}.log"
     shell: "true"
 rule collect:
-    input: [f"runs/{r}/{f}" for f in ("metrics.json", "curve.parquet", "downstream.json") for r in IDS]
-    output: "tables/collect.json"
+    input: [f"{R}runs/{r}/{f}" for f in ("metrics.json", "curve.parquet", "downstream.json") for r in IDS]
+    output: R + "tables/collect.json"
     shell: "true"
 rule fit:
-    input: "tables/collect.json"
-    output: "fit.json"
+    input: R + "tables/collect.json"
+    output: R + "fit.json"
     shell: "true"
 rule database:
-    input: "tables/collect.json", "fit.json"
-    output: "db"
+    input: R + "tables/collect.json", R + "fit.json"
+    output: R + "db"
     shell: "true"
 rule report:
-    input: "tables/collect.json", "fit.json"
-    output: "summary.md"
+    input: R + "tables/collect.json", R + "fit.json"
+    output: R + "summary.md"
     shell: "true"
 '''
 
@@ -155,7 +156,7 @@ def measure(n_runs: int, root: Path) -> dict:
     jobs = int(out.split("\ntotal", 1)[1].split()[0])
     empty = root / f"empty{n_runs}"
     empty.mkdir()
-    (empty / "Snakefile").write_text(EMPTY)
+    (empty / "Snakefile").write_text(f'R = "results/{config["study"]}/"\n' + EMPTY)
     (empty / "run_ids.txt").write_text("\n".join(r.id for r in planned))
     base_wall, base_rss, base_out = timed(snakemake, cwd=empty)
     base_jobs = int(base_out.split("\ntotal", 1)[1].split()[0])

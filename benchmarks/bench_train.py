@@ -142,16 +142,16 @@ def job(spec: dict, data_dir: Path, threads: int, served: bool) -> tuple[float, 
         return wall, json.loads((Path(out) / "metrics.json").read_text())["train_s"]
 
 
-COUNTED = (20, 120)  # --instructions: the two lengths of each loop, below eval_every (no validation in either)
+COUNTED = (20, 120)  # --instructions: the two lengths of each loop (--counted), below eval_every (no validation)
 COUNT_LR = 0.001  # --instructions: a rate no size diverges at in 20 steps (the count does not depend on it)
 SEGMENT_END = "os_getppid"  # the C function callgrind dumps its counts before: the child calls it after each segment
 
 
-def count_segments(config: dict, sizes: list[str]) -> None:
+def count_segments(config: dict, sizes: list[str], counted: tuple[int, int] = COUNTED) -> None:
     """Under callgrind (``--instructions``): each size's loops at both lengths, one dump of the counts after each,
     its label printed in the same order (the first dump, start-up, is labelled ``start``)."""
-    if max(COUNTED) >= config["training"]["eval_every"]:
-        raise ValueError(f"the counted lengths {COUNTED} must stay below training.eval_every, so that neither "
+    if max(counted) >= config["training"]["eval_every"]:
+        raise ValueError(f"the counted lengths {counted} must stay below training.eval_every, so that neither "
                          f"validates")
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
@@ -165,7 +165,7 @@ def count_segments(config: dict, sizes: list[str]) -> None:
         for size in sizes:
             spec = copy.deepcopy(study.run_spec(config, study.Run("bible", size, 20.0, COUNT_LR, 0)))
             for kind in ("trainer", "plain"):
-                for steps in COUNTED:
+                for steps in counted:
                     spec["tokens"] = steps * spec["training"]["batch_tokens"]
                     if kind == "trainer":
                         trainer(spec, data_dir, steps, threads=1)
@@ -175,12 +175,12 @@ def count_segments(config: dict, sizes: list[str]) -> None:
                     os.getppid()
 
 
-def instructions(sizes: list[str]) -> int:
+def instructions(sizes: list[str], counted: tuple[int, int] = COUNTED) -> int:
     """Run :func:`count_segments` under callgrind and print each size's instructions per step."""
     with tempfile.TemporaryDirectory() as tmp:
         child = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--dump-before={SEGMENT_END}*", f"--callgrind-out-file={tmp}/cg",
-             sys.executable, __file__, "--count-segments", "--sizes", *sizes],
+             sys.executable, __file__, "--count-segments", "--counted", *map(str, counted), "--sizes", *sizes],
             env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},  # numpy's idle BLAS thread spins under valgrind
             capture_output=True, text=True)
         if child.returncode:
@@ -194,7 +194,7 @@ def instructions(sizes: list[str]) -> int:
         counts = [int(next(line.split()[1] for line in Path(f"{tmp}/cg.{i}").read_text().splitlines()
                            if line.startswith("summary:"))) for i in range(1, len(labels) + 1)]
     count = dict(zip(labels, counts))
-    short, long = COUNTED
+    short, long = counted
     print(f"instructions per step (callgrind; {long} steps less {short}, at lr {COUNT_LR})\n")
     print(f"{'size':>6} | {'trainer':>12} {'plain':>12} | {'plain/trainer':>13}")
     for size in sizes:
@@ -216,19 +216,23 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=200, help="steps per measurement")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (pairs); the best and the median "
                         "ratio are printed")
-    parser.add_argument("--lr", type=float, default=0.005, help="peak LR (one the default study sweeps)")
+    parser.add_argument("--lr", type=float, default=0.01, help="peak LR (the one every size of the default study "
+                        "trains at)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a study's runs use 1)")
     parser.add_argument("--sizes", nargs="+", help="only these sizes of the default study (default: all)")
     parser.add_argument("--instructions", action="store_true", help="count instructions per step under valgrind")
+    parser.add_argument("--counted", type=int, nargs=2, default=COUNTED, metavar=("SHORT", "LONG"),
+                        help="--instructions: the two loop lengths whose difference is counted (fewer for large "
+                        "sizes, whose steps take minutes under valgrind)")
     parser.add_argument("--count-segments", action="store_true", help=argparse.SUPPRESS)  # the counted child
     args = parser.parse_args(argv)
     config = default_study()
     models = [m for m in config["models"] if not args.sizes or study.model_name(m) in args.sizes]
     models = models[:1] if args.smoke else models
     if args.count_segments:
-        return count_segments(config, [study.model_name(m) for m in models])
+        return count_segments(config, [study.model_name(m) for m in models], tuple(args.counted))
     if args.instructions:
-        return instructions([study.model_name(m) for m in models])
+        return instructions([study.model_name(m) for m in models], tuple(args.counted))
     steps, rounds = (20, 1) if args.smoke else (args.steps, args.rounds)
 
     peak = matmul_peak(args.threads, seconds=0.2 if args.smoke else 1.0)

@@ -4,6 +4,9 @@
 TASK_SETS = json.dumps(config["downstream"]["task_sets"], sort_keys=True)
 HARNESS = any("harness" in task for task in TASKS.values())
 TASK_FILES = {dataset: S.task_files(config, RESULTS, dataset) for dataset in config["datasets"]}
+# each dataset's, made once: a study's evaluate jobs share them (10,000 runs: 10,000 jobs)
+TASK_PATHS = {dataset: [t["path"] for t in tasks.values() if "path" in t] for dataset, tasks in TASK_FILES.items()}
+TASKS_JSON = {dataset: json.dumps(tasks, sort_keys=True) for dataset, tasks in TASK_FILES.items()}
 
 
 rule tasks:
@@ -33,18 +36,18 @@ rule evaluate:
         model=f"{RUN_DIR}/model.pt",
         metrics=f"{RUN_DIR}/metrics.json",
         meta=f"{RESULTS}/data/{{dataset}}/meta.json",
-        tasks=lambda wc: [t["path"] for t in TASK_FILES[wc.dataset].values() if "path" in t],
+        tasks=lambda wc: TASK_PATHS[wc.dataset],
         harness=S.harness_files(config),
         hf=f"{RUN_DIR}/hf" if HARNESS else [],
     output:
         f"{RUN_DIR}/downstream.json",
     params:
-        tasks=lambda wc: json.dumps(TASK_FILES[wc.dataset], sort_keys=True),
+        tasks=lambda wc: TASKS_JSON[wc.dataset],
         task_sets=TASK_SETS,
         batch_size=config["downstream"]["batch_size"],
         run=RUN_DIR,
         data=f"{RESULTS}/data/{{dataset}}",
-        hf=lambda wc, input: ["--hf", input.hf] if HARNESS else [],
+        hf=(lambda wc, input: ["--hf", input.hf]) if HARNESS else [],
     threads: 1
     priority: S.SCORE_PRIORITY
     resources:

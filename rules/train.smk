@@ -3,6 +3,7 @@
 TRAIN = (f"{PYTHON} -m torch.distributed.run --standalone --nproc_per_node {GPUS} -m scaling.cli train"
          if GPUS > 1 else f"{SCALING} train")
 ENGINE = S.engine_args(config, RESULTS)
+LADDER = bool(config["training"].get("ladder"))  # without one, no run has a trunk: no function per job asks
 
 
 rule train:
@@ -11,7 +12,7 @@ rule train:
         train=f"{RESULTS}/data/{{dataset}}/train.bin",
         val=f"{RESULTS}/data/{{dataset}}/val.bin",
         meta=f"{RESULTS}/data/{{dataset}}/meta.json",
-        trunk=lambda wc: branch_point(wc),  # a ladder's run starts from its trunk's checkpoint (rules/ladder.smk)
+        trunk=(lambda wc: branch_point(wc)) if LADDER else [],  # a ladder's run starts from its trunk's checkpoint
     output:
         metrics=f"{RUN_DIR}/metrics.json",
         curve=f"{RUN_DIR}/curve.parquet",
@@ -22,7 +23,7 @@ rule train:
         run=S.RUN_ID,
         data=f"{RESULTS}/data/{{dataset}}",
         out=RUN_DIR,
-        start=lambda wc, input: ["--start-from", input.trunk] if input.trunk else [],
+        start=(lambda wc, input: ["--start-from", input.trunk] if input.trunk else []) if LADDER else [],
     threads: 1
     priority: lambda wc: S.job_priority(spec(wc))  # the longest jobs first
     resources:

@@ -19,8 +19,9 @@ The engine (nothing in it changes a result on one device):
 - **Losses** stay on the device and are read every :data:`FLUSH_EVERY` steps,
   at checkpoints and at log lines, so the GPU is not synchronized every step.
 - **Divergence** (:mod:`scaling.train.stability`): the run stops at the first loss
-  that is NaN/inf or, after warmup, above the initial loss + ``divergence_margin``,
-  records ``status = "diverged"`` and still exits successfully.
+  that is NaN/inf or, after warmup, where the median of the last few losses is above the
+  initial loss + ``divergence_margin`` (a one-step spike passes), records
+  ``status = "diverged"`` and still exits successfully.
 - **Progress**: a log line every :data:`LOG_EVERY_S` seconds with step/total,
   loss, tokens/s, ETA, and on a GPU the MFU (:mod:`scaling.train.flops`); the log opens
   with a header, and the curve can go to TensorBoard too (:mod:`scaling.train.watch`).
@@ -76,7 +77,7 @@ from scaling.train.model import GPT, Shape, lm_loss
 from scaling.train.shapes import count_params
 from scaling.train.preemption import Stopped
 from scaling.train.schedules import constant, lr_at, warmup_length
-from scaling.train.stability import first_divergence
+from scaling.train.stability import WINDOW, first_divergence
 from scaling.train.watch import CurveLog, log_header
 
 FLUSH_EVERY = 32
@@ -410,9 +411,11 @@ def train_steps(run: Training, start: int, prior_s: float, checkpoint_every: int
         first = done - len(pending)
         losses[first:done] = world.mean(torch.stack(pending).float()).cpu().numpy()
         pending.clear()
-        stop = first_divergence(losses[first:done], first, losses[0], run.warmup_steps, cfg["divergence_margin"])
+        back = max(0, first - WINDOW + 1)  # with the end of the previous chunk, for the median's window
+        stop = first_divergence(losses[back:done], back, losses[0], run.warmup_steps, cfg["divergence_margin"])
         if stop is not None:
-            run.say(f"[{run.run_id}] diverged at step {stop + 1}: loss {losses[stop]:.4g} (initial {losses[0]:.4g})")
+            run.say(f"[{run.run_id}] diverged at step {stop + 1}: loss {losses[stop]:.4g}, the median of the last "
+                    f"{WINDOW} steps' above the initial {losses[0]:.4g} + {cfg['divergence_margin']:g}")
             return stop, prior_s + time.perf_counter() - loop_t0
         signum = world.max(signalled()) if done < steps else 0
         if (ckpt_now or signum) and world.main:
