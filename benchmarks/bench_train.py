@@ -47,10 +47,13 @@ machines' work on the host), more than the difference to be measured. ``--instru
 it runs the loops again under valgrind's callgrind, each at two lengths, and prints the instructions per step of
 each (the difference of the two counts over the steps between them, so that building the model and the first
 steps' allocations cancel) and plain / trainer, the trainer's throughput in instructions. It needs valgrind (``apt install valgrind``) and a Python built with
-its symbols (pyenv's; Debian's is stripped). It took 8.5 minutes for the two sizes below on the 2 cores; larger
-sizes take longer, as their steps do:
+its symbols (pyenv's; Debian's is stripped). It took 8.5 minutes for the first two sizes below on the 2 cores;
+larger sizes take longer, as their steps do: at d80L2 the default 120 + 20 steps per loop take hours, and 12 + 4
+took 18.5 minutes, niced beside other work (the count of 8 steps is as exact, though what the first steps leave
+uncancelled weighs 12 times more):
 
     python benchmarks/bench_train.py --instructions --sizes d10L1 d24L2
+    python benchmarks/bench_train.py --instructions --counted 4 12 --sizes d80L2
 """
 
 from __future__ import annotations
@@ -160,6 +163,7 @@ def count_segments(config: dict, sizes: list[str], counted: tuple[int, int] = CO
         spec = copy.deepcopy(study.run_spec(config, study.Run("bible", sizes[0], 20.0, COUNT_LR, 0)))
         spec["tokens"] = 5 * spec["training"]["batch_tokens"]
         plain_loop(Shape(**spec["shape"]), data, spec, 5)  # first calls allocate and pick kernels
+        trainer(spec, data_dir, 5, threads=1)  # and the trainer's first imports (its checkpoint's), not counted
         print("start", flush=True)
         os.getppid()
         for size in sizes:

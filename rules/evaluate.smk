@@ -47,7 +47,7 @@ rule evaluate:
         batch_size=config["downstream"]["batch_size"],
         run=RUN_DIR,
         data=f"{RESULTS}/data/{{dataset}}",
-        hf=(lambda wc, input: ["--hf", input.hf]) if HARNESS else [],
+        hf=lambda wc, input: ["--hf", input.hf] if HARNESS else [],  # of input: not recorded (as start, train.smk)
     threads: 1
     priority: S.SCORE_PRIORITY
     resources:

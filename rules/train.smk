@@ -23,7 +23,8 @@ rule train:
         run=S.RUN_ID,
         data=f"{RESULTS}/data/{{dataset}}",
         out=RUN_DIR,
-        start=(lambda wc, input: ["--start-from", input.trunk] if input.trunk else []) if LADDER else [],
+        # a function of input, so that Snakemake does not record it among the params a run reruns for (nor did it)
+        start=lambda wc, input: ["--start-from", input.trunk] if input.trunk else [],
     threads: 1
     priority: lambda wc: S.job_priority(spec(wc))  # the longest jobs first
     resources:

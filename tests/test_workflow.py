@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import base64
 import json
 import subprocess
 import sys
@@ -73,6 +75,31 @@ def test_every_run_is_scored_on_its_tasks_and_task_set(finished_smoke):
 
 def test_after_a_full_run_there_is_nothing_to_do(finished_smoke):
     assert planned(finished_smoke, smoke_config()) == {}
+
+
+def test_snakemake_records_a_run_s_spec_and_paths_as_its_params_and_nothing_else(finished_smoke):
+    """Snakemake reruns a job whose recorded params differ from its rule's, so a param added to or removed from the
+    train or evaluate rule retrains (or rescores) every run of every finished study: this pins what is recorded,
+    so that such a change is made knowingly. Params computed from a job's input (``start``, ``hf``) are not
+    recorded; a constant in their place would be, and would make every finished run stale."""
+    def recorded(path):  # Snakemake's record of the job that wrote an output (.snakemake/metadata/<base64 path>)
+        name = base64.urlsafe_b64encode(str(path.relative_to(finished_smoke)).encode()).decode()
+        record = json.loads((finished_smoke / ".snakemake" / "metadata" / name).read_text())
+        return record["rule"], [ast.literal_eval(p) for p in record["params"]]
+
+    run_dir = next((finished_smoke / RESULTS / "runs").glob("*/*/*/metrics.json")).parent
+    run_id = str(run_dir.relative_to(finished_smoke / RESULTS / "runs"))
+    data = f"{RESULTS}/data/{run_id.split('/')[0]}"
+    rule, params = recorded(run_dir / "metrics.json")
+    assert rule == "train" and len(params) == 4, params
+    spec = [p for p in params if p.startswith("{")]
+    assert len(spec) == 1 and json.loads(spec[0])["run_id"] == run_id
+    assert sorted(set(params) - set(spec)) == sorted([run_id, data, f"{RESULTS}/runs/{run_id}"])
+    rule, params = recorded(run_dir / "downstream.json")
+    study = json.loads((finished_smoke / RESULTS / "study.json").read_text())  # the checked study, defaults filled
+    assert rule == "evaluate" and len(params) == 5, params
+    assert study["downstream"]["batch_size"] in params and data in params and f"{RESULTS}/runs/{run_id}" in params
+    assert sum(isinstance(p, str) and p.startswith("{") for p in params) == 2  # the tasks' and task sets' JSON
 
 
 def test_adding_a_learning_rate_trains_only_the_new_runs(smoke_copy):

@@ -411,11 +411,11 @@ def train_steps(run: Training, start: int, prior_s: float, checkpoint_every: int
         first = done - len(pending)
         losses[first:done] = world.mean(torch.stack(pending).float()).cpu().numpy()
         pending.clear()
-        back = max(0, first - WINDOW + 1)  # with the end of the previous chunk, for the median's window
-        stop = first_divergence(losses[back:done], back, losses[0], run.warmup_steps, cfg["divergence_margin"])
+        stop = first_divergence(losses, first, done, run.warmup_steps, cfg["divergence_margin"])
         if stop is not None:
-            run.say(f"[{run.run_id}] diverged at step {stop + 1}: loss {losses[stop]:.4g}, the median of the last "
-                    f"{WINDOW} steps' above the initial {losses[0]:.4g} + {cfg['divergence_margin']:g}")
+            why = ("" if not math.isfinite(losses[stop]) else
+                   f", the median of its last {WINDOW} above the initial {losses[0]:.4g} + {cfg['divergence_margin']:g}")
+            run.say(f"[{run.run_id}] diverged at step {stop + 1}: loss {losses[stop]:.4g}{why}")
             return stop, prior_s + time.perf_counter() - loop_t0
         signum = world.max(signalled()) if done < steps else 0
         if (ckpt_now or signum) and world.main:
@@ -446,11 +446,14 @@ def log_progress(run: Training, start: int, done: int, elapsed: float) -> None:
 
 def final_validation(run: Training, stop: int | None) -> tuple[str, float]:
     """The run's status and validation loss: ``diverged`` (NaN) if it stopped early, or its validation loss is not
-    finite; else ``ok``."""
+    finite or above the initial loss + ``divergence_margin`` (a run that blew up in its last steps, too few for
+    the median of :func:`first_divergence`); else ``ok``."""
     if stop is not None:
         return "diverged", float("nan")
     val_loss = validation_loss(run.model, run.val_data, run.shape.seq_len, run.cfg["eval_tokens"], run.device)
-    return ("ok" if math.isfinite(val_loss) else "diverged"), val_loss
+    if not val_loss <= run.losses[0] + run.cfg["divergence_margin"]:  # NaN compares False
+        return "diverged", float("nan")
+    return "ok", val_loss
 
 
 def write_curve(run: Training, done: int) -> None:

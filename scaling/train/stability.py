@@ -19,16 +19,16 @@ import statistics
 WINDOW = 9  # steps: the median of 9 losses stays below the margin unless 5 of them rise above it
 
 
-def first_divergence(losses, first_step: int, initial: float, warmup: int, margin: float) -> int | None:
-    """The step (0-based) a run diverged at, from ``losses``, the losses of steps ``first_step``,
-    ``first_step`` + 1, …: the first that is NaN or infinite, or the first step after warmup whose loss and the
-    :data:`WINDOW` − 1 before it (all after warmup, all in ``losses``) have a median above ``initial`` +
-    ``margin``; None if neither. A caller checking the losses in chunks passes the last :data:`WINDOW` − 1 losses
-    of the previous chunk with each, so that a rise across two chunks is seen."""
-    start = max(0, warmup - first_step)  # the first index after warmup
-    for i, loss in enumerate(losses):
-        if not math.isfinite(loss):
-            return first_step + i
-        if i - start >= WINDOW - 1 and statistics.median(losses[i - WINDOW + 1:i + 1]) > initial + margin:
-            return first_step + i
+def first_divergence(losses, first: int, done: int, warmup: int, margin: float) -> int | None:
+    """The step (0-based) a run diverged at, among steps ``first`` to ``done`` − 1, from ``losses``, the run's
+    losses by step (those before ``first`` already checked): the first that is NaN or infinite, or the first step
+    after warmup whose loss and the :data:`WINDOW` − 1 before it (all after warmup) have a median above the initial
+    loss ``losses[0]`` + ``margin``; None if neither. Checking a run's steps in chunks finds what one check of
+    them all would."""
+    threshold = losses[0] + margin
+    for step in range(first, done):
+        if not math.isfinite(losses[step]):
+            return step
+        if step - WINDOW + 1 >= warmup and statistics.median(losses[step - WINDOW + 1:step + 1]) > threshold:
+            return step
     return None
