@@ -77,7 +77,7 @@ from scaling.train.model import GPT, Shape, lm_loss
 from scaling.train.shapes import count_params
 from scaling.train.preemption import Stopped
 from scaling.train.schedules import constant, lr_at, warmup_length
-from scaling.train.stability import WINDOW, first_divergence
+from scaling.train.stability import WINDOW, first_divergence, threshold
 from scaling.train.watch import CurveLog, log_header
 
 FLUSH_EVERY = 32
@@ -414,7 +414,7 @@ def train_steps(run: Training, start: int, prior_s: float, checkpoint_every: int
         stop = first_divergence(losses, first, done, run.warmup_steps, cfg["divergence_margin"])
         if stop is not None:
             why = ("" if not math.isfinite(losses[stop]) else
-                   f", the median of its last {WINDOW} above the initial {losses[0]:.4g} + {cfg['divergence_margin']:g}")
+                   f", the median of its last {WINDOW} above {threshold(losses, cfg['divergence_margin']):.4g}")
             run.say(f"[{run.run_id}] diverged at step {stop + 1}: loss {losses[stop]:.4g}{why}")
             return stop, prior_s + time.perf_counter() - loop_t0
         signum = world.max(signalled()) if done < steps else 0
@@ -451,7 +451,7 @@ def final_validation(run: Training, stop: int | None) -> tuple[str, float]:
     if stop is not None:
         return "diverged", float("nan")
     val_loss = validation_loss(run.model, run.val_data, run.shape.seq_len, run.cfg["eval_tokens"], run.device)
-    if not val_loss <= run.losses[0] + run.cfg["divergence_margin"]:  # NaN compares False
+    if not val_loss <= threshold(run.losses, run.cfg["divergence_margin"]):  # NaN compares False
         return "diverged", float("nan")
     return "ok", val_loss
 

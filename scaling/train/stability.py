@@ -19,16 +19,21 @@ import statistics
 WINDOW = 9  # steps: the median of 9 losses stays below the margin unless 5 of them rise above it
 
 
+def threshold(losses, margin: float) -> float:
+    """The loss a run has diverged above: its initial loss ``losses[0]`` + ``margin`` (``divergence_margin``)."""
+    return losses[0] + margin
+
+
 def first_divergence(losses, first: int, done: int, warmup: int, margin: float) -> int | None:
     """The step (0-based) a run diverged at, among steps ``first`` to ``done`` − 1, from ``losses``, the run's
     losses by step (those before ``first`` already checked): the first that is NaN or infinite, or the first step
-    after warmup whose loss and the :data:`WINDOW` − 1 before it (all after warmup) have a median above the initial
-    loss ``losses[0]`` + ``margin``; None if neither. Checking a run's steps in chunks finds what one check of
+    after warmup whose loss and the :data:`WINDOW` − 1 before it (all after warmup) have a median above the
+    :func:`threshold`; None if neither. Checking a run's steps in chunks finds what one check of
     them all would."""
-    threshold = losses[0] + margin
+    above = threshold(losses, margin)
     for step in range(first, done):
         if not math.isfinite(losses[step]):
             return step
-        if step - WINDOW + 1 >= warmup and statistics.median(losses[step - WINDOW + 1:step + 1]) > threshold:
+        if step - WINDOW + 1 >= warmup and statistics.median(losses[step - WINDOW + 1:step + 1]) > above:
             return step
     return None
