@@ -54,6 +54,27 @@ def test_a_direction_no_score_tested_borrows_the_other_directions_growth():
     assert k_down == k_up and k_up == pytest.approx(0.03, rel=0.3)
 
 
+def test_beyond_the_distances_its_scores_tested_a_log_loss_error_grows_at_the_prior_rate():
+    from scipy import stats
+    from scaling.fit.calibration import UNTESTED_GROWTH
+
+    rng = np.random.default_rng(3)
+    up = rng.uniform(0, 0.2, 60)  # scores tested to 0.2 decades, where the law barely misses: κ↑ fits ≈ 0
+    e = 0.004 * rng.standard_normal(60)
+    t = stats.t.ppf(0.975, 4)
+    log, linear = (calibrate(space, e, up, np.zeros(60), ["fold"] * 60, np.full(60, -1), noise=0.0)
+                   for space in ("log", "linear"))
+    assert log.params["kappa_up"] < 0.005 and log.max_up == pytest.approx(up.max())
+    at = np.array([0.1, 3.2])
+    inside, far = np.log(log.interval(np.ones(2), at, np.zeros(2), 0.95)[1])
+    assert inside == pytest.approx(t * log.scale(at[:1], np.zeros(1))[0]) and inside < 0.02  # as fitted
+    assert far >= t * UNTESTED_GROWTH["kappa_up"] * (3.2 - up.max())  # 3 untested decades at 0.02 each
+    below = np.log(log.interval([1.0], [0.0], [1.0], 0.95)[1][0])  # 1 untested decade downwards (none tested)
+    assert below >= t * UNTESTED_GROWTH["kappa_down"]
+    assert linear.interval([1.0], [3.2], [0.0], 0.95)[1][0] - 1 < 0.1  # a fraction's error has no prior: as fitted
+    assert linear.interval([1.0], [3.2], [0.0], 0.95)[1][0] - 1 < far
+
+
 def test_a_point_never_sees_its_own_score():
     rng = np.random.default_rng(2)
     e = rng.normal(0, 0.01, 20)

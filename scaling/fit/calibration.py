@@ -27,7 +27,21 @@ tails instead of every interval) and a scale that grows with distance,
 fitted by maximum likelihood: s₀ is the error inside the fit set's range, κ↑
 and κ↓ how much it grows per decade beyond it (under-training, M below the fit
 set's, behaves differently from over-training and from larger N). A point's
-interval is ŷ·exp(± t₄,q·s) (log space) or ŷ ± t₄,q·s. A score of a point that
+interval is ŷ·exp(± t₄,q·s) (log space) or ŷ ± t₄,q·s.
+
+**Beyond the scores' reach.** The scores test distances up to the farthest of
+them (``max_up``, ``max_down``); a prediction farther out extrapolates the fitted
+growth where no score was. There the error of a log loss also grows at the
+prior rate κ⁰ of :data:`UNTESTED_GROWTH`, as an independent term:
+
+    s² += (κ↑⁰·(up − max_up)₊)² + (κ↓⁰·(down − max_down)₊)².
+
+Without it, scores tested to 0.2 decades that fit κ↑ ≈ 0 gave a "95%" interval
+of ±2.4% at 3.5 decades beyond (the two smallest IsoFLOP budgets of the
+Chinchilla points predicting 1e24 FLOPs; ``benchmarks/plan.py``). Inside the
+tested distances nothing changes: every backtest of the README's calibration
+table predicts within them, and its figures are the same with the term.
+Errors of a fraction (the downstream law's) have no such prior and no term. A score of a point that
 is itself predicted is left out of that point's error model (leave-one-out), so
 no interval has seen the value it is judged against; a downstream error law's
 own fit set (which may be wider than the loss law's) gives no error score.
@@ -53,6 +67,17 @@ NU = 4.0  # degrees of freedom of the error model's Student-t (Lange, Little & T
 MAX_FOLDS = 4  # extrapolation folds of a fit set (each a refit of the law)
 MIN_SCORES = 8  # fewer out-of-sample errors than this: no calibration (the intervals say so)
 _LOG_BOUNDS = [(np.log(1e-6), np.log(10.0))] * 3  # s₀, κ↑, κ↓ (errors of log loss or fractions: never above 10)
+# Growth per decade of a log loss's error beyond the distances the scores tested (see the module doc): rounded up
+# from the C4-loss fits of the Gadre et al. testbed (κ↑ 0–0.02, κ↓ 0.07–0.09 per decade; README, "Calibration").
+UNTESTED_GROWTH = {"kappa_up": 0.02, "kappa_down": 0.08}
+
+
+def untested_variance(up, down, max_up: float, max_down: float) -> np.ndarray:
+    """(κ↑⁰·(up − max_up)₊)² + (κ↓⁰·(down − max_down)₊)²: the variance a log-loss error adds beyond the tested
+    distances ``max_up`` and ``max_down``, at the rates of :data:`UNTESTED_GROWTH`."""
+    beyond_up = np.clip(np.asarray(up, dtype=float) - max_up, 0, None)
+    beyond_down = np.clip(np.asarray(down, dtype=float) - max_down, 0, None)
+    return (UNTESTED_GROWTH["kappa_up"] * beyond_up) ** 2 + (UNTESTED_GROWTH["kappa_down"] * beyond_down) ** 2
 
 
 def log_inputs(*inputs) -> np.ndarray:
@@ -178,6 +203,16 @@ class Calibration:
         return len(self.errors)
 
     @property
+    def max_up(self) -> float:
+        """The farthest distance upwards a score tested (decades)."""
+        return float(self.up.max(initial=0.0))
+
+    @property
+    def max_down(self) -> float:
+        """The farthest distance downwards a score tested (decades)."""
+        return float(self.down.max(initial=0.0))
+
+    @property
     def params(self) -> dict[str, float]:
         s0, k_up, k_down = np.exp(self.theta)
         return {"s0": float(s0), "kappa_up": float(k_up), "kappa_down": float(k_down)}
@@ -201,9 +236,12 @@ class Calibration:
         runs; the law's own error is what their run noise leaves of the fitted
         scale, and a new run adds one run's noise. (A standard deviation σ is a
         t_ν scale of σ·√((ν−2)/ν).) The law's scale never falls below that of a
-        mean over the fit set's runs, noise/√n_fit.
+        mean over the fit set's runs, noise/√n_fit. Beyond the tested distances a log loss's error also grows at
+        the prior rate (:func:`untested_variance`).
         """
         total2 = np.exp(2 * self.theta) @ np.vstack([np.ones_like(up), up**2, down**2])
+        if self.space == "log":
+            total2 = total2 + untested_variance(up, down, self.max_up, self.max_down)
         noise2 = self.noise**2 * (NU - 2) / NU
         law2 = np.maximum(total2 - noise2 / self.seeds, noise2 / self.n_fit)
         return np.sqrt(law2 if interval == "confidence" else law2 + noise2)
@@ -225,7 +263,7 @@ class Calibration:
     def to_dict(self) -> dict:
         return {"space": self.space, "nu": NU, **self.params, "noise": self.noise, "seeds": self.seeds,
                 "n_fit": self.n_fit, "n_scores": self.n_scores, "sources": sorted(set(self.source)),
-                "max_up": float(self.up.max(initial=0.0)), "max_down": float(self.down.max(initial=0.0)),
+                "max_up": self.max_up, "max_down": self.max_down,
                 "scores": {"errors": self.errors.tolist(), "up": self.up.tolist(), "down": self.down.tolist(),
                            "source": list(self.source), "row": self.row.astype(int).tolist()},
                 "theta": self.theta.tolist()}

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from scaling.fit.calibration import MIN_SCORES
+from scaling.fit.calibration import MIN_SCORES, UNTESTED_GROWTH
 from scaling.fit.laws import LAWS
 from scaling.fit.result import FitResult
 
@@ -113,15 +113,19 @@ def diagnose(fit: FitResult, points: pd.DataFrame, fit_mask, predictions: pd.Dat
                    f"outside the fit set (other M at the fit sizes) to calibrate them")
         far = unseen[unseen["compute_ratio"] > FAR]
     else:
-        up, down = cal.up.max(initial=0.0), cal.down.max(initial=0.0)
+        up, down = cal.max_up, cal.max_down
         far = unseen[(unseen["extrapolation_up"] > up + 1e-9) | (unseen["extrapolation_down"] > down + 1e-9)]
     if len(far):
         worst = far.loc[far["compute_ratio"].idxmax()]
+        beyond = ("treat their intervals as a lower bound" if cal is None or cal.space != "log" else
+                  "beyond the tested distances their intervals assume the error grows at a prior rate "
+                  f"(κ↑ {UNTESTED_GROWTH['kappa_up']:g}, κ↓ {UNTESTED_GROWTH['kappa_down']:g} per decade of "
+                  "log loss), which no run of this fit has checked")
         tested = ("" if cal is None else
                   f" (its calibration tested distances up to {up:.2g} decades beyond the fit set towards larger "
                   f"N or M and {down:.2g} towards smaller; these go up to {far['extrapolation_up'].max():.2g} and "
                   f"{far['extrapolation_down'].max():.2g})")
         out.append(f"{len(far)} prediction(s) extrapolate beyond what was tested{tested}, up to "
-                   f"{worst['compute_ratio']:.3g}× the largest fitted compute ({_point(worst)}): treat their "
-                   f"intervals as a lower bound; add runs between the fit set and them")
+                   f"{worst['compute_ratio']:.3g}× the largest fitted compute ({_point(worst)}): "
+                   f"{beyond}; add runs between the fit set and them")
     return out

@@ -10,7 +10,8 @@ trains its first runs (the batch is proposed cheapest first), as much compute as
 has been spent so far (or the first run, if dearer): the study at most doubles
 its compute per round, and the planner sees a refitted law before it commits the rest.
 :func:`random_design` is the baseline of equal budget, :func:`predict_targets` how a design fares, and
-:func:`gadre_setup` the Gadre et al. testbed as such a study (``benchmarks/plan.py``).
+:func:`gadre_setup` and :func:`chinchilla_setup` the two testbeds as such studies (``benchmarks/plan.py``), with
+:func:`compute_to_stay_below` the measure of the second.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from scaling.fit.chinchilla import HOFFMANN_BUDGETS
 from scaling.fit.plan import Planner, current_fit, law_inputs, plan
 from scaling.fit.tables import canonical, fit_table, matches
 from scaling.testbeds import gadre
@@ -50,6 +52,11 @@ def replay(law: str, outcomes: pd.DataFrame, start: np.ndarray, targets: pd.Data
         spent = float(known["flops"].sum())
 
 
+def rounds(known: pd.DataFrame) -> list[pd.DataFrame]:
+    """The designs of a :func:`replay`'s study after each of its rounds (the start first)."""
+    return [known[known["round"] <= r] for r in range(int(known["round"].max()) + 1)]
+
+
 def random_design(outcomes: pd.DataFrame, start: np.ndarray, budget: float, seed: int) -> pd.DataFrame:
     """The start rows plus runs of ``outcomes`` drawn in a random order (``seed``), each kept while the budget (the
     start's compute included) affords it."""
@@ -74,6 +81,28 @@ def gadre_setup(runs: pd.DataFrame):
         smallest = np.sort(pool["n_params"].unique())[:2]
         start = (pool["n_params"].isin(smallest) & (pool["token_multiplier"] == 20)).to_numpy()
         yield dataset, pool, start, g[is_target], g[matches(g, gadre.LOSS_FIT_ON)]
+
+
+def chinchilla_setup(points: pd.DataFrame, target_flops: float = 1e24):
+    """The Chinchilla points (Epoch AI's reconstruction) as a study that plans itself: ``(points, start, grid,
+    target)``: the points without Epoch AI's outliers, the mask of the runs on the two smallest IsoFLOP budgets of
+    Hoffmann et al. (within 0.1 decade of 6e18 and 1e19 FLOPs), the uniform grid's designs (those budgets plus
+    the next ones in order, one design per budget added) and the target, a compute-optimal model (D = 20·N) at
+    ``target_flops``."""
+    points = canonical(points[~points["epoch_excluded_outlier"]].reset_index(drop=True))
+    n = np.sqrt(target_flops / 120)  # C = 6·N·D with D = 20·N
+    log_c, log_b = np.log10(points["flops"].to_numpy()), np.log10(HOFFMANN_BUDGETS)
+    nearest = np.abs(log_c[:, None] - log_b[None, :]).argmin(axis=1)
+    on_budget = np.abs(log_c - log_b[nearest]) <= 0.1
+    grid = [points[on_budget & (nearest <= k)] for k in range(1, len(log_b))]
+    return points, on_budget & (nearest <= 1), grid, pd.DataFrame({"n_params": [n], "tokens": [20 * n]})
+
+
+def compute_to_stay_below(designs: list[pd.DataFrame], widths: list[float], limit: float) -> float:
+    """The compute of the first of ``designs`` (grown in order) after which every half-width is below ``limit``;
+    inf when the last is not."""
+    below = [i for i in range(len(widths)) if max(widths[i:]) < limit]
+    return float(designs[below[0]]["flops"].sum()) if below else np.inf
 
 
 def predict_targets(known: pd.DataFrame, targets: pd.DataFrame, law: str = "overtraining",
