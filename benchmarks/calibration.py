@@ -62,7 +62,7 @@ SPLITS = (1.5e19, 4e19, 8e19, 1.5e20, 4e20, 8e20, 1.5e21)
 def beyond_rows(points: pd.DataFrame) -> list[dict]:
     """Per split: the test runs, those beyond the distances the calibration tested, and the 95% coverage and
     median half-width of each with the untested growth (as shipped) and without it (its variance taken out of
-    the same intervals)."""
+    the same intervals: exact unless the law's scale sits at its floor, noise/√n_fit, see Calibration.scale)."""
     t = stats.t.ppf(0.975, NU)
     out = []
     for split in SPLITS:

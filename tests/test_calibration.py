@@ -66,9 +66,12 @@ def test_beyond_the_distances_its_scores_tested_a_log_loss_error_grows_at_the_pr
                    for space in ("log", "linear"))
     assert log.params["kappa_up"] < 0.005 and log.max_up == pytest.approx(up.max())
     at = np.array([0.1, 3.2])
+    fitted = np.sqrt(np.exp(2 * log.theta) @ np.vstack([np.ones(2), at**2, np.zeros(2)]))  # the fitted growth only
     inside, far = np.log(log.interval(np.ones(2), at, np.zeros(2), 0.95)[1])
-    assert inside == pytest.approx(t * log.scale(at[:1], np.zeros(1))[0]) and inside < 0.02  # as fitted
+    assert inside == pytest.approx(t * fitted[0]) and inside < 0.02  # within the tested distances: as fitted
+    assert (far / t) ** 2 == pytest.approx(fitted[1] ** 2 + (UNTESTED_GROWTH["kappa_up"] * (3.2 - up.max())) ** 2)
     assert far >= t * UNTESTED_GROWTH["kappa_up"] * (3.2 - up.max())  # 3 untested decades at 0.02 each
+    assert log.params["kappa_down"] < 1e-5 < linear.params["kappa_down"]  # no score went down: only a fraction borrows
     below = np.log(log.interval([1.0], [0.0], [1.0], 0.95)[1][0])  # 1 untested decade downwards (none tested)
     assert below >= t * UNTESTED_GROWTH["kappa_down"]
     assert linear.interval([1.0], [3.2], [0.0], 0.95)[1][0] - 1 < 0.1  # a fraction's error has no prior: as fitted

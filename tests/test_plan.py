@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from scipy import stats
 
 from scaling.fit.laws import overtraining_loss
 from scaling.fit.plan import PRIOR_PARAMS, Planner, learning_rates, plan
@@ -27,6 +28,24 @@ def test_a_run_towards_the_target_narrows_its_interval_and_one_inside_the_fit_se
     inside = PRIOR.half_widths(np.vstack([design, [2e7, 40]]), TARGET.to_numpy(float))[0]
     assert towards < inside <= now
     assert now - towards > 10 * (now - inside)
+
+
+def test_beyond_the_distances_its_calibration_tested_the_planner_expects_the_prior_growth():
+    """A calibrated error model tested to 0.2 decades: a target 2 decades beyond the design expects the growth of
+    the 1.8 untested decades on top of the fitted one, as the fit stage's interval will have it; a design that
+    reaches nearer the target gains more than under an error model tested everywhere."""
+    from dataclasses import replace
+    from scaling.fit.calibration import UNTESTED_GROWTH
+
+    calibrated = replace(PRIOR, error_model={"s0": 0.005, "kappa_up": 0.001, "kappa_down": 0.001}, tested=(0.2, 0.2))
+    everywhere = replace(calibrated, tested=(np.inf, np.inf))
+    design, target = KNOWN.to_numpy(float), np.array([[1e8 * 10 ** 2, 20.0]])  # 2 decades beyond 1e8 in N
+    t = stats.t.ppf(0.975, 4)
+    s = [np.arcsinh(p.half_widths(design, target)[0]) / t for p in (calibrated, everywhere)]
+    assert s[0] ** 2 - s[1] ** 2 == pytest.approx((UNTESTED_GROWTH["kappa_up"] * (2 - 0.2)) ** 2, rel=1e-6)
+    nearer = np.vstack([design, [1e9, 20.0]])  # one decade nearer
+    gain = [p.half_widths(design, target)[0] - p.half_widths(nearer, target)[0] for p in (calibrated, everywhere)]
+    assert gain[0] > gain[1]
 
 
 def test_plan_spends_within_the_budget_skips_known_points_and_narrows_step_by_step():

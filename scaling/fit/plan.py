@@ -107,7 +107,9 @@ class Planner:
     noise: float
     level: float = 0.95
     prior_sd: float = PRIOR_SD
-    tested: tuple[float, float] = (np.inf, np.inf)  # the error model's tested distances (up, down); the prior's: all
+    # The error model's tested distances (up, down): beyond them the misfit also grows at the calibration's prior
+    # rate (untested_variance). The prior error model grows at that rate from the start, so it has tested "all".
+    tested: tuple[float, float] = (np.inf, np.inf)
 
     @classmethod
     def from_fit(cls, law: str, fit: FitResult | None, level: float = 0.95) -> "Planner":
@@ -121,15 +123,16 @@ class Planner:
         if fit is None:
             return cls(law, dict(PRIOR_PARAMS[law]), dict(PRIOR_ERROR_MODEL), PRIOR_NOISE, level)
         n_params = len(LAWS[law].params)
-        tested = (np.inf, np.inf)
-        if fit.calibration is not None:
-            error_model, noise = fit.calibration.params, fit.calibration.noise
-            tested = (fit.calibration.max_up, fit.calibration.max_down)
+        calibration, tested = fit.calibration, {}
+        if calibration is not None:
+            assert calibration.space == "log", "the planned laws' calibrations are of log loss"
+            error_model, noise = calibration.params, calibration.noise
+            tested = {"tested": (calibration.max_up, calibration.max_down)}
         else:
             error_model = dict(PRIOR_ERROR_MODEL)
             noise = fit.noise_sd if fit.n_points >= 2 * n_params and fit.residual_space == "log" else np.nan
         noise = float(noise) if np.isfinite(noise) and noise > 0 else PRIOR_NOISE
-        return cls(law, dict(fit.params), error_model, noise, level, tested=tested)
+        return cls(law, dict(fit.params), error_model, noise, level, **tested)
 
     def gradients(self, inputs: np.ndarray) -> np.ndarray:
         """∂ log L/∂ log|θⱼ| at each row of ``inputs`` (raw law inputs, one column each): central differences."""

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from scaling.fit.calibration import UNTESTED_GROWTH
 from scaling.fit.diagnostics import IDENTIFIED, identified
 from scaling.fit.laws import overtraining_compute_form
 from scaling.fit.stage import UNFITTED_ERROR_FIX, chance_error
@@ -83,10 +84,21 @@ def _calibration_text(row) -> str:
     sources = " and ".join({"held_out": "held-out runs", "fold": "extrapolation folds of the fit set"}[s]
                            for s in c["sources"])
     unit = "%" if c["space"] == "log" else " percentage points"  # errors of log loss are relative; of error, not
+
+    def growth(kappa: str, tested: str, other: str, direction: str) -> str:
+        if c[tested] > 0:
+            return f"{100 * c[kappa]:.2g}{unit} per decade towards {direction} N or M (tested to {c[tested]:.2g} decades)"
+        borrowed = c["space"] != "log" and c[other] > 0  # fit_scale: a fraction's untested direction borrows
+        return f"untested towards {direction}" + (f" (taken as the other's, {100 * c[kappa]:.2g}{unit})" if borrowed
+                                                  else "")
+    beyond = (f" Beyond the tested distances the error also grows at the prior {100 * UNTESTED_GROWTH['kappa_up']:g}% "
+              f"(larger) and {100 * UNTESTED_GROWTH['kappa_down']:g}% (smaller) per decade."
+              if c["space"] == "log" else "")
     return (f"Prediction intervals are calibrated on the law's errors at {c['n_scores']} points it was not fitted on "
-            f"({sources}): an error scale of {100 * c['s0']:.2g}{unit} within the fit set's range, growing by "
-            f"{100 * c['kappa_up']:.2g}{unit} per decade beyond it towards larger N or M "
-            f"({100 * c['kappa_down']:.2g}{unit} towards smaller), Student-t tails (ν = {c['nu']:g}).")
+            f"({sources}): an error scale of {100 * c['s0']:.2g}{unit} within the fit set's range, growing beyond it "
+            f"by {growth('kappa_up', 'max_up', 'max_down', 'larger')}, "
+            f"{growth('kappa_down', 'max_down', 'max_up', 'smaller')}; "
+            f"Student-t tails (ν = {c['nu']:g}).{beyond}")
 
 
 def _names(value) -> list[str]:
