@@ -30,6 +30,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 if fixture in getattr(item, "fixturenames", ()) and item.get_closest_marker(tier) is None]
     if unmarked:
         raise pytest.UsageError("tests outside their tier:\n" + "\n".join(unmarked))
+    # pytest-xdist's workers (pyproject.toml: -n 2 --dist loadfile) take a module at a time in this order: the SLURM
+    # tests, the longest module and mostly waiting on the cluster, first, so that the other worker takes the rest.
+    items.sort(key=lambda item: item.get_closest_marker("slurm") is None)
 
 
 def snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
