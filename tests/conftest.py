@@ -24,7 +24,7 @@ FIXTURE_TIERS = {"finished_smoke": "workflow", "slurm": "slurm", "chromium_execu
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Refuse to run when a test uses a tier's fixture without the tier's marker."""
+    """Refuse to run when a test uses a tier's fixture without the tier's marker; put the SLURM tests first."""
     unmarked = [f"{item.nodeid} uses the fixture {fixture} but has no @pytest.mark.{tier}"
                 for item in items for fixture, tier in FIXTURE_TIERS.items()
                 if fixture in getattr(item, "fixturenames", ()) and item.get_closest_marker(tier) is None]
