@@ -35,7 +35,7 @@ from scaling.testbeds import gadre
 from scaling.fit.chinchilla import fit_chinchilla
 from scaling.fit.tables import matches
 from scaling.fit.bootstrap import run_weights
-from scaling.fit.estimators import hoffmann_grid, huber_log, huber_log_refit, lse_huber_objective
+from scaling.fit.estimators import hoffmann_grid, huber_log, huber_log_refit, lse_design, lse_huber_objective
 from scaling.fit.overtraining import METHODS, fit_overtraining
 
 GOAL_S = 5.0  # huber-log fit + 1,000 resamples
@@ -55,11 +55,11 @@ def refit_quality(N, M, L, resamples: int) -> np.ndarray:
     N, M, L = (np.asarray(v, dtype=float) for v in (N, M, L))
     logs = np.log(N), np.log(N * M), np.log(L)
     theta, _ = huber_log(*logs, hoffmann_grid(shared_exponent=True), shared_exponent=True)
-    out = []
+    X, out = lse_design(*logs[:2], shared_exponent=True), []
     for w in run_weights(len(L), resamples, seed=0):
         polished = huber_log(*logs, [theta], shared_exponent=True, weights=w, screen=None)[0]
         refit = huber_log_refit(*logs, theta, w, shared_exponent=True)
-        f = [lse_huber_objective(x, *logs, w, 1e-3, True)[0] for x in (refit, polished)]
+        f = [lse_huber_objective(x, X, logs[2], w, 1e-3)[0] for x in (refit, polished)]
         out.append(f[0] / f[1] - 1)
     return np.array(out)
 
