@@ -183,11 +183,12 @@ def huber_log_refit(logN, logD, logL, theta, weights, *, shared_exponent: bool =
     start = lse_huber_objective(x0, X, logL, w, delta)[0]
     if start == 0:  # every run weighted 0, or the law through every point: nothing to refit
         return np.array(theta, dtype=float)
-    args = (X, logL, w / start, delta)  # the objective in units of its value at theta
+    w = w / start  # the objective in units of its value at theta
+    args = (X, logL, w, delta)
     Z = X @ x0
     share = np.exp(Z - Z.max(axis=0))
     J = np.einsum("kn,knp->np", share / share.sum(axis=0), X)  # d(log prediction)/dθ: each term's share times X_k
-    eig, V = np.linalg.eigh(J.T @ J * args[2].mean())
+    eig, V = np.linalg.eigh(J.T @ J * w.mean())
     # a direction G hardly curves (a term too small to matter at any point, e.g. E → 0) is scaled as if it curved a
     # millionth as much as the most curved: less, and L-BFGS-B's steps along it ran far and ended higher. Along such
     # a direction the objective is flat, so where a refit ends on it (the log of that E) depends on this floor.
